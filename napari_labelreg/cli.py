@@ -1,0 +1,194 @@
+"""``napari-labelreg``: headless commands (train, register, evaluate, demo).
+
+Heavy modules (torch, napari) are imported inside the commands, so ``--help``
+is instant and ``train`` never touches Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .config import PRESETS, REGULARISERS, SIMILARITIES, VARIANTS, AugmentConfig, LossConfig, ModelConfig
+from .geometry import CONVENTIONS
+from .io import DataError
+
+
+def _training_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
+                   help="starting settings: 'paper' (Hu et al. 2018) or 'cpu' (fast on a CPU; default)")
+    g.add_argument("--variant", choices=VARIANTS, help="network (default baseline)")
+    g.add_argument("--width", type=int, help="first-level channels n0")
+    g.add_argument("--loss", choices=SIMILARITIES, help="label similarity (default msdice)")
+    g.add_argument("--regulariser", choices=REGULARISERS, help="deformation regulariser (default bending)")
+    g.add_argument("--weight", type=float, help="regulariser weight alpha (default 0.5)")
+    g.add_argument("--prefilter", action="store_true", help="the paper's preFilt variant")
+    g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
+    g.add_argument("--iterations", type=int, help="budget in iterations")
+    g.add_argument("--minutes", type=float, help="budget in wall-clock minutes")
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float, help="Adam learning rate")
+    g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
+    g.add_argument("--precision", choices=("bf16", "fp32"))
+    g.add_argument("--seed", type=int)
+    g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1...")
+    g.add_argument("--geometry", choices=CONVENTIONS, default="world",
+                   help="initial correspondence (default world; centred suits the mrus_prostate data)")
+    g.add_argument("--checkpoint-every", type=int)
+
+
+def config_from_args(args) -> "TrainConfig":  # noqa: F821
+    base = PRESETS[args.preset]
+    model = replace(base.model, **_given(variant=args.variant, width=args.width))
+    loss = replace(base.loss, **_given(similarity=args.loss, regulariser=args.regulariser, weight=args.weight))
+    if args.prefilter:
+        loss = replace(loss, prefilter=True)
+    augment = AugmentConfig(enabled=False) if args.no_augment else base.augment
+    lr = args.lr
+    if lr is None and args.preset == "paper" and model.variant in ("global", "composite"):
+        lr = 1e-6  # the paper's rate for the affine networks (section 3.2.2)
+    budget = {}
+    if args.iterations is not None or args.minutes is not None:
+        budget = {"iterations": args.iterations, "minutes": args.minutes}
+    spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
+    return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
+                   **_given(learning_rate=lr, batch_size=args.batch_size, precision=args.precision, seed=args.seed,
+                            checkpoint_every=args.checkpoint_every))
+
+
+def _given(**kwargs):
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def cmd_train(args) -> None:
+    from .data import folder_pairs
+    from .nn.checkpoint import load_checkpoint
+    from .training.loop import CHECKPOINT, train
+
+    config = config_from_args(args)
+    out = Path(args.out)
+    if args.resume and (out / CHECKPOINT).exists():
+        saved = load_checkpoint(out / CHECKPOINT)["config"]
+        budget = _given(iterations=args.iterations, minutes=args.minutes)
+        config = replace(saved, **budget)
+    elif (out / CHECKPOINT).exists():
+        raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+    pairs = folder_pairs(args.data)
+    print(f"training {config.model.variant} (n0={config.model.width}) on {len(pairs)} pairs -> {out}")
+    _drive(train(pairs, config, out, resume=args.resume, device=args.device), config.iterations)
+
+
+def _drive(reports, total) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+    for r in reports:
+        bar.n = r.step
+        bar.set_postfix(loss=f"{r.loss:.4f}", sim=f"{r.similarity:.4f}", reg=f"{r.regulariser:.4f}", refresh=False)
+        bar.refresh()
+    bar.close()
+
+
+def cmd_register(args) -> None:
+    from . import io
+    from .inference import Registrator
+
+    reg = Registrator.from_run(args.model, device=args.device)
+    pair = io.load_pair(args.moving, args.fixed, name="input")
+    result = reg.register(pair.moving, pair.fixed, geometry=args.geometry)
+    out = Path(args.out)
+    io.save_ddf(out / "ddf.nii.gz", result.ddf_mm, result.fixed)
+    io.save_volume(out / "warped.nii.gz", result.warped.astype("float32"), result.fixed)
+    written = ["ddf.nii.gz", "warped.nii.gz"]
+    if args.moving_labels:
+        labels = io.load_labels(args.moving_labels, pair.moving.grid)
+        warped = (result.warp_labels(labels) >= 0.5).astype("uint8")
+        io.save_volume(out / "warped_labels.nii.gz", warped[0] if len(warped) == 1 else warped.transpose(1, 2, 3, 0),
+                       result.fixed)
+        written.append("warped_labels.nii.gz")
+    print(f"wrote {', '.join(written)} to {out}")
+
+
+def cmd_evaluate(args) -> None:
+    from tqdm import tqdm
+
+    from .data import iter_folder_pairs
+    from .evaluation import evaluate, summary
+    from .inference import Registrator, identity_registration
+    from .io import list_folder_pairs
+
+    names = list_folder_pairs(args.data)
+    if args.model:
+        reg = Registrator.from_run(args.model, device=args.device)
+        register = lambda p: reg.register_pair(p, geometry=args.geometry)  # noqa: E731
+    else:
+        register = lambda p: identity_registration(p.moving, p.fixed, args.geometry or "world")  # noqa: E731
+    with tqdm(total=len(names), unit="pair") as bar:
+        results = evaluate(register, iter_folder_pairs(args.data, names), progress=lambda _: bar.update())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    results.to_csv(args.out, index=False)
+    print(summary(results).round(3).to_string())
+    print(f"per-pair results: {args.out}")
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), iterations=args.iterations, device=args.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-labelreg", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a registration network (headless)")
+    p.add_argument("--data", required=True, help="folder with moving_images/, fixed_images/, *_labels/")
+    p.add_argument("--out", required=True, help="run folder (checkpoint, config, log)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _training_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("register", help="register a moving image to a fixed image with a trained model")
+    p.add_argument("--model", required=True, help="run folder or checkpoint file")
+    p.add_argument("--moving", required=True)
+    p.add_argument("--fixed", required=True)
+    p.add_argument("--moving-labels", help="3-D mask or 4-D label stack on the moving image to warp too")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("evaluate", help="TRE and gland Dice of a model (or of no model) on labelled pairs")
+    p.add_argument("--model", help="run folder; omitted: the initial correspondence alone")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="per-pair CSV")
+    p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="train briefly on synthetic phantoms and register one (no data needed)")
+    p.add_argument("--out", default="labelreg-demo", help="output folder (default ./labelreg-demo)")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"napari-labelreg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

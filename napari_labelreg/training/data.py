@@ -1,0 +1,88 @@
+"""Turning image pairs into tensors the training loop can sample from.
+
+Each pair is prepared once: images normalised to zero mean and unit variance,
+the fixed image and labels put on the network grid (the fixed field of view at
+the configured spacing), the moving image and labels kept on their own grid,
+and the 4x4 map from network voxels to moving voxels.  Moving data is only ever
+interpolated once, at the warped coordinates (no resize-then-warp).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..geometry import Grid, fixed_to_moving, regrid, shape_for_spacing
+from ..io import DataError, Pair
+from ..nn.warp import warp
+
+
+@dataclass
+class PreparedPair:
+    name: str
+    grid: Grid  # network grid (fixed field of view)
+    net_to_moving: torch.Tensor  # (4, 4) float64 -> float32 on use
+    fixed_image: torch.Tensor  # (1, *grid.shape)
+    fixed_labels: torch.Tensor  # (M, *grid.shape), soft in [0, 1]
+    moving_image: torch.Tensor  # (1, *moving shape)
+    moving_labels: torch.Tensor  # (M, *moving shape), {0, 1}
+    moving_spacing: tuple[float, float, float]  # mm
+
+    @property
+    def num_labels(self) -> int:
+        return int(self.fixed_labels.shape[0])
+
+
+def normalise(data: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance (a constant image becomes zeros)."""
+    data = np.asarray(data, np.float32)
+    std = float(data.std())
+    return (data - data.mean()) / (std if std > 0 else 1.0)
+
+
+def network_grid(fixed: Grid, spacing_mm: float | None, shape=None) -> tuple[Grid, np.ndarray]:
+    """The grid the network works on and its map to fixed voxels."""
+    return regrid(fixed, shape or shape_for_spacing(fixed, spacing_mm))
+
+
+def _to_fixed_net(volume: np.ndarray, matrix: np.ndarray, shape) -> torch.Tensor:
+    mat = torch.as_tensor(matrix, dtype=torch.float32)[None]
+    return warp(torch.as_tensor(volume, dtype=torch.float32)[None], mat, None, shape)[0]
+
+
+def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=None) -> PreparedPair:
+    """Tensors of one pair for training (see module docstring)."""
+    grid, net_to_fixed = network_grid(pair.fixed.grid, spacing_mm, shape)
+    to_moving = fixed_to_moving(pair.fixed.grid, pair.moving.grid, convention) @ net_to_fixed
+    fixed_stack = np.concatenate([normalise(pair.fixed.data)[None], pair.fixed_labels.astype(np.float32)])
+    fixed_net = _to_fixed_net(fixed_stack, net_to_fixed, grid.shape)
+    return PreparedPair(
+        name=pair.name,
+        grid=grid,
+        net_to_moving=torch.as_tensor(to_moving),
+        fixed_image=fixed_net[:1],
+        fixed_labels=fixed_net[1:],
+        moving_image=torch.as_tensor(normalise(pair.moving.data))[None],
+        moving_labels=torch.as_tensor(pair.moving_labels.astype(np.float32)),
+        moving_spacing=tuple(float(s) for s in pair.moving.grid.spacing),
+    )
+
+
+def prepare_pairs(pairs: Sequence[Pair], convention: str, spacing_mm: float | None) -> list[PreparedPair]:
+    """Prepare all pairs on network grids of one common shape (so they batch).
+
+    The shape comes from the first pair's field of view at ``spacing_mm``;
+    pairs whose fixed grids differ are sampled to that same voxel count over
+    their own field of view.  Pairs without labels are refused: they carry no
+    training signal.
+    """
+    if not pairs:
+        raise DataError("no image pairs to train on")
+    unlabelled = [p.name for p in pairs if p.num_labels == 0]
+    if unlabelled:
+        raise DataError(f"pairs without label pairs cannot be trained on: {', '.join(unlabelled[:5])}")
+    shape = shape_for_spacing(pairs[0].fixed.grid, spacing_mm)
+    return [prepare_pair(p, convention, spacing_mm, shape) for p in pairs]

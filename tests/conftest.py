@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mrus_prostate"
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason=f"{DATA} not present")
+    for item in items:
+        if "data" in item.keywords and not DATA.is_dir():
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def write_phantom_folder(root: Path, count: int = 3, **kwargs) -> Path:
+    """Phantom pairs in the mrus_prostate folder layout (4-D labels)."""
+    from napari_labelreg import io
+    from napari_labelreg.phantom import make_phantom
+
+    for seed in range(count):
+        pair = make_phantom(seed, **kwargs).pair
+        name = f"obs{seed:03d}.nii.gz"
+        io.save_volume(root / "moving_images" / name, pair.moving.data, pair.moving.grid)
+        io.save_volume(root / "fixed_images" / name, pair.fixed.data, pair.fixed.grid)
+        io.save_volume(root / "moving_labels" / name, pair.moving_labels.transpose(1, 2, 3, 0).astype(np.uint8),
+                       pair.moving.grid)
+        io.save_volume(root / "fixed_labels" / name, pair.fixed_labels.transpose(1, 2, 3, 0).astype(np.uint8),
+                       pair.fixed.grid)
+    return root
+
+
+@pytest.fixture
+def phantom_folder(tmp_path):
+    return write_phantom_folder(tmp_path / "data")
