@@ -20,7 +20,7 @@ from .io import Pair, Volume
 from .nn.checkpoint import load_model, run_checkpoint
 from .nn.warp import moving_coordinates, sample
 from .training.data import network_grid, normalise
-from .training.loop import autocast, pick_device
+from .nn.device import autocast, fast_layout, pick_device
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,7 @@ class Registrator:
         self.model = model.to(self.device).eval()
         self.config = config
         self.precision = precision or "bf16"
-        if self.precision == "bf16":
-            self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.model = fast_layout(self.model, self.precision)
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str | None = None,
@@ -81,9 +80,7 @@ class Registrator:
         to_fixed = torch.as_tensor(net_to_fixed, dtype=torch.float32)[None]
         mov = sample(torch.as_tensor(normalise(moving.data))[None, None], moving_coordinates(to_moving, grid.shape))
         fix = sample(torch.as_tensor(normalise(fixed.data))[None, None], moving_coordinates(to_fixed, grid.shape))
-        x = torch.cat([mov, fix], dim=1).to(self.device)
-        if self.precision == "bf16":
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        x = fast_layout(torch.cat([mov, fix], dim=1).to(self.device), self.precision)
         with torch.inference_mode(), autocast(self.device, self.precision):
             ddf = self.model(x).float()
         return ddf[0].permute(1, 2, 3, 0).cpu().numpy(), grid, net_to_fixed

@@ -55,10 +55,13 @@ class Down(nn.Module):
 
 
 def additive_upsample(x: torch.Tensor) -> torch.Tensor:
-    """Trilinear x2 resize, then the two channel halves summed (halves channels)."""
-    up = F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=False)
-    half = up.shape[1] // 2
-    return up[:, :half] + up[:, half:]
+    """Trilinear x2 resize, then the two channel halves summed (halves channels).
+
+    Resizing is linear, so the halves are summed first and the resize runs on
+    half the channels: the same result at half the cost.
+    """
+    half = x.shape[1] // 2
+    return F.interpolate(x[:, :half] + x[:, half:], scale_factor=2, mode="trilinear", align_corners=False)
 
 
 class Up(nn.Module):

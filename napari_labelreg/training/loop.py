@@ -9,7 +9,6 @@ quartets, rank 0 alone writing to the run folder.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -24,6 +23,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..io import Pair, atomic_write
 from ..nn.checkpoint import load_checkpoint, save_checkpoint
+from ..nn.device import autocast, fast_layout, pick_device
 from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter
 from ..nn.networks import build_model
 from ..nn.warp import moving_coordinates, sample
@@ -45,20 +45,6 @@ class Progress:
     elapsed_s: float
     step_s: float
     checkpoint: str | None = None
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else CUDA when present, else CPU."""
-    if device and device != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast context (a no-op for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def distributed_context() -> tuple[int, int]:
@@ -122,7 +108,7 @@ def compute_loss(model, batch, similarity, regulariser, weight: float, device, p
     """(loss, similarity mean, regulariser mean) of one minibatch."""
     inputs, fixed_labels, matrices, moving_labels = batch
     with autocast(device, precision):
-        ddf = model(inputs)
+        ddf = model(fast_layout(inputs, precision))
     ddf = ddf.float()
     shape = inputs.shape[2:]
     warped = torch.cat([
@@ -157,7 +143,7 @@ def train(
     out = Path(out_dir)
     torch.manual_seed(config.seed)
     prepared = prepare_pairs(pairs, config.geometry, config.spacing_mm)
-    model = build_model(config.model).to(dev)
+    model = fast_layout(build_model(config.model).to(dev), config.precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     step = 0
     if resume and (out / CHECKPOINT).exists():

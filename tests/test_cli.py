@@ -1,0 +1,127 @@
+"""The headless CLI end to end on phantom folders, and its refusals of bad input."""
+
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_labelreg import io
+from napari_labelreg.cli import main
+
+TINY = ["--width", "4", "--iterations", "2", "--geometry", "centred", "--spacing", "0"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "napari_labelreg", *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_help_lists_the_commands():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for command in ("train", "register", "evaluate", "demo"):
+        assert command in out.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import write_phantom_folder
+
+    root = tmp_path_factory.mktemp("cli")
+    data = write_phantom_folder(root / "data", count=2)
+    assert main(["train", "--data", str(data), "--out", str(root / "run"), *TINY]) == 0
+    return data, root / "run"
+
+
+def test_register_writes_ddf_in_mm_on_the_fixed_grid(trained, tmp_path):
+    data, run = trained
+    out = tmp_path / "out"
+    code = main(["register", "--model", str(run), "--moving", str(data / "moving_images/obs000.nii.gz"),
+                 "--fixed", str(data / "fixed_images/obs000.nii.gz"),
+                 "--moving-labels", str(data / "moving_labels/obs000.nii.gz"), "--out", str(out)])
+    assert code == 0
+    fixed = nib.load(data / "fixed_images/obs000.nii.gz")
+    ddf = nib.load(out / "ddf.nii.gz")
+    assert ddf.shape == (*fixed.shape, 1, 3)
+    assert ddf.header.get_intent()[0] == "vector"
+    assert ddf.header.get_xyzt_units()[0] == "mm"
+    warped = nib.load(out / "warped.nii.gz")
+    assert warped.shape == fixed.shape
+    np.testing.assert_allclose(warped.affine, fixed.affine)
+    labels = nib.load(out / "warped_labels.nii.gz")
+    assert labels.shape[:3] == fixed.shape and set(np.unique(labels.get_fdata())) <= {0.0, 1.0}
+    data_mm, grid = io.load_ddf(out / "ddf.nii.gz")
+    assert data_mm.shape == (*fixed.shape, 3)
+
+
+def test_evaluate_writes_per_pair_csv(trained, tmp_path, capsys):
+    data, run = trained
+    csv = tmp_path / "results.csv"
+    assert main(["evaluate", "--model", str(run), "--data", str(data), "--out", str(csv)]) == 0
+    table = pd.read_csv(csv)
+    assert list(table.pair) == ["obs000", "obs001"]
+    assert {"tre_mm", "tre_all_mm", "dice", "folding_voxels"} <= set(table.columns)
+    assert "median" in capsys.readouterr().out
+
+
+def test_train_refuses_to_overwrite_a_run(trained, capsys):
+    data, run = trained
+    assert main(["train", "--data", str(data), "--out", str(run), *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_train_resume_continues(trained, tmp_path):
+    data, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    assert main(["train", "--data", str(data), "--out", str(copy), "--resume", "--iterations", "4"]) == 0
+    from napari_labelreg.nn.checkpoint import load_checkpoint
+
+    assert load_checkpoint(copy / "checkpoint.pt")["step"] == 4
+
+
+def _break(data, how):
+    lab = data / "fixed_labels/obs001.nii.gz"
+    img = nib.load(lab)
+    arr = np.asarray(img.dataobj).astype(np.float32)
+    if how == "count":
+        arr = arr[..., :-1]
+    elif how == "empty":
+        arr[..., 1] = 0
+    elif how == "nonbinary":
+        arr[0, 0, 0, 1] = 2
+    elif how == "2d":
+        arr = arr[:, :, 0, 0]
+    elif how == "nan":
+        arr = np.asarray(nib.load(data / "fixed_images/obs001.nii.gz").dataobj).astype(np.float32)
+        arr[1, 1, 1] = np.nan
+        nib.save(nib.Nifti1Image(arr, img.affine), data / "fixed_images/obs001.nii.gz")
+        return data / "fixed_images/obs001.nii.gz"
+    elif how == "missing":
+        lab.unlink()
+        return lab
+    elif how == "unreadable":
+        lab.write_bytes(b"\x1f\x8b garbage")
+        return lab
+    nib.save(nib.Nifti1Image(arr, img.affine), lab)
+    return lab
+
+
+@pytest.mark.parametrize("how,words", [
+    ("count", "moving labels but"), ("empty", "empty"), ("nonbinary", "not binary"),
+    ("2d", "label stack"), ("nan", "NaN"), ("missing", "missing partner"), ("unreadable", "cannot read"),
+])
+def test_bad_input_is_one_clear_line_naming_the_file(tmp_path, how, words, capsys):
+    from conftest import write_phantom_folder
+
+    data = write_phantom_folder(tmp_path / "data", count=2, fixed_shape=(12, 14, 10), moving_shape=(12, 12, 12))
+    culprit = _break(data, how)
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert words in err and culprit.name in err, err

@@ -1,0 +1,134 @@
+"""Sampling, augmentation, checkpoints, resume, recovery of a known deformation."""
+
+import numpy as np
+import pytest
+import torch
+
+from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
+from napari_labelreg.geometry import Grid, ddf_mm_to_voxels
+from napari_labelreg.io import DataError
+from napari_labelreg.nn.checkpoint import load_checkpoint, load_model
+from napari_labelreg.nn.losses import BendingEnergy
+from napari_labelreg.nn.warp import moving_coordinates, sample
+from napari_labelreg.phantom import make_phantom
+from napari_labelreg.training.data import prepare_pairs
+from napari_labelreg.training.loop import build_losses, train
+from napari_labelreg.training.sampling import affine_matrix, draw_affine, draw_quartets, step_generator
+
+TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)
+
+
+def tiny_config(**kw):
+    base = dict(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=3, checkpoint_every=100)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_two_stage_sampling_fixed_batch_and_uniform_over_pairs():
+    counts = [1, 6, 2]  # label counts differ: pairs must still be drawn uniformly
+    draws = [q for step in range(600) for q in draw_quartets(counts, 4, step_generator(0, 0, step))]
+    assert len(draws) == 2400
+    pairs = np.bincount([p for p, _ in draws], minlength=3) / len(draws)
+    np.testing.assert_allclose(pairs, 1 / 3, atol=0.03)
+    labels_of_1 = np.bincount([lab for p, lab in draws if p == 1], minlength=6)
+    assert labels_of_1.min() > 0 and all(lab < counts[p] for p, lab in draws)
+
+
+def test_sampling_is_a_function_of_seed_rank_step():
+    a = draw_quartets([3, 3, 3], 4, step_generator(1, 0, 5))
+    assert a == draw_quartets([3, 3, 3], 4, step_generator(1, 0, 5))
+    assert a != draw_quartets([3, 3, 3], 4, step_generator(1, 1, 5))
+
+
+def test_augmentation_has_no_flips_and_disabled_is_identity():
+    grid = Grid.from_spacing((10, 12, 8), (1.0, 2.0, 1.5))
+    cfg = AugmentConfig(rotation_deg=20, scale=0.2, shear=0.1)
+    dets = [np.linalg.det(affine_matrix(draw_affine(cfg, step_generator(0, 0, s)), grid)[:3, :3]) for s in range(200)]
+    assert min(dets) > 0
+    off = affine_matrix(draw_affine(AugmentConfig(enabled=False), step_generator(0, 0, 1)), grid)
+    np.testing.assert_allclose(off, np.eye(4), atol=1e-12)
+
+
+def test_pairs_without_labels_are_refused():
+    pair = make_phantom(0, **TINY).pair
+    from dataclasses import replace
+
+    empty = replace(pair, moving_labels=pair.moving_labels[:0], fixed_labels=pair.fixed_labels[:0])
+    with pytest.raises(DataError, match="phantom000"):
+        prepare_pairs([empty], "centred", None)
+
+
+def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(tmp_path):
+    pairs = [make_phantom(s, **TINY).pair for s in range(2)]
+    list(train(pairs, tiny_config(iterations=3), tmp_path / "straight"))
+    list(train(pairs, tiny_config(iterations=2), tmp_path / "resumed"))
+    list(train(pairs, tiny_config(iterations=3), tmp_path / "resumed", resume=True))
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 3
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_closing_the_generator_saves_a_usable_checkpoint(tmp_path):
+    pairs = [make_phantom(0, **TINY).pair]
+    run = train(pairs, tiny_config(iterations=50), tmp_path)
+    next(run)
+    next(run)
+    run.close()  # what a GUI's cancel does
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["step"] == 2
+    model, config = load_model(tmp_path / "checkpoint.pt")
+    assert not model.training and config.iterations == 50
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="checkpoint.pt: cannot read"):
+        load_checkpoint(path)
+
+
+def test_known_deformation_is_recovered_through_warp_and_loss():
+    """Gradient descent on a free DDF through the training warp and loss finds the phantom's DDF."""
+    phantom = make_phantom(3, amplitude_mm=0.0, translation_mm=4.0, n_landmarks=4)
+    cfg = TrainConfig(geometry="centred", loss=TrainConfig().loss.__class__(weight=1.0))
+    pp = prepare_pairs([phantom.pair], "centred", None)[0]
+    similarity, _ = build_losses(cfg, pp.grid)
+    shift = torch.zeros(3, requires_grad=True)  # a translation, in fixed voxels
+    opt = torch.optim.Adam([shift], lr=0.1)
+    m = pp.net_to_moving[None].float().expand(pp.num_labels, 4, 4)
+    for _ in range(150):
+        ddf = shift.view(1, 3, 1, 1, 1).expand(pp.num_labels, 3, *pp.grid.shape)
+        warped = sample(pp.moving_labels[:, None], moving_coordinates(m, pp.grid.shape, ddf))
+        loss = similarity(warped, pp.fixed_labels[:, None]).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    truth = ddf_mm_to_voxels(phantom.ddf_mm[0, 0, 0], phantom.pair.fixed.grid)
+    error_mm = np.linalg.norm((shift.detach().numpy() - truth) * phantom.pair.fixed.grid.spacing)
+    initial_mm = np.linalg.norm(truth * phantom.pair.fixed.grid.spacing)
+    assert initial_mm > 2.5
+    assert error_mm < 0.5, (shift, truth)
+
+
+@pytest.mark.slow
+def test_network_fits_its_training_pairs(tmp_path):
+    """A small network trained on phantom pairs brings their labels closer than identity.
+
+    Measured in eval mode (BatchNorm running statistics), as at inference.
+    """
+    from napari_labelreg.evaluation import score
+    from napari_labelreg.inference import Registrator, identity_registration
+
+    phantoms = [make_phantom(s, amplitude_mm=2.0, translation_mm=5.0) for s in range(4)]
+    cfg = tiny_config(iterations=120, learning_rate=1e-4, model=ModelConfig(width=8),
+                      augment=AugmentConfig(rotation_deg=3, scale=0.03, shear=0, translation_mm=1.0))
+    for _ in train([p.pair for p in phantoms], cfg, tmp_path):
+        pass
+    reg = Registrator.from_run(tmp_path, precision="fp32")
+    before = [score(identity_registration(p.pair.moving, p.pair.fixed, "centred"), p.pair) for p in phantoms]
+    after = [score(reg.register_pair(p.pair), p.pair) for p in phantoms]
+    tre_before = np.mean([s["tre_all_mm"] for s in before])
+    tre_after = np.mean([s["tre_all_mm"] for s in after])
+    assert tre_after < 0.75 * tre_before, (tre_before, tre_after)
+    assert all(s["folding_voxels"] == 0 for s in after)
