@@ -7,6 +7,7 @@ is instant and ``train`` never touches Qt.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -64,7 +65,6 @@ def _given(**kwargs):
 
 
 def cmd_train(args) -> None:
-    from .data import folder_pairs
     from .nn.checkpoint import load_checkpoint
     from .training.loop import CHECKPOINT, train
 
@@ -76,9 +76,27 @@ def cmd_train(args) -> None:
         config = replace(saved, **budget)
     elif (out / CHECKPOINT).exists():
         raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
-    pairs = folder_pairs(args.data)
+    pairs = training_pairs(args)
     print(f"training {config.model.variant} (n0={config.model.width}) on {len(pairs)} pairs -> {out}")
+    out.mkdir(parents=True, exist_ok=True)
+    listing = {p.name: list(p.label_names) or p.num_labels for p in pairs}
+    (out / "training_set.json").write_text(json.dumps(listing, indent=1))
     _drive(train(pairs, config, out, resume=args.resume, device=args.device), config.iterations)
+
+
+def training_pairs(args):
+    """The pairs ``train`` reads: a folder, or a database through its filters."""
+    if args.data:
+        from .data import folder_pairs
+
+        return folder_pairs(args.data)
+    from .cli_db import _open
+
+    with _open(args.db) as db:
+        pairs = db.training_pairs(types=args.types, statuses=args.statuses, annotators=args.annotators)
+    if not pairs:
+        raise DataError(f"{args.db}: no complete label pairs pass the filters")
+    return pairs
 
 
 def _drive(reports, total) -> None:
@@ -141,11 +159,16 @@ def cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="napari-labelreg", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="napari-labelreg", description="Weakly-supervised MR-to-TRUS registration (Hu et al. 2018).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a registration network (headless)")
-    p.add_argument("--data", required=True, help="folder with moving_images/, fixed_images/, *_labels/")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder with moving_images/, fixed_images/, *_labels/")
+    source.add_argument("--db", help="label database (file or SQLAlchemy URL)")
+    p.add_argument("--types", nargs="+", help="with --db: only these label types")
+    p.add_argument("--statuses", nargs="+", choices=("complete", "verified"), help="with --db: e.g. verified")
+    p.add_argument("--annotators", nargs="+", help="with --db: only these annotators' label pairs")
     p.add_argument("--out", required=True, help="run folder (checkpoint, config, log)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     _training_options(p)
@@ -168,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    from .cli_db import add_db_commands
+
+    add_db_commands(sub)
 
     p = sub.add_parser("demo", help="train briefly on synthetic phantoms and register one (no data needed)")
     p.add_argument("--out", default="labelreg-demo", help="output folder (default ./labelreg-demo)")

@@ -125,3 +125,21 @@ def test_bad_input_is_one_clear_line_naming_the_file(tmp_path, how, words, capsy
     assert code == 2
     assert len(err.splitlines()) == 1, err
     assert words in err and culprit.name in err, err
+
+
+def test_db_commands_and_train_from_a_filtered_database(phantom_folder, tmp_path, capsys):
+    import json
+
+    db = tmp_path / "labels.db"
+    assert main(["db", "import", str(phantom_folder), "--db", str(db)]) == 0
+    assert main(["db", "summary", "--db", str(db), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (info["subjects"], info["image_pairs"], info["label_pairs"]) == (3, 3, 12)
+    assert main(["db", "check", "--db", str(db)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    run = tmp_path / "run"
+    assert main(["train", "--db", str(db), "--types", "gland", "--out", str(run), *TINY]) == 0
+    used = json.loads((run / "training_set.json").read_text())
+    assert len(used) == 3 and all(len(v) == 1 and v[0].endswith(":gland") for v in used.values())
+    assert main(["db", "export", str(tmp_path / "out"), "--db", str(db)]) == 0
+    assert main(["db", "summary", "--db", str(tmp_path / "missing.db")]) == 2

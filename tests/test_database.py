@@ -1,0 +1,213 @@
+"""The label database: exact round trips, validation with unchanged state, import/export."""
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from napari_labelreg.database import LabelDB, ValidationError, decode_mask, encode_mask
+from napari_labelreg.database import schema
+from napari_labelreg.database.check import check
+from napari_labelreg.database.transfer import export_folder, export_per_label, import_folder
+from napari_labelreg.database.views import counts, label_pairs_frame, summary
+from napari_labelreg.io import list_folder_pairs, load_folder_pair
+
+
+@pytest.fixture
+def db(tmp_path, phantom_folder):
+    database = LabelDB.open(tmp_path / "labels.db")
+    import_folder(database, phantom_folder)
+    yield database
+    database.close()
+
+
+def snapshot(db):
+    """Every row of every table: a refused write must leave this unchanged."""
+    with db.transaction() as c:
+        return {t.name: sorted(map(tuple, c.execute(select(t)).all()), key=repr) for t in schema.metadata.sorted_tables}
+
+
+def test_mask_encoding_round_trip(rng):
+    mask = np.zeros((20, 31, 17), bool)
+    mask[3:6, 10:12, 16] = True
+    mask[7, 30, 0] = True
+    enc = encode_mask(mask)
+    assert len(enc.payload) < 100
+    np.testing.assert_array_equal(decode_mask(enc.payload, enc.shape, enc.offset, enc.box, enc.sha256), mask)
+    with pytest.raises(ValueError, match="hash"):
+        decode_mask(enc.payload, enc.shape, enc.offset, enc.box, "0" * 64)
+
+
+def test_import_counts_and_exact_masks(db, phantom_folder):
+    info = summary(db)
+    assert (info["subjects"], info["image_pairs"], info["label_pairs"]) == (3, 3, 12)
+    assert info["by_type"] == {"gland": 3, "other": 9}
+    pair = load_folder_pair(phantom_folder, "obs001")
+    rec = [r for r in db.image_pairs() if r.name == "obs001"][0]
+    got = db.load_pair(rec.id)
+    np.testing.assert_array_equal(got.moving_labels, pair.moving_labels)
+    np.testing.assert_array_equal(got.fixed_labels, pair.fixed_labels)
+    assert check(db) == []
+
+
+def test_export_round_trip_is_identical(db, phantom_folder, tmp_path):
+    out = tmp_path / "export"
+    assert export_folder(db, out) == 3
+    assert list_folder_pairs(out) == list_folder_pairs(phantom_folder)
+    for name in list_folder_pairs(out):
+        a, b = load_folder_pair(phantom_folder, name), load_folder_pair(out, name)
+        np.testing.assert_array_equal(a.moving.data, b.moving.data)
+        np.testing.assert_array_equal(a.fixed.data, b.fixed.data)
+        np.testing.assert_array_equal(a.moving_labels, b.moving_labels)
+        np.testing.assert_array_equal(a.fixed_labels, b.fixed_labels)
+    assert export_per_label(db, tmp_path / "per_label") == 24
+
+
+def _valid_masks(db):
+    rec = db.image_pairs()[0]
+    m = np.zeros(rec.moving_shape, bool)
+    f = np.zeros(rec.fixed_shape, bool)
+    m[5:8, 5:8, 5:8] = True
+    f[4:7, 4:7, 4:7] = True
+    return rec, m, f
+
+
+@pytest.mark.parametrize("how,words", [
+    ("shape", "mask shape"), ("empty", "empty"), ("nonbinary", "not binary"), ("nan", "NaN"),
+    ("type", "label type"), ("pair", "no image pair"), ("missing_image", "missing"), ("changed_image", "changed"),
+])
+def test_each_refused_write_names_the_problem_and_changes_nothing(db, how, words):
+    rec, m, f = _valid_masks(db)
+    pair_id, kind = rec.id, "apex"
+    if how == "shape":
+        f = f[:-1]
+    elif how == "empty":
+        f = np.zeros_like(f)
+    elif how == "nonbinary":
+        f = f.astype(np.uint8) * 3
+    elif how == "nan":
+        f = f.astype(float)
+        f[0, 0, 0] = np.nan
+    elif how == "type":
+        kind = "kidney"
+    elif how == "pair":
+        pair_id = 999
+    elif how == "missing_image":
+        import os
+        os.rename(rec.fixed_path, rec.fixed_path + ".moved")
+    elif how == "changed_image":
+        with open(rec.fixed_path, "ab") as fh:
+            fh.write(b"\0")
+    before = snapshot(db)
+    with pytest.raises(ValidationError, match=words):
+        db.add_label_pair(pair_id, m, f, type=kind, name="x", annotator="ann")
+    assert snapshot(db) == before
+
+
+def test_incomplete_pairs_are_kept_but_not_trained_on(db):
+    rec, m, f = _valid_masks(db)
+    lp = db.create_label_pair(rec.id, type="apex", name="draft", annotator="ann")
+    db.set_mask(lp, "moving", m)
+    record = [r for r in db.label_pairs(rec.id) if r.id == lp][0]
+    assert record.status == "incomplete" and record.has_moving and not record.has_fixed
+    assert db.load_pair(rec.id).num_labels == 4  # the draft is left out
+    db.set_mask(lp, "fixed", f)
+    assert db.load_pair(rec.id).num_labels == 5
+    with pytest.raises(ValidationError, match="another annotator"):
+        db.verify(lp, "ann")
+    db.verify(lp, "reviewer")
+    assert db.load_pair(rec.id, statuses=["verified"]).num_labels == 1
+    db.delete_label_pair(lp)
+    assert db.load_pair(rec.id).num_labels == 4
+    assert check(db) == []
+
+
+def test_filters_select_types_and_annotators(db):
+    rec, m, f = _valid_masks(db)
+    db.add_label_pair(rec.id, m, f, type="apex", annotator="bob")
+    glands = db.training_pairs(types=["gland"])
+    assert len(glands) == 3 and all(p.label_names and all(n.endswith(":gland") for n in p.label_names) for p in glands)
+    bobs = db.training_pairs(annotators=["bob"])
+    assert [p.num_labels for p in bobs] == [1]
+    frame = label_pairs_frame(db, centroids=True)
+    assert {"moving_centroid_x", "fixed_volume_mm3"} <= set(frame.columns)
+    assert counts(db, "annotator").to_dict() == {"bob": 1, "import": 12}
+
+
+def test_check_reports_problems_without_changing_anything(db):
+    rec = db.image_pairs()[0]
+    import os
+    os.rename(rec.moving_path, rec.moving_path + ".gone")
+    before = snapshot(db)
+    problems = check(db)
+    assert any("moving image missing" in p for p in problems)
+    assert snapshot(db) == before
+
+
+def test_old_schema_versions_are_refused_or_upgraded(tmp_path):
+    db = LabelDB.open(tmp_path / "a.db")
+    with db.transaction() as c:
+        assert schema.schema_version(c) == schema.SCHEMA_VERSION
+        c.execute(schema.meta.update().values(value=str(schema.SCHEMA_VERSION + 1)))
+    db.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        LabelDB.open(tmp_path / "a.db")
+
+
+@pytest.mark.data
+def test_the_shared_data_imports_and_exports_identically(tmp_path):
+    from conftest import DATA
+
+    db = LabelDB.open(tmp_path / "labels.db")
+    assert import_folder(db, DATA) == 88
+    info = summary(db)
+    assert (info["image_pairs"], info["label_pairs"]) == (88, 340)
+    export_folder(db, tmp_path / "out")
+    for name in list_folder_pairs(DATA):
+        a, b = load_folder_pair(DATA, name), load_folder_pair(tmp_path / "out", name)
+        np.testing.assert_array_equal(a.moving_labels, b.moving_labels)
+        np.testing.assert_array_equal(a.fixed_labels, b.fixed_labels)
+        np.testing.assert_array_equal(a.moving.data, b.moving.data)
+    assert check(db) == []
+
+
+def _writer(db_path, pair_id, count, tag, log, hold=None):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("db_writer.py")
+    args = [sys.executable, str(script), str(db_path), str(pair_id), str(count), tag, str(log)]
+    return subprocess.Popen(args + ([str(hold)] if hold else []))
+
+
+def test_two_processes_writing_at_once_lose_nothing(db, tmp_path):
+    pair_id = db.image_pairs()[0].id
+    procs = [_writer(db.location, pair_id, 15, tag, tmp_path / f"{tag}.log") for tag in ("ann1", "ann2")]
+    assert [p.wait(timeout=240) for p in procs] == [0, 0]
+    for tag in ("ann1", "ann2"):
+        names = {r.name for r in db.label_pairs(pair_id, annotators=[tag])}
+        assert names == {f"{tag}-{i}" for i in range(15)}
+    assert check(db) == []
+
+
+def test_a_writer_killed_mid_transaction_loses_only_that_write(db, tmp_path):
+    import os
+    import signal
+    import time
+
+    pair_id = db.image_pairs()[1].id
+    marker = tmp_path / "holding"
+    proc = _writer(db.location, pair_id, 5, "victim", tmp_path / "victim.log", hold=marker)
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.time() < deadline, "writer ended early"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    db.close()
+    reopened = LabelDB.open(db.location)
+    committed = {int(x) for x in (tmp_path / "victim.log").read_text().split()}
+    present = {r.id for r in reopened.label_pairs(pair_id, annotators=["victim"])}
+    assert present == committed and len(committed) == 5
+    assert check(reopened) == []
+    reopened.close()
