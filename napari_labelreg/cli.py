@@ -152,6 +152,19 @@ def cmd_evaluate(args) -> None:
     print(f"per-pair results: {args.out}")
 
 
+def cmd_annotate(args) -> None:
+    import napari
+    from qtpy.QtCore import QTimer
+
+    from ._widgets.annotate import launch
+
+    viewer = napari.Viewer(title="napari-labelreg: annotate")
+    launch(viewer, args.db, args.pair, args.annotator)
+    if args.quit_after is not None:
+        QTimer.singleShot(int(1000 * args.quit_after), viewer.close)
+    napari.run()
+
+
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
@@ -195,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_db import add_db_commands
 
     add_db_commands(sub)
+
+    p = sub.add_parser("annotate", help="open napari to paint label pairs into a database")
+    p.add_argument("--db", help="label database (default: a phantom database in your user folder)")
+    p.add_argument("--pair", type=int, help="image pair id to open")
+    p.add_argument("--annotator", help="your name (remembered)")
+    p.add_argument("--quit-after", type=float, help=argparse.SUPPRESS)  # seconds; for tests
+    p.set_defaults(func=cmd_annotate)
 
     p = sub.add_parser("demo", help="train briefly on synthetic phantoms and register one (no data needed)")
     p.add_argument("--out", default="labelreg-demo", help="output folder (default ./labelreg-demo)")

@@ -98,8 +98,9 @@ def make_phantom(
     sig, gland, marks = tissue(m_points, m_masks)
     mr = 100 + 60 * gland + 40 * marks + 10 * sig + rng.normal(0, 2, moving.shape)
     sig, gland, marks = tissue(f_points, f_masks)
-    speckle = rng.rayleigh(1.0, fixed.shape)
-    us = (80 - 30 * gland + 70 * marks + 15 * sig) * speckle + 10 * (f_points[..., 2] / extent)
+    speckle = gaussian_filter(rng.rayleigh(1.0, fixed.shape), 0.8)  # spatially correlated, like real speckle
+    speckle /= speckle.mean()
+    us = (90 - 45 * gland + 80 * marks + 15 * sig) * speckle + 10 * (f_points[..., 2] / extent)
     names = ("gland", *LANDMARKS[:n_landmarks]) if n_landmarks <= len(LANDMARKS) else None
     pair = Pair(
         f"phantom{seed:03d}",

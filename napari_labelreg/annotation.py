@@ -1,0 +1,148 @@
+"""The annotation session: plain-Python state and actions behind the annotate widget.
+
+Every widget action is a method here, so tests and scripts drive annotation
+without a viewer.  Masks reach the database through its validated writes; a
+side left empty is stored as missing, which keeps the label pair
+``incomplete`` (shown as such, never trained on) instead of refusing it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .database import LabelDB, LabelPairRecord
+from .database.store import ImagePairRecord
+from .io import Volume, load_volume
+
+SIDES = ("moving", "fixed")
+
+
+@dataclass
+class AnnotationSession:
+    """An open database, the current image pair and the selected label pair."""
+
+    db: LabelDB
+    annotator: str = ""
+    pair_index: int = 0
+    selected: int | None = None
+    listeners: list[Callable[[str], None]] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, location: str | os.PathLike, annotator: str = "") -> "AnnotationSession":
+        return cls(LabelDB.open(location), annotator)
+
+    def _emit(self, what: str) -> None:
+        for listener in list(self.listeners):
+            listener(what)
+
+    # ---- image pairs ----------------------------------------------------------
+    @property
+    def pairs(self) -> list[ImagePairRecord]:
+        return self.db.image_pairs()
+
+    @property
+    def pair(self) -> ImagePairRecord | None:
+        pairs = self.pairs
+        return pairs[self.pair_index] if pairs else None
+
+    def select_pair(self, index: int) -> None:
+        n = len(self.pairs)
+        if n == 0:
+            raise ValueError(f"{self.db.location}: the database holds no image pairs")
+        self.pair_index = index % n
+        self.selected = None
+        labels = self.label_pairs()
+        self.selected = labels[0].id if labels else None
+        self._emit("pair")
+
+    def select_pair_id(self, pair_id: int) -> None:
+        ids = [p.id for p in self.pairs]
+        if pair_id not in ids:
+            raise ValueError(f"no image pair with id {pair_id}; ids are {ids[:10]}")
+        self.select_pair(ids.index(pair_id))
+
+    def next_pair(self) -> None:
+        self.select_pair(self.pair_index + 1)
+
+    def previous_pair(self) -> None:
+        self.select_pair(self.pair_index - 1)
+
+    def images(self) -> tuple[Volume, Volume]:
+        """(moving MR, fixed TRUS) volumes of the current pair."""
+        rec = self.pair
+        return load_volume(rec.moving_path), load_volume(rec.fixed_path)
+
+    # ---- label pairs ------------------------------------------------------------
+    def label_pairs(self) -> list[LabelPairRecord]:
+        rec = self.pair
+        return self.db.label_pairs(rec.id) if rec else []
+
+    def create_label_pair(self, type: str, name: str = "") -> int:
+        """A new (empty, incomplete) label pair on the current pair, selected."""
+        self.selected = self.db.create_label_pair(self.pair.id, type=type, name=name, annotator=self.annotator)
+        self._emit("labels")
+        return self.selected
+
+    def select_label_pair(self, label_pair_id: int | None) -> None:
+        self.selected = label_pair_id
+        self._emit("selection")
+
+    def masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """The selected pair's (moving, fixed) masks; zeros where unpainted."""
+        rec = self.pair
+        moving, fixed = (None, None) if self.selected is None else self.db.masks(self.selected)
+        return (moving if moving is not None else np.zeros(rec.moving_shape, bool),
+                fixed if fixed is not None else np.zeros(rec.fixed_shape, bool))
+
+    def save_mask(self, side: str, mask: np.ndarray) -> None:
+        """Store one side of the selected label pair; an empty mask clears that side."""
+        if self.selected is None:
+            raise ValueError("select or create a label pair before painting")
+        mask = np.asarray(mask) > 0
+        self.db.set_mask(self.selected, side, mask if mask.any() else None)
+        self._emit("saved")
+
+    def rename(self, type: str | None = None, name: str | None = None) -> None:
+        self.db.update_label_pair(self.selected, type=type, name=name)
+        self._emit("labels")
+
+    def delete_selected(self) -> None:
+        if self.selected is None:
+            raise ValueError("no label pair selected")
+        self.db.delete_label_pair(self.selected)
+        labels = self.label_pairs()
+        self.selected = labels[-1].id if labels else None
+        self._emit("labels")
+
+    def verify_selected(self, verifier: str) -> None:
+        self.db.verify(self.selected, verifier)
+        self._emit("labels")
+
+
+def phantom_database(folder: str | os.PathLike, count: int = 2) -> Path:
+    """A new database in ``folder`` holding ``count`` phantom pairs (labels included)."""
+    from .database.transfer import import_folder
+    from .io import save_volume
+    from .phantom import make_phantom
+
+    folder = Path(folder)
+    data = folder / "phantom_data"
+    for seed in range(count):
+        pair = make_phantom(seed, fixed_shape=(40, 48, 36), moving_shape=(48, 48, 44), spacing=1.5).pair
+        name = f"phantom{seed:03d}.nii.gz"
+        save_volume(data / "moving_images" / name, pair.moving.data, pair.moving.grid)
+        save_volume(data / "fixed_images" / name, pair.fixed.data, pair.fixed.grid)
+        save_volume(data / "moving_labels" / name, np.moveaxis(pair.moving_labels, 0, -1).astype(np.uint8),
+                    pair.moving.grid)
+        save_volume(data / "fixed_labels" / name, np.moveaxis(pair.fixed_labels, 0, -1).astype(np.uint8),
+                    pair.fixed.grid)
+    path = folder / "labels.db"
+    with LabelDB.open(path) as db:
+        if not db.image_pairs():
+            import_folder(db, data, annotator="phantom")
+    return path
