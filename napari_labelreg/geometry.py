@@ -102,34 +102,27 @@ def voxel_coordinates(shape: tuple[int, int, int]) -> np.ndarray:
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
 
 
-def to_grid_sample(points: np.ndarray | "torch.Tensor", shape) -> "np.ndarray | torch.Tensor":  # noqa: F821
+def to_grid_sample(points, shape):
     """Voxel indices ``(..., 3)`` in (i, j, k) order -> ``grid_sample`` coordinates.
 
     ``grid_sample`` (``align_corners=True``) wants the last array axis first and
     each axis normalised so that voxel 0 is -1 and voxel ``n - 1`` is +1.  This
     is the only place in the package that knows it; :func:`from_grid_sample`
-    is its exact inverse.  Works on numpy arrays and torch tensors alike.
+    is its exact inverse.  Works on numpy arrays and torch tensors alike
+    (differentiably), without importing torch.
     """
-    size = [float(s - 1) for s in shape]
-    normalised = [2.0 * points[..., a] / size[a] - 1.0 for a in range(3)]
-    stack = _stack_like(points)
-    return stack(normalised[::-1])
+    out = points * 0.0
+    for a, n in enumerate(shape):
+        out[..., 2 - a] = 2.0 * points[..., a] / float(n - 1) - 1.0
+    return out
 
 
 def from_grid_sample(grid, shape):
     """Inverse of :func:`to_grid_sample`."""
-    size = [float(s - 1) for s in shape]
-    reordered = [grid[..., 2 - a] for a in range(3)]
-    stack = _stack_like(grid)
-    return stack([(reordered[a] + 1.0) * size[a] / 2.0 for a in range(3)])
-
-
-def _stack_like(x):
-    if isinstance(x, np.ndarray):
-        return lambda parts: np.stack(parts, axis=-1)
-    import torch
-
-    return lambda parts: torch.stack(parts, dim=-1)
+    out = grid * 0.0
+    for a, n in enumerate(shape):
+        out[..., a] = (grid[..., 2 - a] + 1.0) * float(n - 1) / 2.0
+    return out
 
 
 def ddf_voxels_to_mm(ddf_vox: np.ndarray, fixed: Grid) -> np.ndarray:

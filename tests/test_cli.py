@@ -143,3 +143,16 @@ def test_db_commands_and_train_from_a_filtered_database(phantom_folder, tmp_path
     assert len(used) == 3 and all(len(v) == 1 and v[0].endswith(":gland") for v in used.values())
     assert main(["db", "export", str(tmp_path / "out"), "--db", str(db)]) == 0
     assert main(["db", "summary", "--db", str(tmp_path / "missing.db")]) == 2
+
+
+def test_headless_train_needs_no_qt(phantom_folder, tmp_path):
+    code = (
+        "import sys\n"
+        "for name in ('qtpy', 'PyQt6', 'PyQt5', 'PySide6', 'napari', 'magicgui'):\n"
+        "    sys.modules[name] = None  # any import of them now fails\n"
+        "from napari_labelreg.cli import main\n"
+        f"sys.exit(main(['train', '--data', {str(phantom_folder)!r}, '--out', {str(tmp_path / 'run')!r}, "
+        "'--width', '4', '--iterations', '1', '--geometry', 'centred']))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]

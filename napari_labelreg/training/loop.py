@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as dist
@@ -45,6 +45,8 @@ class Progress:
     elapsed_s: float
     step_s: float
     checkpoint: str | None = None
+    val_tre_mm: float | None = None  # median over the validation pairs, when there are any
+    val_dice: float | None = None
 
 
 def distributed_context() -> tuple[int, int]:
@@ -120,80 +122,105 @@ def compute_loss(model, batch, similarity, regulariser, weight: float, device, p
     return sim + weight * reg, sim, reg
 
 
-def train(
-    pairs: Sequence[Pair],
-    config: TrainConfig,
-    out_dir: str | os.PathLike,
-    *,
-    resume: bool = False,
-    device: str | None = None,
-) -> Iterator[Progress]:
-    """Train on ``pairs``, yielding a :class:`Progress` per step.
+class Trainer:
+    """A training run: set up on construction, iterated for :class:`Progress` reports.
 
-    Writes ``config.json``, ``log.csv`` and ``checkpoint.pt`` (every
-    ``config.checkpoint_every`` steps, at the end, and when the generator is
-    closed early) to ``out_dir``.  With ``resume`` it continues from the
-    folder's checkpoint, drawing the same minibatches an uninterrupted run
-    would have drawn.
+    Iterating writes ``config.json``, ``log.csv`` and ``checkpoint.pt`` (every
+    ``config.checkpoint_every`` steps, at the end, and when the iteration is
+    closed early, as a GUI's cancel does) to ``out_dir``.  With ``resume`` it
+    continues from the folder's checkpoint, drawing the same minibatches an
+    uninterrupted run would have drawn.
     """
-    rank, world = distributed_context()
-    dev = pick_device(device)
-    if world > 1 and dev.type == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    out = Path(out_dir)
-    torch.manual_seed(config.seed)
-    prepared = prepare_pairs(pairs, config.geometry, config.spacing_mm)
-    model = fast_layout(build_model(config.model).to(dev), config.precision)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
-    step = 0
-    if resume and (out / CHECKPOINT).exists():
-        state = load_checkpoint(out / CHECKPOINT)
-        if state["config"].model != config.model:
-            raise ValueError(f"{out / CHECKPOINT}: network {state['config'].model} differs from {config.model}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    similarity, regulariser = build_losses(config, prepared[0].grid)
-    batcher = Batcher(prepared, config, dev, rank)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config.to_dict(), indent=2)))
 
-    def checkpoint() -> str | None:
-        if rank != 0:
+    def __init__(self, pairs: Sequence[Pair], config: TrainConfig, out_dir: str | os.PathLike, *,
+                 resume: bool = False, device: str | None = None,
+                 validator: Callable[[nn.Module, TrainConfig], dict] | None = None, validate_every: int = 50) -> None:
+        # validator(model in eval mode, config) -> {"val_tre_mm": ..., "val_dice": ...}
+        self.validator, self.validate_every = validator, validate_every
+        self.rank, self.world = distributed_context()
+        dev = pick_device(device)
+        if self.world > 1 and dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
+        self.device, self.config, self.out = dev, config, Path(out_dir)
+        torch.manual_seed(config.seed)
+        prepared = prepare_pairs(pairs, config.geometry, config.spacing_mm)
+        self.model = fast_layout(build_model(config.model).to(dev), config.precision)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        self.step = 0
+        checkpoint = self.out / CHECKPOINT
+        if resume and checkpoint.exists():
+            state = load_checkpoint(checkpoint)
+            if state["config"].model != config.model:
+                raise ValueError(f"{checkpoint}: network {state['config'].model} differs from {config.model}")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = state["step"]
+        self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
+        self.similarity, self.regulariser = build_losses(config, prepared[0].grid)
+        self.batcher = Batcher(prepared, config, dev, self.rank)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(config.to_dict(), indent=2)
+            atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(text))
+
+    def checkpoint(self) -> str | None:
+        """Write the checkpoint (rank 0 only); returns its path."""
+        if self.rank != 0:
             return None
-        save_checkpoint(out / CHECKPOINT, config=config, model=model, optimizer=optimizer, step=step)
-        return str(out / CHECKPOINT)
+        save_checkpoint(self.out / CHECKPOINT, config=self.config, model=self.model, optimizer=self.optimizer,
+                        step=self.step)
+        return str(self.out / CHECKPOINT)
 
-    start, saved = time.perf_counter(), step
-    budget_s = None if config.minutes is None else 60.0 * config.minutes
-    net.train()
-    try:
-        while config.iterations is None or step < config.iterations:
-            if budget_s is not None and time.perf_counter() - start >= budget_s:
-                break
-            t0 = time.perf_counter()
-            loss, sim, reg = compute_loss(
-                net, batcher(step), similarity, regulariser, config.loss.weight, dev, config.precision
-            )
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {float(loss)} at step {step}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            path = None
-            if step % config.checkpoint_every == 0:
-                path, saved = checkpoint(), step
-            report = Progress(step, config.iterations, loss.item(), sim.item(), reg.item(),
-                              time.perf_counter() - start, time.perf_counter() - t0, path)
-            if rank == 0:
-                _log(out, report)
-            yield report
-    finally:
-        if step != saved:
-            checkpoint()
+    def train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        loss, sim, reg = compute_loss(self.net, self.batcher(self.step), self.similarity, self.regulariser,
+                                      cfg.loss.weight, self.device, cfg.precision)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the learning rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return loss, sim, reg
+
+    def validate(self) -> dict[str, float]:
+        """The validator's figures, with BatchNorm in eval mode for the call."""
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return self.validator(self.model, self.config)
+        finally:
+            self.model.train()
+
+    def __iter__(self) -> Iterator[Progress]:
+        cfg = self.config
+        start, saved = time.perf_counter(), self.step
+        budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
+        self.net.train()
+        try:
+            while cfg.iterations is None or self.step < cfg.iterations:
+                if budget_s is not None and time.perf_counter() - start >= budget_s:
+                    break
+                t0 = time.perf_counter()
+                loss, sim, reg = self.train_step()
+                path = None
+                if self.step % cfg.checkpoint_every == 0:
+                    path, saved = self.checkpoint(), self.step
+                val = self.validate() if self.validator and self.step % self.validate_every == 0 else {}
+                report = Progress(self.step, cfg.iterations, loss.item(), sim.item(), reg.item(),
+                                  time.perf_counter() - start, time.perf_counter() - t0, path, **val)
+                if self.rank == 0:
+                    _log(self.out, report)
+                yield report
+        finally:
+            if self.step != saved:
+                self.checkpoint()
+
+
+def train(pairs: Sequence[Pair], config: TrainConfig, out_dir: str | os.PathLike, *, resume: bool = False,
+          device: str | None = None, validator=None) -> Iterator[Progress]:
+    """Train on ``pairs``, yielding a :class:`Progress` per step (see :class:`Trainer`)."""
+    return iter(Trainer(pairs, config, out_dir, resume=resume, device=device, validator=validator))
 
 
 def _log(out: Path, report: Progress) -> None:
@@ -201,6 +228,7 @@ def _log(out: Path, report: Progress) -> None:
     new = not path.exists()
     with open(path, "a") as fh:
         if new:
-            fh.write("step,loss,similarity,regulariser,elapsed_s,step_s\n")
+            fh.write("step,loss,similarity,regulariser,elapsed_s,step_s,val_tre_mm,val_dice\n")
+        val = "" if report.val_tre_mm is None else f"{report.val_tre_mm:.4g},{report.val_dice:.4g}"
         fh.write(f"{report.step},{report.loss:.6g},{report.similarity:.6g},{report.regulariser:.6g},"
-                 f"{report.elapsed_s:.3f},{report.step_s:.3f}\n")
+                 f"{report.elapsed_s:.3f},{report.step_s:.3f},{val or ','}\n")

@@ -1,0 +1,67 @@
+"""Plain-function twins of the widgets' long jobs (training, registration, export).
+
+The widgets run these in napari's ``thread_worker``; the tests and scripts
+call them directly.  Nothing here imports Qt.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .config import TrainConfig
+from .io import DataError, Pair, save_ddf, save_volume
+
+
+def split_validation(pairs: list[Pair], subjects: dict[str, str], fraction: float, seed: int
+                     ) -> tuple[list[Pair], list[Pair]]:
+    """Hold out about ``fraction`` of the subjects (all their pairs) for validation."""
+    if fraction <= 0:
+        return pairs, []
+    names = sorted({subjects.get(p.name, p.name) for p in pairs})
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(names)[: max(1, math.floor(fraction * len(names)))])
+    if len(held) == len(names):
+        raise DataError("the validation split would leave no subject to train on")
+    train = [p for p in pairs if subjects.get(p.name, p.name) not in held]
+    return train, [p for p in pairs if subjects.get(p.name, p.name) in held]
+
+
+def db_training_pairs(db_path, *, types: Sequence[str] | None = None, verified_only: bool = False,
+                      annotators: Sequence[str] | None = None) -> tuple[list[Pair], dict[str, str]]:
+    """Pairs passing the filters and their subjects, read from a label database."""
+    from .database import LabelDB
+
+    statuses = ["verified"] if verified_only else None
+    with LabelDB.open(db_path) as db:
+        pairs = db.training_pairs(types=types or None, statuses=statuses, annotators=annotators or None)
+        subjects = {r.name: r.subject for r in db.image_pairs()}
+    if not pairs:
+        raise DataError(f"{db_path}: no complete label pairs pass the filters")
+    return pairs, subjects
+
+
+def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, types=None, verified_only=False,
+                 validation_fraction: float = 0.0, resume: bool = False, device: str | None = None,
+                 validate_every: int = 50) -> Iterator:
+    """Train from a database with an optional subject-level validation split; yields Progress."""
+    from .evaluation import validator
+    from .training.loop import Trainer
+
+    pairs, subjects = db_training_pairs(db_path, types=types, verified_only=verified_only)
+    train, val = split_validation(pairs, subjects, validation_fraction, config.seed)
+    trainer = Trainer(train, config, out_dir, resume=resume, device=device,
+                      validator=validator(val, device) if val else None, validate_every=validate_every)
+    yield from trainer
+
+
+def export_registration(registration, folder: str | os.PathLike) -> list[Path]:
+    """Write ``ddf.nii.gz`` and ``warped.nii.gz`` of a registration to ``folder``."""
+    folder = Path(folder)
+    save_ddf(folder / "ddf.nii.gz", registration.ddf_mm, registration.fixed)
+    save_volume(folder / "warped.nii.gz", registration.warped.astype(np.float32), registration.fixed)
+    return [folder / "ddf.nii.gz", folder / "warped.nii.gz"]

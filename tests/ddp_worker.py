@@ -1,0 +1,24 @@
+"""Run by torchrun from test_distributed.py (not a test module): train, then save this rank's weights."""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from napari_labelreg.config import ModelConfig, TrainConfig
+from napari_labelreg.phantom import make_phantom
+from napari_labelreg.training.loop import Trainer
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    pairs = [make_phantom(s, fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5).pair for s in range(3)]
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=3,
+                         batch_size=2, precision="fp32")
+    trainer = Trainer(pairs, config, out / "run")
+    first_batch = trainer.batcher(0)[0]
+    for _ in trainer:
+        pass
+    torch.save({"model": trainer.model.state_dict(), "step": trainer.step, "world": dist.get_world_size(),
+                "first_batch": first_batch}, out / f"rank{dist.get_rank()}.pt")
+    dist.destroy_process_group()

@@ -1,0 +1,24 @@
+"""DistributedDataParallel under torchrun: 2 CPU processes (gloo) end with identical weights."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+
+def test_two_gloo_ranks_end_identical(tmp_path):
+    worker = Path(__file__).with_name("ddp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(worker), str(tmp_path)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert a["world"] == b["world"] == 2 and a["step"] == b["step"] == 3
+    assert not torch.equal(a["first_batch"], b["first_batch"])  # each rank draws its own quartets
+    for key, value in a["model"].items():
+        if "running_" in key or "num_batches" in key:
+            continue  # BatchNorm statistics are per rank between DDP's buffer broadcasts
+        assert torch.equal(value, b["model"][key]), key
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written by rank 0 alone
