@@ -107,6 +107,20 @@ class AnnotationSession:
         self.db.set_mask(self.selected, side, mask if mask.any() else None)
         self._emit("saved")
 
+    def propose_fixed(self, registrator) -> np.ndarray:
+        """Model-assisted annotation: the selected MR mask warped onto the TRUS (thresholded at 0.5).
+
+        ``registrator`` is a trained :class:`~napari_labelreg.inference.Registrator`;
+        the pair's recorded initial correspondence is used.  The proposal is
+        not saved: the annotator accepts, corrects or rejects it.
+        """
+        moving, _ = self.masks()
+        if not moving.any():
+            raise ValueError("paint the MR (moving) side first: the proposal is warped from it")
+        mov, fix = self.images()
+        registration = registrator.register(mov, fix, geometry=self.pair.convention)
+        return registration.warp(moving) >= 0.5
+
     def rename(self, type: str | None = None, name: str | None = None) -> None:
         self.db.update_label_pair(self.selected, type=type, name=name)
         self._emit("labels")

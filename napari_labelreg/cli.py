@@ -206,10 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     from .cli_db import add_db_commands
-    from .cli_study import add_study_commands
+    from .cli_study import add_baseline_command, add_study_commands
 
     add_db_commands(sub)
     add_study_commands(sub, _training_options)
+    add_baseline_command(sub)
 
     p = sub.add_parser("annotate", help="open napari to paint label pairs into a database")
     p.add_argument("--db", help="label database (default: a phantom database in your user folder)")

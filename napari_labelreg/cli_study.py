@@ -101,3 +101,45 @@ def cmd_compare(args) -> None:
     if args.plot:
         box_plots({label_a: a, label_b: b}, args.plot)
         print(f"box plots: {args.plot}")
+
+
+def add_baseline_command(sub) -> None:
+    from .baselines import METHODS
+
+    p = sub.add_parser("baseline", help="classical baselines (gland centroids, B-spline FFD) scored like the network")
+    p.add_argument("--method", choices=METHODS, required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--db")
+    source.add_argument("--data")
+    p.add_argument("--out", required=True, help="folder for results.csv (use with compare)")
+    p.add_argument("--geometry", choices=("centred", "fov", "world"), default="centred")
+    p.add_argument("--limit", type=int, help="only the first N pairs")
+    p.set_defaults(func=cmd_baseline, types=None, statuses=None, annotators=None)
+
+
+def cmd_baseline(args) -> None:
+    import time
+
+    from tqdm import tqdm
+
+    from .baselines import run_baseline
+    from .evaluation import score
+    from .io import atomic_write
+    from .statistics import summary_table
+
+    pairs, _ = _pairs_and_subjects(args)
+    pairs = pairs[: args.limit] if args.limit else pairs
+    rows = []
+    for pair in tqdm(pairs, unit="pair"):
+        t0 = time.perf_counter()
+        row = score(run_baseline(args.method, pair, args.geometry), pair)
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "results.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    print(summary_table({args.method: frame}).round(3).to_string())
+    print(f"median {frame.seconds.median():.1f} s per pair; per-pair results: {out / 'results.csv'}")

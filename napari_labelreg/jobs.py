@@ -47,8 +47,12 @@ def db_training_pairs(db_path, *, types: Sequence[str] | None = None, verified_o
 
 def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, types=None, verified_only=False,
                  validation_fraction: float = 0.0, resume: bool = False, device: str | None = None,
-                 validate_every: int = 50) -> Iterator:
-    """Train from a database with an optional subject-level validation split; yields Progress."""
+                 validate_every: int = 50, stop=None) -> Iterator:
+    """Train from a database with an optional subject-level validation split; yields Progress.
+
+    ``stop`` (a ``threading.Event``) ends the run after the current step; the
+    run's checkpoint is written before this generator returns.
+    """
     from .evaluation import validator
     from .training.loop import Trainer
 
@@ -56,7 +60,14 @@ def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, ty
     train, val = split_validation(pairs, subjects, validation_fraction, config.seed)
     trainer = Trainer(train, config, out_dir, resume=resume, device=device,
                       validator=validator(val, device) if val else None, validate_every=validate_every)
-    yield from trainer
+    run = iter(trainer)
+    try:
+        for progress in run:
+            yield progress
+            if stop is not None and stop.is_set():
+                break
+    finally:
+        run.close()  # writes the checkpoint now, in this thread
 
 
 def export_registration(registration, folder: str | os.PathLike) -> list[Path]:

@@ -118,7 +118,8 @@ def test_manifest_and_plugin_menu(make_napari_viewer):
 
     pm = npe2.PluginManager.instance()
     manifest = pm.get_manifest("napari-labelreg")
-    assert [w.display_name for w in manifest.contributions.widgets] == ["Annotate label pairs"]
+    assert [w.display_name for w in manifest.contributions.widgets] == [
+        "Annotate label pairs", "Train a registration network", "Inspect a registration"]
     out = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-labelreg"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     viewer = make_napari_viewer()

@@ -27,6 +27,7 @@ from ._common import reports_errors
 
 IMAGE_LAYERS = {"moving": "MR image (moving)", "fixed": "TRUS image (fixed)"}
 LABEL_LAYERS = {"moving": "MR label (moving)", "fixed": "TRUS label (fixed)"}
+PROPOSAL_LAYER = "proposal from model (TRUS)"
 SAVE_DELAY_MS = 250  # a stroke is saved this long after it ends
 
 
@@ -69,6 +70,11 @@ class AnnotateWidget(QWidget):
         verify_btn = QPushButton("Mark verified")
         verify_btn.clicked.connect(self._verify)
         self.status = QLabel("")
+        self.model_dir = QLineEdit(placeholderText="trained model run folder (optional)")
+        propose_btn, accept_btn, reject_btn = QPushButton("Propose TRUS side"), QPushButton("Accept"), QPushButton("Reject")
+        propose_btn.clicked.connect(self._propose)
+        accept_btn.clicked.connect(self.accept_proposal)
+        reject_btn.clicked.connect(self.reject_proposal)
 
         form = QFormLayout()
         row = QHBoxLayout()
@@ -95,6 +101,12 @@ class AnnotateWidget(QWidget):
         layout.addWidget(self.labels)
         layout.addLayout(new)
         layout.addLayout(ver)
+        layout.addWidget(QLabel("Model-assisted: warp the MR label onto the TRUS"))
+        layout.addWidget(self.model_dir)
+        assist = QHBoxLayout()
+        for b in (propose_btn, accept_btn, reject_btn):
+            assist.addWidget(b)
+        layout.addLayout(assist)
         layout.addWidget(self.status)
 
     def _make_timer(self, side: str) -> QTimer:
@@ -185,6 +197,34 @@ class AnnotateWidget(QWidget):
         self.flush()
         self.session.verify_selected(self.verifier.text().strip())
         self.refresh()
+
+    @reports_errors
+    def _propose(self, *_):
+        from ..inference import Registrator
+
+        self.flush()
+        self.propose(Registrator.from_run(self.model_dir.text().strip()))
+
+    def propose(self, registrator) -> None:
+        """Show the model's proposal for the TRUS side in its own layer."""
+        proposal = self.session.propose_fixed(registrator)
+        self.reject_proposal()
+        fixed = self._layer(LABEL_LAYERS["fixed"])
+        self.viewer.add_labels(proposal.astype(np.uint8) * 2, name=PROPOSAL_LAYER, scale=fixed.scale, opacity=0.5)
+        self.status.setText(f"proposal: {int(proposal.sum())} voxels; Accept, correct after accepting, or Reject")
+
+    @reports_errors
+    def accept_proposal(self, *_) -> None:
+        layer = self._layer(PROPOSAL_LAYER)
+        if layer is None:
+            raise ValueError("no proposal to accept")
+        self._layer(LABEL_LAYERS["fixed"]).data = (np.asarray(layer.data) > 0).astype(np.uint8)
+        self.viewer.layers.remove(PROPOSAL_LAYER)
+        self.save_side("fixed")
+
+    def reject_proposal(self, *_) -> None:
+        if PROPOSAL_LAYER in self.viewer.layers:
+            self.viewer.layers.remove(PROPOSAL_LAYER)
 
     # ---- saving -----------------------------------------------------------------
     def _painted(self, side: str) -> None:

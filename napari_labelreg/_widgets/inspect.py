@@ -1,0 +1,108 @@
+"""The inspection widget: register a pair with a trained model and show what the DDF does."""
+
+from __future__ import annotations
+
+from napari.qt.threading import thread_worker
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..jobs import export_registration
+from ._common import reports_errors
+
+
+def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int = 0):
+    """(registration, pair, layer tuples) for pair ``pair_index`` of a database (a phantom when None)."""
+    from ..inference import Registrator
+    from ..inspection import inspection_layers
+
+    if db_path:
+        from ..database import LabelDB
+
+        with LabelDB.open(db_path) as db:
+            records = db.image_pairs()
+            if not records:
+                raise ValueError(f"{db_path}: no image pairs")
+            pair = db.load_pair(records[pair_index % len(records)].id)
+    else:
+        from ..phantom import make_phantom
+
+        pair = make_phantom(1000 + pair_index).pair
+    registration = Registrator.from_run(model_dir).register_pair(pair)
+    return registration, pair, inspection_layers(registration, pair)
+
+
+class InspectWidget(QWidget):
+    """Model + pair -> warped MR over TRUS, displacement, Jacobian, vectors, landmark errors."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.registration = None
+        self.model_dir = QLineEdit(placeholderText="run folder of a trained model")
+        self.db_path = QLineEdit(placeholderText="label database (empty: a phantom pair)")
+        self.pair_index = QSpinBox()
+        self.pair_index.setRange(0, 100000)
+        register_btn = QPushButton("Register")
+        register_btn.clicked.connect(self.register)
+        export_btn = QPushButton("Export DDF and warped MR…")
+        export_btn.clicked.connect(self._export)
+        self.summary = QLabel("")
+        self.errors = QListWidget()
+        form = QFormLayout()
+        form.addRow("Model", self.model_dir)
+        form.addRow("Database", self.db_path)
+        form.addRow("Pair index", self.pair_index)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(register_btn)
+        layout.addWidget(self.summary)
+        layout.addWidget(QLabel("Landmark errors"))
+        layout.addWidget(self.errors)
+        layout.addWidget(export_btn)
+
+    def register(self) -> None:
+        worker = thread_worker(register_for_inspection, start_thread=False)(
+            self.model_dir.text().strip(), self.db_path.text().strip() or None, self.pair_index.value())
+        worker.returned.connect(self.show_result)
+        worker.errored.connect(lambda exc: show_error(f"registration failed: {exc}"))
+        self.summary.setText("registering…")
+        worker.start()
+        return worker
+
+    def show_result(self, result) -> None:
+        self.registration, pair, layers = result
+        for data, kwargs, kind in layers:
+            name = kwargs["name"]
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        meta = layers[0][1]["metadata"]
+        text = f"{pair.name}: folding voxels {meta['folding_voxels']}"
+        if "tre_mm" in meta:
+            text += f", landmark TRE {meta['tre_mm']:.2f} mm, gland DSC {meta['dice']:.3f}"
+        self.summary.setText(text)
+        self.errors.clear()
+        for name, kwargs, kind in layers:
+            if kind == "points" and "text" in kwargs:
+                feats = kwargs["features"]
+                for label, err in zip(feats["label"], feats["error_mm"]):
+                    self.errors.addItem(f"{label}: {err:.2f} mm")
+
+    @reports_errors
+    def _export(self, *_):
+        if self.registration is None:
+            raise ValueError("register a pair first")
+        folder = QFileDialog.getExistingDirectory(self, "Export to folder")
+        if folder:
+            paths = export_registration(self.registration, folder)
+            show_info(f"wrote {', '.join(p.name for p in paths)} to {folder}")
