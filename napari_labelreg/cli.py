@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train briefly on synthetic phantoms and register one (no data needed)")
     p.add_argument("--out", default="labelreg-demo", help="output folder (default ./labelreg-demo)")
-    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--iterations", type=int, default=400)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_demo)
     return parser

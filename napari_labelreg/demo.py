@@ -19,9 +19,11 @@ DEMO_CONFIG = TrainConfig(
     geometry="centred",
     learning_rate=3e-4,
     augment=AugmentConfig(rotation_deg=3.0, scale=0.03, shear=0.0, translation_mm=2.0),
-    iterations=300,
+    iterations=400,
     checkpoint_every=100,
 )
+# phantoms with a clear misalignment: up to 6 mm of translation plus a 3 mm smooth field
+PHANTOM = dict(translation_mm=6.0, amplitude_mm=3.0)
 
 
 def dense_error(predicted_mm: np.ndarray, truth_mm: np.ndarray, mask: np.ndarray) -> float:
@@ -29,7 +31,7 @@ def dense_error(predicted_mm: np.ndarray, truth_mm: np.ndarray, mask: np.ndarray
     return float(np.linalg.norm(predicted_mm - truth_mm, axis=-1)[mask].mean())
 
 
-def run_demo(out: Path, *, iterations: int = 300, device: str | None = None, train_pairs: int = 12) -> dict:
+def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, train_pairs: int = 48) -> dict:
     from tqdm import tqdm
 
     from . import io
@@ -39,15 +41,17 @@ def run_demo(out: Path, *, iterations: int = 300, device: str | None = None, tra
     from .training.loop import train
 
     config = replace(DEMO_CONFIG, iterations=iterations)
-    pairs = [make_phantom(seed).pair for seed in range(train_pairs)]
+    pairs = [make_phantom(seed, **PHANTOM).pair for seed in range(train_pairs)]
     print(f"demo: training a width-{config.model.width} network on {train_pairs} phantom pairs for "
           f"{iterations} iterations -> {out}")
+    if (out / "run" / "checkpoint.pt").exists():
+        raise ValueError(f"{out}: holds a demo run already; remove it or pass --out elsewhere")
     with tqdm(total=iterations, unit="step") as bar:
         for report in train(pairs, config, out / "run", device=device):
             bar.update(1)
             bar.set_postfix(loss=f"{report.loss:.3f}", refresh=False)
 
-    test = make_phantom(1000)
+    test = make_phantom(1000, **PHANTOM)
     result = Registrator.from_run(out / "run", device=device).register_pair(test.pair)
     before = score(identity_registration(test.pair.moving, test.pair.fixed, "centred"), test.pair)
     after = score(result, test.pair)
