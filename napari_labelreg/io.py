@@ -206,16 +206,16 @@ def save_volume(path, data: np.ndarray, grid: Grid) -> None:
 def save_ddf(path, ddf_mm: np.ndarray, grid: Grid) -> None:
     """Write a DDF ``(I, J, K, 3)`` in mm as a NIfTI vector image.
 
-    The file is 5-D ``(I, J, K, 1, 3)`` with intent ``vector``, the layout ITK
-    and SimpleITK read as a 3-component vector image.  Components are
-    millimetres along the fixed image's NIfTI world axes (RAS); ITK's own
-    physical frame is LPS, so its tools see the first two components negated
-    unless they convert.
+    The file is 5-D ``(I, J, K, 1, 3)`` with intent ``NIFTI_INTENT_DISPVECT``
+    (1006), the layout ITK and SimpleITK read as a displacement field.
+    Components are millimetres along the fixed image's NIfTI world axes (RAS);
+    ITK converts them to its LPS frame on reading because of that intent, and
+    its displacement-field transforms use the same direction (fixed -> moving).
     """
     if ddf_mm.shape != (*grid.shape, 3):
         raise ValueError(f"DDF shape {ddf_mm.shape} does not match grid {grid.shape} + (3,)")
     img = nib.Nifti1Image(ddf_mm[:, :, :, None, :].astype(np.float32), grid.affine)
-    img.header.set_intent("vector", (), name="DDF mm fixed->moving")
+    img.header.set_intent("displacement vector", (), name="DDF mm fixed->moving")
     img.header.set_xyzt_units("mm")
     img.set_qform(grid.affine, code=1)
     img.set_sform(grid.affine, code=1)

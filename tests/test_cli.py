@@ -47,7 +47,7 @@ def test_register_writes_ddf_in_mm_on_the_fixed_grid(trained, tmp_path):
     fixed = nib.load(data / "fixed_images/obs000.nii.gz")
     ddf = nib.load(out / "ddf.nii.gz")
     assert ddf.shape == (*fixed.shape, 1, 3)
-    assert ddf.header.get_intent()[0] == "vector"
+    assert ddf.header.get_intent()[0] == "displacement vector"
     assert ddf.header.get_xyzt_units()[0] == "mm"
     warped = nib.load(out / "warped.nii.gz")
     assert warped.shape == fixed.shape
