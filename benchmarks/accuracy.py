@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_labelreg import metrics
-from napari_labelreg.config import AugmentConfig, ModelConfig, preset
+from napari_labelreg.config import AugmentConfig, preset
 from napari_labelreg.data import folder_pairs
 from napari_labelreg.evaluation import evaluate
 from napari_labelreg.inference import Registrator, identity_registration

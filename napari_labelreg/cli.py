@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .config import PRESETS, REGULARISERS, SIMILARITIES, VARIANTS, AugmentConfig, LossConfig, ModelConfig
+from .config import PRESETS, REGULARISERS, SIMILARITIES, VARIANTS, AugmentConfig
 from .geometry import CONVENTIONS
 from .io import DataError
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from .io import DataError
@@ -88,8 +87,8 @@ def _results(path):
 def cmd_compare(args) -> None:
     from .statistics import METRICS, box_plots, paired_wilcoxon, summary_table
 
-    (name_a, a), (name_b, b) = _results(args.run_a), _results(args.run_b)
-    label_a, label_b = Path(args.run_a).name, Path(args.run_b).name
+    (csv_a, a), (csv_b, b) = _results(args.run_a), _results(args.run_b)
+    label_a, label_b = csv_a.parent.name, csv_b.parent.name
     print(summary_table({label_a: a, label_b: b}).round(3).to_string())
     print()
     for metric in METRICS:

@@ -15,7 +15,10 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .geometry import Grid, ddf_voxels_to_mm, fixed_to_moving, warp
+from scipy.ndimage import map_coordinates
+
+from .geometry import Grid, apply_affine, ddf_voxels_to_mm, fixed_to_moving, voxel_coordinates, warp
+from .geometry import sample as sample_np
 from .io import Pair, Volume
 from .nn.checkpoint import load_model, run_checkpoint
 from .nn.warp import moving_coordinates, sample
@@ -49,8 +52,6 @@ class Registration:
 
     def map_points(self, points_mm: np.ndarray) -> np.ndarray:
         """Map fixed-world points ``(N, 3)`` (mm) to their moving-world positions."""
-        from .geometry import apply_affine, sample as sample_np
-
         vox = apply_affine(np.linalg.inv(self.fixed.affine), np.asarray(points_mm, float))
         u = np.stack([sample_np(self.ddf_mm[..., c], vox) for c in range(3)], -1)
         return apply_affine(self.moving.affine @ self.matrix @ np.linalg.inv(self.fixed.affine), points_mm + u)
@@ -101,10 +102,6 @@ class Registrator:
 
 def resample_field(field: np.ndarray, fixed_to_net: np.ndarray, shape) -> np.ndarray:
     """Trilinearly resample a vector field ``(*net, 3)`` onto a ``shape`` grid; edges clamped."""
-    from scipy.ndimage import map_coordinates
-
-    from .geometry import apply_affine, voxel_coordinates
-
     coords = np.moveaxis(apply_affine(fixed_to_net, voxel_coordinates(tuple(shape))), -1, 0)
     return np.stack(
         [map_coordinates(field[..., c], coords, order=1, mode="nearest") for c in range(3)], axis=-1

@@ -8,7 +8,6 @@ from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
 from napari_labelreg.geometry import Grid, ddf_mm_to_voxels
 from napari_labelreg.io import DataError
 from napari_labelreg.nn.checkpoint import load_checkpoint, load_model
-from napari_labelreg.nn.losses import BendingEnergy
 from napari_labelreg.nn.warp import moving_coordinates, sample
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs

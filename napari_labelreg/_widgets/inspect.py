@@ -92,7 +92,7 @@ class InspectWidget(QWidget):
             text += f", landmark TRE {meta['tre_mm']:.2f} mm, gland DSC {meta['dice']:.3f}"
         self.summary.setText(text)
         self.errors.clear()
-        for name, kwargs, kind in layers:
+        for _data, kwargs, kind in layers:
             if kind == "points" and "text" in kwargs:
                 feats = kwargs["features"]
                 for label, err in zip(feats["label"], feats["error_mm"]):

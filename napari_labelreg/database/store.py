@@ -9,14 +9,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from ..geometry import Grid
-from ..io import DataError, Pair, Volume, check_mask, load_volume
+from ..io import DataError, Pair, check_mask, load_volume
 from . import schema as s
 from .masks import decode_mask, encode_mask
 
