@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 from .config import PRESETS, REGULARISERS, SIMILARITIES, VARIANTS, AugmentConfig
 from .geometry import CONVENTIONS
-from .io import DataError
+from .io import DataError, atomic_write
 
 
 def _training_options(p: argparse.ArgumentParser) -> None:
@@ -78,10 +79,14 @@ def cmd_train(args) -> None:
         raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     pairs = training_pairs(args)
     print(f"training {config.model.variant} (n0={config.model.width}) on {len(pairs)} pairs -> {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    reports = train(pairs, config, out, resume=args.resume, device=args.device)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 alone writes and reports
+        for _ in reports:
+            pass
+        return
     listing = {p.name: list(p.label_names) or p.num_labels for p in pairs}
-    (out / "training_set.json").write_text(json.dumps(listing, indent=1))
-    _drive(train(pairs, config, out, resume=args.resume, device=args.device), config.iterations)
+    atomic_write(out / "training_set.json", lambda tmp: Path(tmp).write_text(json.dumps(listing, indent=1)))
+    _drive(reports, config.iterations)
 
 
 def training_pairs(args):

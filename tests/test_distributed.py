@@ -22,3 +22,14 @@ def test_two_gloo_ranks_end_identical(tmp_path):
             continue  # BatchNorm statistics are per rank between DDP's buffer broadcasts
         assert torch.equal(value, b["model"][key]), key
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written by rank 0 alone
+
+
+def test_torchrun_runs_the_cli(phantom_folder, tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+           "-m", "napari_labelreg", "train", "--data", str(phantom_folder), "--out", str(tmp_path / "run"),
+           "--width", "4", "--iterations", "2", "--geometry", "centred", "--precision", "fp32", "--batch-size", "2"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 2
+    assert (tmp_path / "run" / "training_set.json").is_file()
