@@ -126,7 +126,7 @@ def load_pair(
         missing = "fixed" if fixed_labels is None else "moving"
         raise DataError(f"{name or moving}: {missing} labels missing; labels come in pairs")
     if moving_labels is None:
-        return Pair(name or Path(moving).name, mov, fix,
+        return Pair(name or _stem(moving), mov, fix,
                     np.zeros((0, *mov.grid.shape), bool), np.zeros((0, *fix.grid.shape), bool))
     ml, fl = load_labels(moving_labels, mov.grid), load_labels(fixed_labels, fix.grid)
     if ml.shape[0] != fl.shape[0]:
