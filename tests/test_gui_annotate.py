@@ -32,13 +32,6 @@ def make_widget(viewer, db_path, annotator="alice"):
     return widget
 
 
-def stroke(layer, centre, radius=2):
-    """A programmatic brush stroke through napari's own painting (undoable, emits paint)."""
-    layer.brush_size = 2 * radius
-    layer.paint(centre, 1)
-    layer._finish_drawing() if hasattr(layer, "_finish_drawing") else None
-
-
 def test_paint_switch_reopen_reads_identical_masks(make_napari_viewer, db_path, qtbot):
     from napari_labelreg._widgets.annotate import LABEL_LAYERS
 

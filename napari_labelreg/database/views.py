@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..geometry import Grid
 from ..metrics import centroid_mm
@@ -50,11 +50,11 @@ def summary(db: LabelDB) -> dict:
     """Counts of subjects, image pairs, label pairs, and label pairs by type and status."""
     frame = label_pairs_frame(db)
     with db.transaction() as c:
-        n_subjects = c.execute(select(s.subjects.c.id)).all()
-        n_pairs = c.execute(select(s.image_pairs.c.id)).all()
+        n_subjects = c.execute(select(func.count()).select_from(s.subjects)).scalar()
+        n_pairs = c.execute(select(func.count()).select_from(s.image_pairs)).scalar()
     return {
-        "subjects": len(n_subjects),
-        "image_pairs": len(n_pairs),
+        "subjects": int(n_subjects),
+        "image_pairs": int(n_pairs),
         "label_pairs": len(frame),
         "by_type": frame.groupby("type").size().to_dict() if len(frame) else {},
         "by_status": frame.groupby("status").size().to_dict() if len(frame) else {},
