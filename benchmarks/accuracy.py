@@ -40,6 +40,9 @@ def main() -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--spacing", type=float)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--translation", type=float, help="augmentation translation range, mm per side")
+    p.add_argument("--rotation", type=float, help="augmentation rotation range, degrees")
+    p.add_argument("--prefilter", action=argparse.BooleanOptionalAction, default=None)
     args = p.parse_args()
 
     names = list_folder_pairs(args.data)
@@ -54,6 +57,11 @@ def main() -> None:
         config = replace(config, spacing_mm=args.spacing or None)
     if args.no_augment:
         config = replace(config, augment=AugmentConfig(enabled=False))
+    for name, value in (("translation_mm", args.translation), ("rotation_deg", args.rotation)):
+        if value is not None:
+            config = replace(config, augment=replace(config.augment, **{name: value}))
+    if args.prefilter is not None:
+        config = replace(config, loss=replace(config.loss, prefilter=args.prefilter))
     print(json.dumps(config.to_dict()))
     t0 = time.time()
     last = None

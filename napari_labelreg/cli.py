@@ -27,8 +27,10 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=SIMILARITIES, help="label similarity (default msdice)")
     g.add_argument("--regulariser", choices=REGULARISERS, help="deformation regulariser (default bending)")
     g.add_argument("--weight", type=float, help="regulariser weight alpha (default 0.5)")
-    g.add_argument("--prefilter", action="store_true", help="the paper's preFilt variant")
+    g.add_argument("--prefilter", action=argparse.BooleanOptionalAction,
+                   help="filter the labels once at every scale, then warp them (the paper's preFilt variant)")
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
+    g.add_argument("--translation", type=float, help="augmentation: translation range in mm, per image and axis")
     g.add_argument("--iterations", type=int, help="budget in iterations")
     g.add_argument("--minutes", type=float, help="budget in wall-clock minutes")
     g.add_argument("--batch-size", type=int)
@@ -46,9 +48,11 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     base = PRESETS[args.preset]
     model = replace(base.model, **_given(variant=args.variant, width=args.width))
     loss = replace(base.loss, **_given(similarity=args.loss, regulariser=args.regulariser, weight=args.weight))
-    if args.prefilter:
-        loss = replace(loss, prefilter=True)
-    augment = AugmentConfig(enabled=False) if args.no_augment else base.augment
+    if args.prefilter is not None:
+        loss = replace(loss, prefilter=args.prefilter)
+    augment = replace(base.augment, **_given(translation_mm=args.translation))
+    if args.no_augment:
+        augment = AugmentConfig(enabled=False)
     lr = args.lr
     if lr is None and args.preset == "paper" and model.variant in ("global", "composite"):
         lr = 1e-6  # the paper's rate for the affine networks (section 3.2.2)
