@@ -56,9 +56,10 @@ def main() -> None:
     points = np.array([metrics.centroid_mm(lab, us.grid) for lab in test.pair.fixed_labels[1:]])
     mapped = result.map_points(points)
     truth = replace(result, ddf_mm=test.ddf_mm).map_points(points)  # the same mapping with the true DDF
-    for q, m, t in zip(points, mapped, truth):
-        print(f"TRUS point {np.round(q, 1)} -> MR {np.round(m, 1)} (truth {np.round(t, 1)}, "
-              f"error {np.linalg.norm(m - t):.2f} mm)")
+    unregistered = replace(result, ddf_mm=np.zeros_like(result.ddf_mm)).map_points(points)
+    for q, m, t, u in zip(points, mapped, truth, unregistered):
+        print(f"TRUS point {np.round(q, 1)} -> MR {np.round(m, 1)} (truth {np.round(t, 1)}): "
+              f"error {np.linalg.norm(m - t):.2f} mm, {np.linalg.norm(u - t):.2f} mm before registration")
 
 
 if __name__ == "__main__":
