@@ -42,6 +42,7 @@ def main() -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--translation", type=float, help="augmentation translation range, mm per side")
     p.add_argument("--rotation", type=float, help="augmentation rotation range, degrees")
+    p.add_argument("--schedule", choices=("constant", "cosine"))
     p.add_argument("--prefilter", action=argparse.BooleanOptionalAction, default=None)
     args = p.parse_args()
 
@@ -60,6 +61,8 @@ def main() -> None:
     for name, value in (("translation_mm", args.translation), ("rotation_deg", args.rotation)):
         if value is not None:
             config = replace(config, augment=replace(config.augment, **{name: value}))
+    if args.schedule:
+        config = replace(config, schedule=args.schedule)
     if args.prefilter is not None:
         config = replace(config, loss=replace(config.loss, prefilter=args.prefilter))
     print(json.dumps(config.to_dict()))

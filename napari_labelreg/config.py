@@ -14,6 +14,7 @@ VARIANTS = ("baseline", "delta0", "delta1-4", "global", "composite")
 SIMILARITIES = ("msdice", "msce")
 REGULARISERS = ("bending", "l2")
 PRECISIONS = ("bf16", "fp32")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -80,9 +81,12 @@ class TrainConfig:
     seed: int = 0
     precision: str = "bf16"
     checkpoint_every: int = 100
+    # learning rate over the budget: "constant" (the paper) or "cosine" (decays to 0 at the budget's end)
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
+        _choice("schedule", self.schedule, SCHEDULES)
         if self.geometry not in ("world", "centred", "fov"):
             raise ValueError(f"geometry must be world, centred or fov, got {self.geometry!r}")
         if self.batch_size < 1 or self.learning_rate <= 0:

@@ -68,6 +68,34 @@ def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(tmp_path):
         assert torch.equal(value, b["model"][key]), key
 
 
+def test_cosine_schedule_values_and_resume(tmp_path):
+    from napari_labelreg.training.loop import Trainer
+
+    pairs = [make_phantom(s, **TINY).pair for s in range(2)]
+    trainer = Trainer(pairs, tiny_config(iterations=4, schedule="cosine", learning_rate=1e-3), tmp_path / "t")
+    rates = []
+    for step in range(5):
+        trainer.step = step
+        rates.append(trainer.learning_rate(0.0))
+    np.testing.assert_allclose(rates, 1e-3 * np.array([1, (1 + np.sqrt(0.5)) / 2, 0.5, (1 - np.sqrt(0.5)) / 2, 0]))
+    trainer.step = 0
+    minutes = Trainer(pairs, tiny_config(iterations=None, minutes=2.0, schedule="cosine", learning_rate=1e-3),
+                      tmp_path / "m")
+    assert minutes.learning_rate(60.0) == pytest.approx(5e-4) and minutes.learning_rate(500.0) == 0.0
+    # interrupted after 2 of 4 steps and resumed: the same weights as straight through
+    list(train(pairs, tiny_config(iterations=4, schedule="cosine"), tmp_path / "straight"))
+    run = train(pairs, tiny_config(iterations=4, schedule="cosine"), tmp_path / "resumed")
+    next(run), next(run)
+    run.close()
+    list(train(pairs, tiny_config(iterations=4, schedule="cosine"), tmp_path / "resumed", resume=True))
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    with pytest.raises(ValueError, match="schedule"):
+        tiny_config(schedule="linear")
+
+
 def test_closing_the_generator_saves_a_usable_checkpoint(tmp_path):
     pairs = [make_phantom(0, **TINY).pair]
     run = train(pairs, tiny_config(iterations=50), tmp_path)

@@ -10,6 +10,7 @@ quartets, rank 0 alone writing to the run folder.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -192,6 +193,19 @@ class Trainer:
         finally:
             self.model.train()
 
+    def learning_rate(self, elapsed_s: float) -> float:
+        """The rate for the next step: constant, or cosine over the budget used so far.
+
+        The budget's fraction is the larger of steps / iterations and elapsed /
+        minutes (a minutes budget counts from the start of this session).
+        """
+        cfg = self.config
+        if cfg.schedule == "constant":
+            return cfg.learning_rate
+        done = max(self.step / cfg.iterations if cfg.iterations else 0.0,
+                   elapsed_s / (60.0 * cfg.minutes) if cfg.minutes else 0.0)
+        return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
     def __iter__(self) -> Iterator[Progress]:
         cfg = self.config
         start, saved = time.perf_counter(), self.step
@@ -202,6 +216,8 @@ class Trainer:
                 if budget_s is not None and time.perf_counter() - start >= budget_s:
                     break
                 t0 = time.perf_counter()
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.learning_rate(t0 - start)
                 loss, sim, reg = self.train_step()
                 path = None
                 if self.step % cfg.checkpoint_every == 0:
