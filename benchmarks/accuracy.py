@@ -43,6 +43,7 @@ def main() -> None:
     p.add_argument("--translation", type=float, help="augmentation translation range, mm per side")
     p.add_argument("--rotation", type=float, help="augmentation rotation range, degrees")
     p.add_argument("--schedule", choices=("constant", "cosine"))
+    p.add_argument("--label-sampling", choices=("one", "all"))
     p.add_argument("--prefilter", action=argparse.BooleanOptionalAction, default=None)
     args = p.parse_args()
 
@@ -63,6 +64,8 @@ def main() -> None:
             config = replace(config, augment=replace(config.augment, **{name: value}))
     if args.schedule:
         config = replace(config, schedule=args.schedule)
+    if args.label_sampling:
+        config = replace(config, label_sampling=args.label_sampling)
     if args.prefilter is not None:
         config = replace(config, loss=replace(config.loss, prefilter=args.prefilter))
     print(json.dumps(config.to_dict()))

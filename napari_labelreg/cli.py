@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .config import PRESETS, REGULARISERS, SCHEDULES, SIMILARITIES, VARIANTS, AugmentConfig
+from .config import LABEL_SAMPLING, PRESETS, REGULARISERS, SCHEDULES, SIMILARITIES, VARIANTS, AugmentConfig
 from .geometry import CONVENTIONS
 from .io import DataError, atomic_write
 
@@ -36,6 +36,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float, help="Adam learning rate")
     g.add_argument("--schedule", choices=SCHEDULES, help="learning rate over the budget: constant or cosine")
+    g.add_argument("--label-sampling", choices=LABEL_SAMPLING,
+                   help="per image pair, train on one random label pair (the paper) or all of them averaged")
     g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
     g.add_argument("--precision", choices=("bf16", "fp32"))
     g.add_argument("--seed", type=int)
@@ -62,8 +64,8 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
         budget = {"iterations": args.iterations, "minutes": args.minutes}
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
-                   **_given(learning_rate=lr, schedule=args.schedule, batch_size=args.batch_size,
-                            precision=args.precision, seed=args.seed, checkpoint_every=args.checkpoint_every))
+                   **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
+                            batch_size=args.batch_size, precision=args.precision, seed=args.seed, checkpoint_every=args.checkpoint_every))
 
 
 def _given(**kwargs):

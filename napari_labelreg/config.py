@@ -15,6 +15,7 @@ SIMILARITIES = ("msdice", "msce")
 REGULARISERS = ("bending", "l2")
 PRECISIONS = ("bf16", "fp32")
 SCHEDULES = ("constant", "cosine")
+LABEL_SAMPLING = ("one", "all")
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,14 @@ class TrainConfig:
     checkpoint_every: int = 100
     # learning rate over the budget: "constant" (the paper) or "cosine" (decays to 0 at the budget's end)
     schedule: str = "constant"
+    # second sampling stage: "one" label pair per image pair (the paper), or "all" of the pair's label
+    # pairs averaged: the exact inner expectation of the paper's Eq. 3 (same objective, lower variance)
+    label_sampling: str = "one"
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
         _choice("schedule", self.schedule, SCHEDULES)
+        _choice("label_sampling", self.label_sampling, LABEL_SAMPLING)
         if self.geometry not in ("world", "centred", "fov"):
             raise ValueError(f"geometry must be world, centred or fov, got {self.geometry!r}")
         if self.batch_size < 1 or self.learning_rate <= 0:

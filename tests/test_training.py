@@ -1,5 +1,7 @@
 """Sampling, augmentation, checkpoints, resume, recovery of a known deformation."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -66,6 +68,38 @@ def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(tmp_path):
     assert a["step"] == b["step"] == 3
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+@pytest.mark.parametrize("prefilter", [False, True])
+def test_all_labels_is_the_exact_mean_of_the_one_label_losses(prefilter):
+    from napari_labelreg.config import LossConfig
+    from napari_labelreg.nn.networks import build_model
+    from napari_labelreg.training.data import prepare_pairs
+    from napari_labelreg.training.loop import Batcher, build_losses, compute_loss
+
+    pair = make_phantom(3, **TINY).pair  # one pair: every draw picks it, with a random label
+    assert pair.num_labels >= 3
+    loss_cfg = LossConfig(prefilter=prefilter, scales_mm=(0.0, 2.0, 4.0))
+    cfg = tiny_config(batch_size=1, loss=loss_cfg, label_sampling="all", precision="fp32")
+    prepared = prepare_pairs([pair], "centred", None)
+    model = build_model(cfg.model)
+    with torch.no_grad():  # a non-zero DDF, so the warp matters
+        model.heads["4"].bias.copy_(torch.tensor([0.7, -0.4, 0.3]))
+    similarity, regulariser = build_losses(cfg, prepared[0].grid)
+    channels = 3 if prefilter else 1
+    every = Batcher(prepared, cfg, torch.device("cpu"))(5)
+    assert every[1][0].shape[1] == pair.num_labels * channels
+    _, all_sim, _ = compute_loss(model, every, similarity, regulariser, 0.5, torch.device("cpu"), "fp32",
+                                 label_channels=channels)
+    inputs, fixed, matrices, moving = every
+    one = [compute_loss(model, (inputs, [fixed[0][:, k * channels:(k + 1) * channels]], matrices,
+                                [moving[0][:, k * channels:(k + 1) * channels]]),
+                        similarity, regulariser, 0.5, torch.device("cpu"), "fp32", label_channels=channels)[1]
+           for k in range(pair.num_labels)]
+    assert float(all_sim) == pytest.approx(float(torch.stack(one).mean()), rel=1e-6)
+    assert max(map(float, one)) - min(map(float, one)) > 1e-3  # the labels do differ
+    single = Batcher(prepared, replace(cfg, label_sampling="one"), torch.device("cpu"))(5)
+    assert single[1][0].shape[1] == channels and torch.equal(single[0], inputs)  # same draws, same images
 
 
 def test_cosine_schedule_values_and_resume(tmp_path):

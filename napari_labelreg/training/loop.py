@@ -88,11 +88,19 @@ class Batcher:
         return self._prefiltered[key]
 
     def __call__(self, step: int):
+        """``(inputs (B, 2, ...), fixed labels, matrices (B, 4, 4), moving labels)`` of one step.
+
+        The label entries are lists over the minibatch of ``(1, M * C, ...)``
+        tensors: M label pairs (1, or all of the pair's with
+        ``label_sampling="all"``) of C channels (1, or one per scale when
+        pre-filtered).
+        """
         g = step_generator(self.config.seed, self.rank, step)
         counts = [pp.num_labels for pp in self.prepared]
         inputs, fixed_labels, matrices, moving_labels = [], [], [], []
         for p, label in draw_quartets(counts, self.config.batch_size, g):
             pp = self.prepared[p]
+            chosen = range(pp.num_labels) if self.config.label_sampling == "all" else [label]
             t_moving = affine_matrix(draw_affine(self.config.augment, g), pp.grid)
             t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
             matrix = (pp.net_to_moving @ torch.as_tensor(t_moving))[None]
@@ -100,25 +108,33 @@ class Batcher:
             moving = sample(pp.moving_image[None], moving_coordinates(matrix, self.shape))
             fixed = sample(pp.fixed_image[None], fixed_coords)
             inputs.append(torch.cat([moving, fixed], dim=1))
-            fixed_labels.append(sample(self._labels(pp, label, "fixed"), fixed_coords))
+            fixed_stack = torch.cat([self._labels(pp, k, "fixed") for k in chosen], dim=1)
+            fixed_labels.append(sample(fixed_stack, fixed_coords).to(self.device))
             matrices.append(matrix)
-            moving_labels.append(self._labels(pp, label, "moving").to(self.device))
+            moving_labels.append(torch.cat([self._labels(pp, k, "moving") for k in chosen], dim=1).to(self.device))
         to = dict(device=self.device)
-        return torch.cat(inputs).to(**to), torch.cat(fixed_labels).to(**to), torch.cat(matrices).to(**to), moving_labels
+        return torch.cat(inputs).to(**to), fixed_labels, torch.cat(matrices).to(**to), moving_labels
 
 
-def compute_loss(model, batch, similarity, regulariser, weight: float, device, precision: str):
-    """(loss, similarity mean, regulariser mean) of one minibatch."""
+def compute_loss(model, batch, similarity, regulariser, weight: float, device, precision: str, *,
+                 label_channels: int = 1):
+    """(loss, similarity mean, regulariser mean) of one minibatch (see :meth:`Batcher.__call__`).
+
+    ``label_channels``: C, the channels of one label (1, or the number of
+    scales when pre-filtered).  The similarity of a minibatch entry is the mean
+    over its label pairs; the loss averages the entries.
+    """
     inputs, fixed_labels, matrices, moving_labels = batch
     with autocast(device, precision):
         ddf = model(fast_layout(inputs, precision))
     ddf = ddf.float()
     shape = inputs.shape[2:]
-    warped = torch.cat([
-        sample(lab, moving_coordinates(matrices[b : b + 1], shape, ddf[b : b + 1]))
-        for b, lab in enumerate(moving_labels)
-    ])
-    sim = similarity(warped, fixed_labels).mean()
+    sims = []
+    for b, (moving, fixed) in enumerate(zip(moving_labels, fixed_labels)):
+        warped = sample(moving, moving_coordinates(matrices[b : b + 1], shape, ddf[b : b + 1]))
+        c = label_channels
+        sims.append(similarity(warped.view(-1, c, *shape), fixed.view(-1, c, *shape)).mean())
+    sim = torch.stack(sims).mean()
     reg = regulariser(ddf).mean()
     return sim + weight * reg, sim, reg
 
@@ -174,8 +190,9 @@ class Trainer:
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.config
+        channels = len(cfg.loss.scales_mm) if cfg.loss.prefilter else 1
         loss, sim, reg = compute_loss(self.net, self.batcher(self.step), self.similarity, self.regulariser,
-                                      cfg.loss.weight, self.device, cfg.precision)
+                                      cfg.loss.weight, self.device, cfg.precision, label_channels=channels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)
