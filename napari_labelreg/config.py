@@ -126,9 +126,11 @@ def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
 PRESETS: dict[str, TrainConfig] = {
     # Hu et al. 2018, section 3.2.1: n0=32, Adam 1e-5, batch 4, alpha 0.5, fp32.
     "paper": TrainConfig(precision="fp32"),
-    # What trains furthest within tens of CPU minutes: a narrower net on a 3 mm
-    # grid, a larger step size and bf16 (see benchmarks/README.md).
-    "cpu": TrainConfig(model=ModelConfig(width=16), spacing_mm=3.0, learning_rate=3e-4),
+    # What generalises furthest within 30 CPU minutes (benchmarks/README.md): a narrower net on a
+    # 3 mm grid in bf16, a larger step size decayed by a cosine over the budget, and every label
+    # pair of a drawn image pair in the loss instead of one.
+    "cpu": TrainConfig(model=ModelConfig(width=16), spacing_mm=3.0, learning_rate=3e-4, schedule="cosine",
+                       label_sampling="all"),
 }
 
 
