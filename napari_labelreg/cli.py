@@ -65,7 +65,8 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
-                            batch_size=args.batch_size, precision=args.precision, seed=args.seed, checkpoint_every=args.checkpoint_every))
+                            batch_size=args.batch_size, precision=args.precision, seed=args.seed,
+                            checkpoint_every=args.checkpoint_every))
 
 
 def _given(**kwargs):

@@ -132,7 +132,7 @@ def compute_loss(model, batch, similarity, regulariser, weight: float, device, p
     sims = []
     for b, (moving, fixed) in enumerate(zip(moving_labels, fixed_labels)):
         warped = sample(moving, moving_coordinates(matrices[b : b + 1], shape, ddf[b : b + 1]))
-        c = label_channels
+        c = label_channels  # (1, M * C, ...) -> M labels of C channels
         sims.append(similarity(warped.view(-1, c, *shape), fixed.view(-1, c, *shape)).mean())
     sim = torch.stack(sims).mean()
     reg = regulariser(ddf).mean()
