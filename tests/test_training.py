@@ -112,7 +112,6 @@ def test_cosine_schedule_values_and_resume(tmp_path):
         trainer.step = step
         rates.append(trainer.learning_rate(0.0))
     np.testing.assert_allclose(rates, 1e-3 * np.array([1, (1 + np.sqrt(0.5)) / 2, 0.5, (1 - np.sqrt(0.5)) / 2, 0]))
-    trainer.step = 0
     minutes = Trainer(pairs, tiny_config(iterations=None, minutes=2.0, schedule="cosine", learning_rate=1e-3),
                       tmp_path / "m")
     assert minutes.learning_rate(60.0) == pytest.approx(5e-4) and minutes.learning_rate(500.0) == 0.0
