@@ -7,12 +7,14 @@ the test labels, so it is a reference, not a method).
 
     python benchmarks/accuracy.py --minutes 30            # the CPU preset
     python benchmarks/accuracy.py --preset paper --minutes 30
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 benchmarks/accuracy.py --batch-size 2   # both cores, DDP
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -43,12 +45,15 @@ def main() -> None:
     cli = build_parser().parse_args(["train", "--data", args.data, "--out", args.out, "--geometry", "centred",
                                      "--minutes", str(args.minutes), "--checkpoint-every", "500", *training])
     config = config_from_args(cli)
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 alone reports and evaluates
     print(json.dumps(config.to_dict()))
     t0 = time.time()
     last = None
     for last in train(folder_pairs(args.data, train_names), config, args.out):
-        if last.step % 100 == 0:
+        if last.step % 100 == 0 and rank == 0:
             print(f"step {last.step} loss {last.loss:.4f} ({last.elapsed_s / 60:.1f} min)", flush=True)
+    if rank != 0:
+        return
     print(f"trained {last.step} iterations in {(time.time() - t0) / 60:.1f} min")
 
     test = folder_pairs(args.data, test_names)

@@ -1,6 +1,12 @@
-"""Run by torchrun from test_distributed.py (not a test module): train, then save this rank's weights."""
+"""Run by torchrun from test_distributed.py (not a test module): train, then save this rank's weights.
+
+``worker.py OUT`` trains 3 iterations; ``worker.py OUT minutes`` trains for 6 seconds under a cosine
+schedule with rank 1 starting its clock 0.5 s late, as ranks on a busy machine do.
+"""
 
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -15,8 +21,12 @@ if __name__ == "__main__":
     pairs = [make_phantom(s, fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5).pair for s in range(3)]
     config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=3,
                          batch_size=2, precision="fp32")
+    if sys.argv[2:] == ["minutes"]:
+        config = replace(config, iterations=None, minutes=0.1, schedule="cosine")
     trainer = Trainer(pairs, config, out / "run")
     first_batch = trainer.batcher(0)[0]
+    if sys.argv[2:] == ["minutes"] and dist.get_rank() == 1:
+        time.sleep(0.5)
     for _ in trainer:
         pass
     torch.save({"model": trainer.model.state_dict(), "step": trainer.step, "world": dist.get_world_size(),

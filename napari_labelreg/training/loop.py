@@ -223,6 +223,14 @@ class Trainer:
                    elapsed_s / (60.0 * cfg.minutes) if cfg.minutes else 0.0)
         return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
+    def _elapsed(self, seconds: float) -> float:
+        """``seconds`` as rank 0 measured them, so that all ranks stop and schedule the rate alike."""
+        if self.world == 1:
+            return seconds
+        t = torch.tensor([seconds], dtype=torch.float64, device=self.device)
+        dist.broadcast(t, src=0)
+        return float(t)
+
     def __iter__(self) -> Iterator[Progress]:
         cfg = self.config
         start, saved = time.perf_counter(), self.step
@@ -230,11 +238,12 @@ class Trainer:
         self.net.train()
         try:
             while cfg.iterations is None or self.step < cfg.iterations:
-                if budget_s is not None and time.perf_counter() - start >= budget_s:
-                    break
                 t0 = time.perf_counter()
+                elapsed = self._elapsed(t0 - start)
+                if budget_s is not None and elapsed >= budget_s:
+                    break
                 for group in self.optimizer.param_groups:
-                    group["lr"] = self.learning_rate(t0 - start)
+                    group["lr"] = self.learning_rate(elapsed)
                 loss, sim, reg = self.train_step()
                 path = None
                 if self.step % cfg.checkpoint_every == 0:
