@@ -38,6 +38,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=SCHEDULES, help="learning rate over the budget: constant or cosine")
     g.add_argument("--label-sampling", choices=LABEL_SAMPLING,
                    help="per image pair, train on one random label pair (the paper) or all of them averaged")
+    g.add_argument("--cross-subject", type=float, metavar="FRACTION",
+                   help="fraction of minibatch entries pairing two subjects' images by their glands (default 0)")
     g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
     g.add_argument("--precision", choices=("bf16", "fp32"))
     g.add_argument("--seed", type=int)
@@ -65,6 +67,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
+                            cross_subject=args.cross_subject,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
 

@@ -87,6 +87,10 @@ class TrainConfig:
     # second sampling stage: "one" label pair per image pair (the paper), or "all" of the pair's label
     # pairs averaged: the exact inner expectation of the paper's Eq. 3 (same objective, lower variance)
     label_sampling: str = "one"
+    # fraction of minibatch entries that pair one subject's fixed image with another subject's moving
+    # image, their glands being the only label pair (volume centres aligned): inter-subject examples
+    # of finding and aligning the gland.  0 = the paper (intra-subject pairs only)
+    cross_subject: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
@@ -98,6 +102,8 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 1 and learning_rate > 0")
         if self.iterations is None and self.minutes is None:
             raise ValueError("give a budget: iterations or minutes")
+        if not 0.0 <= self.cross_subject <= 1.0:
+            raise ValueError(f"cross_subject must be a fraction in [0, 1], got {self.cross_subject}")
         if self.spacing_mm is not None and self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
 

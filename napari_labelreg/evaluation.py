@@ -13,11 +13,8 @@ from .io import Pair
 
 
 def gland_index(pair: Pair) -> int:
-    """Which label is the gland: the one typed ``gland`` when types are known, else label 0."""
-    for k, name in enumerate(pair.label_names):
-        if name == "gland" or name.endswith(":gland"):
-            return k
-    return 0
+    """Which label is the gland (see :attr:`Pair.gland_index`)."""
+    return pair.gland_index
 
 
 def score(registration: Registration, pair: Pair) -> dict[str, float]:

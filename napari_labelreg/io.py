@@ -53,6 +53,14 @@ class Pair:
     def num_labels(self) -> int:
         return int(self.moving_labels.shape[0])
 
+    @property
+    def gland_index(self) -> int:
+        """Which label is the gland: the one typed ``gland`` when types are known, else label 0."""
+        for k, name in enumerate(self.label_names):
+            if name == "gland" or name.endswith(":gland"):
+                return k
+        return 0
+
 
 def _load(path: str | os.PathLike) -> nib.Nifti1Image:
     path = Path(path)

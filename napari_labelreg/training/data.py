@@ -30,6 +30,10 @@ class PreparedPair:
     moving_image: torch.Tensor  # (1, *moving shape)
     moving_labels: torch.Tensor  # (M, *moving shape), {0, 1}
     moving_spacing: tuple[float, float, float]  # mm
+    gland: int  # index of the gland label pair (see Pair.gland_index)
+    fixed_grid: Grid  # the fixed image's own grid
+    moving_grid: Grid
+    net_to_fixed: np.ndarray  # (4, 4) network voxels -> fixed voxels
 
     @property
     def num_labels(self) -> int:
@@ -68,7 +72,16 @@ def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=No
         moving_image=torch.as_tensor(normalise(pair.moving.data))[None],
         moving_labels=torch.as_tensor(pair.moving_labels.astype(np.float32)),
         moving_spacing=tuple(float(s) for s in pair.moving.grid.spacing),
+        gland=pair.gland_index,
+        fixed_grid=pair.fixed.grid,
+        moving_grid=pair.moving.grid,
+        net_to_fixed=net_to_fixed,
     )
+
+
+def cross_subject_matrix(fixed: PreparedPair, moving: PreparedPair) -> torch.Tensor:
+    """Network voxels of ``fixed``'s pair -> moving voxels of ``moving``'s pair, volume centres aligned."""
+    return torch.as_tensor(fixed_to_moving(fixed.fixed_grid, moving.moving_grid, "centred") @ fixed.net_to_fixed)
 
 
 def prepare_pairs(pairs: Sequence[Pair], convention: str, spacing_mm: float | None) -> list[PreparedPair]:

@@ -28,7 +28,7 @@ from ..nn.device import autocast, fast_layout, pick_device
 from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter
 from ..nn.networks import build_model
 from ..nn.warp import moving_coordinates, sample
-from .data import PreparedPair, prepare_pairs
+from .data import PreparedPair, cross_subject_matrix, prepare_pairs
 from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
 
 CHECKPOINT = "checkpoint.pt"
@@ -87,6 +87,20 @@ class Batcher:
             self._prefiltered[key] = MultiScaleFilter(shape, spacing, self.config.loss.scales_mm)(raw)
         return self._prefiltered[key]
 
+    def _entry(self, p: int, label: int, g: torch.Generator):
+        """(pair giving the moving side, network -> moving voxels, [(fixed label, moving label)]) of a quartet.
+
+        With probability ``cross_subject`` the moving side comes from another
+        pair and the glands are the one label pair; no draw is made when it is 0.
+        """
+        pp, cfg = self.prepared[p], self.config
+        if cfg.cross_subject and len(self.prepared) > 1 and torch.rand((), generator=g) < cfg.cross_subject:
+            q = int(torch.randint(len(self.prepared) - 1, (1,), generator=g))
+            other = self.prepared[q + (q >= p)]
+            return other, cross_subject_matrix(pp, other), [(pp.gland, other.gland)]
+        chosen = range(pp.num_labels) if cfg.label_sampling == "all" else [label]
+        return pp, pp.net_to_moving, [(k, k) for k in chosen]
+
     def __call__(self, step: int):
         """``(inputs (B, 2, ...), fixed labels, matrices (B, 4, 4), moving labels)`` of one step.
 
@@ -100,18 +114,19 @@ class Batcher:
         inputs, fixed_labels, matrices, moving_labels = [], [], [], []
         for p, label in draw_quartets(counts, self.config.batch_size, g):
             pp = self.prepared[p]
-            chosen = range(pp.num_labels) if self.config.label_sampling == "all" else [label]
+            source, to_moving, chosen = self._entry(p, label, g)
             t_moving = affine_matrix(draw_affine(self.config.augment, g), pp.grid)
             t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
-            matrix = (pp.net_to_moving @ torch.as_tensor(t_moving))[None]
+            matrix = (to_moving @ torch.as_tensor(t_moving))[None]
             fixed_coords = moving_coordinates(t_fixed, self.shape)
-            moving = sample(pp.moving_image[None], moving_coordinates(matrix, self.shape))
+            moving = sample(source.moving_image[None], moving_coordinates(matrix, self.shape))
             fixed = sample(pp.fixed_image[None], fixed_coords)
             inputs.append(torch.cat([moving, fixed], dim=1))
-            fixed_stack = torch.cat([self._labels(pp, k, "fixed") for k in chosen], dim=1)
+            fixed_stack = torch.cat([self._labels(pp, k, "fixed") for k, _ in chosen], dim=1)
             fixed_labels.append(sample(fixed_stack, fixed_coords).to(self.device))
             matrices.append(matrix)
-            moving_labels.append(torch.cat([self._labels(pp, k, "moving") for k in chosen], dim=1).to(self.device))
+            moving_stack = torch.cat([self._labels(source, k, "moving") for _, k in chosen], dim=1)
+            moving_labels.append(moving_stack.to(self.device))
         to = dict(device=self.device)
         return torch.cat(inputs).to(**to), fixed_labels, torch.cat(matrices).to(**to), moving_labels
 
