@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import metrics
-from .evaluation import gland_index
 from .geometry import fixed_to_moving, warp
 from .inference import Registration
 from .io import Pair
@@ -30,7 +29,7 @@ def _registration(pair: Pair, matrix: np.ndarray, ddf_mm: np.ndarray) -> Registr
 
 def centroid_shift_mm(pair: Pair, matrix: np.ndarray) -> np.ndarray:
     """World displacement (mm) that brings the moving gland centroid onto the fixed one."""
-    g = gland_index(pair)
+    g = pair.gland_index
     moved = warp(pair.moving_labels[g].astype(np.float32), pair.fixed.grid, pair.moving.grid, matrix) >= 0.5
     return metrics.centroid_mm(moved, pair.fixed.grid) - metrics.centroid_mm(pair.fixed_labels[g], pair.fixed.grid)
 

@@ -12,23 +12,18 @@ from .inference import Registration
 from .io import Pair
 
 
-def gland_index(pair: Pair) -> int:
-    """Which label is the gland (see :attr:`Pair.gland_index`)."""
-    return pair.gland_index
-
-
 def score(registration: Registration, pair: Pair) -> dict[str, float]:
     """Metrics of one registered pair.
 
     ``tre_mm``: RMS over the landmark pairs (all but the gland) of the centroid
     distance between the warped moving label (thresholded at 0.5) and the fixed
     label; ``tre_all_mm`` includes the gland; ``dice``: binary Dice of the gland
-    (see :func:`gland_index`).  Also the
+    (see :attr:`Pair.gland_index`).  Also the
     DDF's folding count (Jacobian determinant <= 0) and largest displacement.
     """
     warped = registration.warp_labels(pair.moving_labels) >= 0.5
     errors = metrics.centroid_errors(warped, pair.fixed_labels, pair.fixed.grid)
-    g = gland_index(pair)
+    g = pair.gland_index
     det = metrics.jacobian_determinant(registration.ddf_mm, pair.fixed.grid)
     return {
         "pair": pair.name,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import metrics
-from .evaluation import gland_index, score
+from .evaluation import score
 from .geometry import ddf_mm_to_voxels
 from .inference import Registration
 from .io import Pair
@@ -74,7 +74,7 @@ def _label_layers(registration: Registration, pair: Pair, base: dict) -> list[tu
     moved = np.array([to_layer(m) for m in warped])
     target = np.array([to_layer(m) for m in pair.fixed_labels])
     names = [n.split(":", 1)[-1] for n in pair.label_names] or [f"label {k}" for k in range(pair.num_labels)]
-    features = {"label": names, "error_mm": errors, "gland": np.arange(pair.num_labels) == gland_index(pair)}
+    features = {"label": names, "error_mm": errors, "gland": np.arange(pair.num_labels) == pair.gland_index}
     return [
         (_label_stack(pair.fixed_labels), {**base, "name": "TRUS labels (fixed)", "opacity": 0.4}, "labels"),
         (_label_stack(warped), {**base, "name": "warped MR labels", "opacity": 0.4, "visible": False}, "labels"),

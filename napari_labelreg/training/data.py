@@ -29,7 +29,6 @@ class PreparedPair:
     fixed_labels: torch.Tensor  # (M, *grid.shape), soft in [0, 1]
     moving_image: torch.Tensor  # (1, *moving shape)
     moving_labels: torch.Tensor  # (M, *moving shape), {0, 1}
-    moving_spacing: tuple[float, float, float]  # mm
     gland: int  # index of the gland label pair (see Pair.gland_index)
     fixed_grid: Grid  # the fixed image's own grid
     moving_grid: Grid
@@ -71,7 +70,6 @@ def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=No
         fixed_labels=fixed_net[1:],
         moving_image=torch.as_tensor(normalise(pair.moving.data))[None],
         moving_labels=torch.as_tensor(pair.moving_labels.astype(np.float32)),
-        moving_spacing=tuple(float(s) for s in pair.moving.grid.spacing),
         gland=pair.gland_index,
         fixed_grid=pair.fixed.grid,
         moving_grid=pair.moving.grid,

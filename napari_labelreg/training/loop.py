@@ -83,7 +83,7 @@ class Batcher:
         key = (pp.name, label, side)
         if key not in self._prefiltered:
             shape = raw.shape[2:]
-            spacing = pp.grid.spacing if side == "fixed" else pp.moving_spacing
+            spacing = (pp.grid if side == "fixed" else pp.moving_grid).spacing
             self._prefiltered[key] = MultiScaleFilter(shape, spacing, self.config.loss.scales_mm)(raw)
         return self._prefiltered[key]
 
