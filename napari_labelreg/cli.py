@@ -31,6 +31,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help="filter the labels once at every scale, then warp them (the paper's preFilt variant)")
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
     g.add_argument("--translation", type=float, help="augmentation: translation range in mm, per image and axis")
+    g.add_argument("--elastic", type=float, metavar="MM",
+                   help="augmentation: smooth random deformation of the fixed side, std in mm (default 0)")
     g.add_argument("--iterations", type=int, help="budget in iterations")
     g.add_argument("--minutes", type=float, help="budget in wall-clock minutes")
     g.add_argument("--batch-size", type=int)
@@ -55,7 +57,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     loss = replace(base.loss, **_given(similarity=args.loss, regulariser=args.regulariser, weight=args.weight))
     if args.prefilter is not None:
         loss = replace(loss, prefilter=args.prefilter)
-    augment = replace(base.augment, **_given(translation_mm=args.translation))
+    augment = replace(base.augment, **_given(translation_mm=args.translation, elastic_mm=args.elastic))
     if args.no_augment:
         augment = AugmentConfig(enabled=False)
     lr = args.lr

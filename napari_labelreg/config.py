@@ -57,13 +57,26 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Random affine per quartet (no flips): ranges of the uniform draws."""
+    """Random affine per quartet (no flips): ranges of the uniform draws.
+
+    ``elastic_mm`` > 0 adds a smooth random deformation to the fixed side
+    (image and labels alike): Gaussian displacements of that standard
+    deviation (mm) on control points ``elastic_grid_mm`` apart, trilinearly
+    interpolated.  It makes new fixed glands whose interiors move differently.
+    """
 
     enabled: bool = True
     rotation_deg: float = 5.0
     scale: float = 0.05
     shear: float = 0.02
     translation_mm: float = 3.0
+    elastic_mm: float = 0.0
+    elastic_grid_mm: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.elastic_mm < 0 or self.elastic_grid_mm <= 0:
+            raise ValueError(f"elastic_mm must be >= 0 and elastic_grid_mm > 0, got {self.elastic_mm}, "
+                             f"{self.elastic_grid_mm}")
 
 
 @dataclass(frozen=True)

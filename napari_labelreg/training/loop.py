@@ -29,7 +29,7 @@ from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, Multi
 from ..nn.networks import build_model
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair, cross_subject_matrix, prepare_pairs
-from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
+from .sampling import affine_matrix, draw_affine, draw_elastic, draw_quartets, step_generator
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -118,7 +118,8 @@ class Batcher:
             t_moving = affine_matrix(draw_affine(self.config.augment, g), pp.grid)
             t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
             matrix = (to_moving @ torch.as_tensor(t_moving))[None]
-            fixed_coords = moving_coordinates(t_fixed, self.shape)
+            # the fixed side may also be deformed (image and labels alike): still a corresponding pair
+            fixed_coords = moving_coordinates(t_fixed, self.shape, draw_elastic(self.config.augment, pp.grid, g))
             moving = sample(source.moving_image[None], moving_coordinates(matrix, self.shape))
             fixed = sample(pp.fixed_image[None], fixed_coords)
             inputs.append(torch.cat([moving, fixed], dim=1))
