@@ -42,6 +42,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help="per image pair, train on one random label pair (the paper) or all of them averaged")
     g.add_argument("--cross-subject", type=float, metavar="FRACTION",
                    help="fraction of minibatch entries pairing two subjects' images by their glands (default 0)")
+    g.add_argument("--locator", type=float, metavar="SHARE",
+                   help="share of the budget for a gland locator that starts registration from the located glands "
+                        "(default 0: the paper)")
     g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
     g.add_argument("--precision", choices=("bf16", "fp32"))
     g.add_argument("--seed", type=int)
@@ -69,7 +72,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
-                            cross_subject=args.cross_subject,
+                            cross_subject=args.cross_subject, locator=args.locator,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
 
@@ -120,12 +123,18 @@ def training_pairs(args):
 def _drive(reports, total) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+    bar, phase = None, None
     for r in reports:
+        if r.phase != phase:  # the gland locator's steps come first, with their own bar
+            if bar is not None:
+                bar.close()
+            phase = r.phase
+            bar = tqdm(total=r.total if r.phase == "locator" else total, unit="step", desc=phase, dynamic_ncols=True)
         bar.n = r.step
         bar.set_postfix(loss=f"{r.loss:.4f}", sim=f"{r.similarity:.4f}", reg=f"{r.regulariser:.4f}", refresh=False)
         bar.refresh()
-    bar.close()
+    if bar is not None:
+        bar.close()
 
 
 def cmd_register(args) -> None:

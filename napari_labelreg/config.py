@@ -104,6 +104,10 @@ class TrainConfig:
     # image, their glands being the only label pair (volume centres aligned): inter-subject examples
     # of finding and aligning the gland.  0 = the paper (intra-subject pairs only)
     cross_subject: float = 0.0
+    # share of the budget spent first on a gland locator (see locator.py); > 0: the registration
+    # network starts from the gland centroids: true ones in training, located ones at test time.
+    # With an iterations budget, the locator takes locator * iterations steps before them.  0 = the paper
+    locator: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
@@ -115,6 +119,8 @@ class TrainConfig:
             raise ValueError("batch_size must be >= 1 and learning_rate > 0")
         if self.iterations is None and self.minutes is None:
             raise ValueError("give a budget: iterations or minutes")
+        if not 0.0 <= self.locator < 1.0:
+            raise ValueError(f"locator must be a share of the budget in [0, 1), got {self.locator}")
         if not 0.0 <= self.cross_subject <= 1.0:
             raise ValueError(f"cross_subject must be a fraction in [0, 1], got {self.cross_subject}")
         if self.spacing_mm is not None and self.spacing_mm <= 0:

@@ -204,3 +204,20 @@ def shape_for_spacing(grid: Grid, spacing_mm: float | None) -> tuple[int, int, i
         return grid.shape
     extent = np.asarray(grid.shape) * grid.spacing
     return tuple(max(2, int(round(e / spacing_mm))) for e in extent)
+
+
+def centroid_shift(moving_mm, fixed_mm, moving: Grid, fixed: Grid, matrix: np.ndarray) -> np.ndarray:
+    """Fixed-space translation (mm) from a fixed point to where ``matrix`` puts a moving point.
+
+    As a constant DDF (fixed -> moving, mm), it brings ``moving_mm`` onto
+    ``fixed_mm``: with glands' centroids, the gland-centroid alignment.
+    """
+    moving_vox = apply_affine(np.linalg.inv(moving.affine), np.asarray(moving_mm, float))
+    return apply_affine(fixed.affine @ np.linalg.inv(matrix), moving_vox) - np.asarray(fixed_mm, float)
+
+
+def translation(fixed: Grid, shift_mm) -> np.ndarray:
+    """The 4x4 fixed-voxel translation of a constant DDF ``shift_mm`` (mm along the fixed axes)."""
+    t = np.eye(4)
+    t[:3, 3] = np.linalg.solve(fixed.affine[:3, :3], np.asarray(shift_mm, float))
+    return t

@@ -17,9 +17,10 @@ from torch import nn
 from .config import TrainConfig
 from scipy.ndimage import map_coordinates
 
-from .geometry import Grid, apply_affine, ddf_voxels_to_mm, fixed_to_moving, voxel_coordinates, warp
+from .geometry import Grid, apply_affine, ddf_voxels_to_mm, fixed_to_moving, translation, voxel_coordinates, warp
 from .geometry import sample as sample_np
 from .io import Pair, Volume
+from .locator import GlandLocator
 from .nn.checkpoint import load_model, run_checkpoint
 from .nn.warp import moving_coordinates, sample
 from .training.data import network_grid, normalise
@@ -61,18 +62,21 @@ class Registrator:
     """A trained network ready to register pairs: ``Registrator.from_run(run_dir)``."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: str | None = None,
-                 precision: str | None = None) -> None:
+                 precision: str | None = None, locator: GlandLocator | None = None) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
         self.precision = precision or "bf16"
         self.model = fast_layout(self.model, self.precision)
+        if config.locator and locator is None:
+            raise ValueError("this model starts from located glands: give its GlandLocator")
+        self.locator = None if locator is None else fast_layout(locator.to(self.device).eval(), self.precision)
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str | None = None,
                  precision: str | None = None) -> "Registrator":
-        model, config = load_model(run_checkpoint(run_dir))
-        return cls(model, config, device, precision)
+        model, config, locator = load_model(run_checkpoint(run_dir), with_locator=True)
+        return cls(model, config, device, precision, locator)
 
     def network_ddf(self, moving: Volume, fixed: Volume, matrix: np.ndarray) -> tuple[np.ndarray, Grid, np.ndarray]:
         """DDF in network-grid voxels ``(*net.shape, 3)``, the network grid and net->fixed map."""
@@ -87,12 +91,20 @@ class Registrator:
         return ddf[0].permute(1, 2, 3, 0).cpu().numpy(), grid, net_to_fixed
 
     def register(self, moving: Volume, fixed: Volume, *, geometry: str | None = None) -> Registration:
-        """Register ``moving`` to ``fixed`` (the run's geometry unless told otherwise)."""
+        """Register ``moving`` to ``fixed`` (the run's geometry unless told otherwise).
+
+        With a gland locator the network starts from the located glands'
+        centroids brought together; the DDF returned includes that shift.
+        """
         matrix = fixed_to_moving(fixed.grid, moving.grid, geometry or self.config.geometry)
-        ddf_net, grid, net_to_fixed = self.network_ddf(moving, fixed, matrix)
+        shift = np.zeros(3)
+        if self.locator is not None:
+            shift = self.locator.shift_mm(moving, fixed, matrix, self.precision)
+        ddf_net, grid, net_to_fixed = self.network_ddf(moving, fixed, matrix @ translation(fixed.grid, shift))
         ddf_mm = ddf_voxels_to_mm(ddf_net, grid)
         if grid.shape != fixed.grid.shape:
             ddf_mm = resample_field(ddf_mm, np.linalg.inv(net_to_fixed), fixed.grid.shape)
+        ddf_mm = ddf_mm + shift.astype(np.float32)
         warped = warp(moving.data, fixed.grid, moving.grid, matrix, ddf_mm)
         return Registration(ddf_mm.astype(np.float32), fixed.grid, moving.grid, matrix, warped)
 

@@ -131,13 +131,13 @@ class LocalNet(nn.Module):
     up-sampled to the output size; the summands are summed, not averaged.
     """
 
-    def __init__(self, width: int = 32, levels=(0, 1, 2, 3, 4), in_channels: int = 2) -> None:
+    def __init__(self, width: int = 32, levels=(0, 1, 2, 3, 4), in_channels: int = 2, out_channels: int = 3) -> None:
         super().__init__()
         self.levels = tuple(sorted(levels))
         self.encoder = Encoder(in_channels, width)
         ch = self.encoder.channels
         self.ups = nn.ModuleList([Up(ch[i + 1], ch[i]) for i in reversed(range(LEVELS))])
-        self.heads = nn.ModuleDict({str(s): nn.Conv3d(ch[s], 3, 3, padding=1) for s in self.levels})
+        self.heads = nn.ModuleDict({str(s): nn.Conv3d(ch[s], out_channels, 3, padding=1) for s in self.levels})
         _init_xavier(self)
         for head in self.heads.values():
             nn.init.zeros_(head.weight)

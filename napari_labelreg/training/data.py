@@ -15,8 +15,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..geometry import Grid, fixed_to_moving, regrid, shape_for_spacing
+from ..geometry import Grid, centroid_shift, fixed_to_moving, regrid, shape_for_spacing, translation
 from ..io import DataError, Pair
+from ..metrics import centroid_mm
 from ..nn.warp import warp
 
 
@@ -56,10 +57,25 @@ def _to_fixed_net(volume: np.ndarray, matrix: np.ndarray, shape) -> torch.Tensor
     return warp(torch.as_tensor(volume, dtype=torch.float32)[None], mat, None, shape)[0]
 
 
-def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=None) -> PreparedPair:
-    """Tensors of one pair for training (see module docstring)."""
+def gland_start(pair: Pair, convention: str) -> np.ndarray:
+    """Fixed voxel -> moving voxel map of ``convention`` followed by the labelled glands' centroid shift."""
+    matrix = fixed_to_moving(pair.fixed.grid, pair.moving.grid, convention)
+    g = pair.gland_index
+    shift = centroid_shift(centroid_mm(pair.moving_labels[g], pair.moving.grid),
+                           centroid_mm(pair.fixed_labels[g], pair.fixed.grid), pair.moving.grid, pair.fixed.grid, matrix)
+    return matrix @ translation(pair.fixed.grid, shift)
+
+
+def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=None, *,
+                 glands: bool = False) -> PreparedPair:
+    """Tensors of one pair for training (see module docstring).
+
+    ``glands``: the network starts from the labelled glands' centroids brought
+    together (see :mod:`napari_labelreg.locator`), not from ``convention`` alone.
+    """
     grid, net_to_fixed = network_grid(pair.fixed.grid, spacing_mm, shape)
-    to_moving = fixed_to_moving(pair.fixed.grid, pair.moving.grid, convention) @ net_to_fixed
+    start = gland_start(pair, convention) if glands else fixed_to_moving(pair.fixed.grid, pair.moving.grid, convention)
+    to_moving = start @ net_to_fixed
     fixed_stack = np.concatenate([normalise(pair.fixed.data)[None], pair.fixed_labels.astype(np.float32)])
     fixed_net = _to_fixed_net(fixed_stack, net_to_fixed, grid.shape)
     return PreparedPair(
@@ -82,7 +98,8 @@ def cross_subject_matrix(fixed: PreparedPair, moving: PreparedPair) -> torch.Ten
     return torch.as_tensor(fixed_to_moving(fixed.fixed_grid, moving.moving_grid, "centred") @ fixed.net_to_fixed)
 
 
-def prepare_pairs(pairs: Sequence[Pair], convention: str, spacing_mm: float | None) -> list[PreparedPair]:
+def prepare_pairs(pairs: Sequence[Pair], convention: str, spacing_mm: float | None, *,
+                  glands: bool = False) -> list[PreparedPair]:
     """Prepare all pairs on network grids of one common shape (so they batch).
 
     The shape comes from the first pair's field of view at ``spacing_mm``;
@@ -96,4 +113,4 @@ def prepare_pairs(pairs: Sequence[Pair], convention: str, spacing_mm: float | No
     if unlabelled:
         raise DataError(f"pairs without label pairs cannot be trained on: {', '.join(unlabelled[:5])}")
     shape = shape_for_spacing(pairs[0].fixed.grid, spacing_mm)
-    return [prepare_pair(p, convention, spacing_mm, shape) for p in pairs]
+    return [prepare_pair(p, convention, spacing_mm, shape, glands=glands) for p in pairs]

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..io import Pair, atomic_write
+from ..locator import GlandLocator, train_locator
 from ..nn.checkpoint import load_checkpoint, save_checkpoint
 from ..nn.device import autocast, fast_layout, pick_device
 from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter
@@ -48,6 +49,7 @@ class Progress:
     checkpoint: str | None = None
     val_tre_mm: float | None = None  # median over the validation pairs, when there are any
     val_dice: float | None = None
+    phase: str = "registration"  # or "locator": the gland locator's steps, before the registration's
 
 
 def distributed_context() -> tuple[int, int]:
@@ -176,8 +178,13 @@ class Trainer:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
         self.device, self.config, self.out = dev, config, Path(out_dir)
         torch.manual_seed(config.seed)
-        prepared = prepare_pairs(pairs, config.geometry, config.spacing_mm)
+        prepared = prepare_pairs(pairs, config.geometry, config.spacing_mm, glands=config.locator > 0)
+        self.pairs = pairs
         self.model = fast_layout(build_model(config.model).to(dev), config.precision)
+        self.locator, self.located = None, False
+        if config.locator:
+            locator = GlandLocator(config.model.width, config.spacing_mm or 3.0)
+            self.locator = fast_layout(locator.to(dev), config.precision)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.step = 0
         checkpoint = self.out / CHECKPOINT
@@ -188,6 +195,10 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = state["step"]
+            if self.locator is not None and "locator" in state["extra"]:
+                self.locator.load_state_dict(state["extra"]["locator"])
+                self.locator.eval()
+                self.located = True
         self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.similarity, self.regulariser = build_losses(config, prepared[0].grid)
         self.batcher = Batcher(prepared, config, dev, self.rank)
@@ -200,8 +211,9 @@ class Trainer:
         """Write the checkpoint (rank 0 only); returns its path."""
         if self.rank != 0:
             return None
+        extra = {"locator": self.locator.state_dict()} if self.located else None
         save_checkpoint(self.out / CHECKPOINT, config=self.config, model=self.model, optimizer=self.optimizer,
-                        step=self.step)
+                        step=self.step, extra=extra)
         return str(self.out / CHECKPOINT)
 
     def train_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -222,7 +234,7 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad():
-                return self.validator(self.model, self.config)
+                return self.validator(self.model, self.config, self.locator)
         finally:
             self.model.train()
 
@@ -230,14 +242,40 @@ class Trainer:
         """The rate for the next step: constant, or cosine over the budget used so far.
 
         The budget's fraction is the larger of steps / iterations and elapsed /
-        minutes (a minutes budget counts from the start of this session).
+        the registration's minutes (a minutes budget counts from the start of
+        this session's registration steps).
         """
         cfg = self.config
         if cfg.schedule == "constant":
             return cfg.learning_rate
         done = max(self.step / cfg.iterations if cfg.iterations else 0.0,
-                   elapsed_s / (60.0 * cfg.minutes) if cfg.minutes else 0.0)
+                   elapsed_s / self.budget_s if self.budget_s else 0.0)
         return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+    @property
+    def budget_s(self) -> float | None:
+        """Seconds of registration steps: the minutes budget less the locator's share."""
+        cfg = self.config
+        return None if cfg.minutes is None else 60.0 * cfg.minutes * (1.0 - cfg.locator)
+
+    def _locate(self) -> Iterator[Progress]:
+        """Train the gland locator (its share of the budget), then checkpoint it.
+
+        A run closed during this phase trains the locator again on resume.
+        """
+        cfg = self.config
+        iterations = round(cfg.locator * cfg.iterations) if cfg.iterations else None
+        seconds = 60.0 * cfg.minutes * cfg.locator if cfg.minutes else None
+        start = time.perf_counter()
+        clock = lambda: self._elapsed(time.perf_counter() - start)  # noqa: E731
+        last = start
+        for step, loss in train_locator(self.locator, self.pairs, cfg, iterations=iterations, seconds=seconds,
+                                        clock=clock, device=self.device):
+            now = time.perf_counter()
+            yield Progress(step, iterations, loss, loss, 0.0, now - start, now - last, phase="locator")
+            last = now
+        self.located = True
+        self.checkpoint()
 
     def _elapsed(self, seconds: float) -> float:
         """``seconds`` as rank 0 measured them, so that all ranks stop and schedule the rate alike."""
@@ -249,8 +287,10 @@ class Trainer:
 
     def __iter__(self) -> Iterator[Progress]:
         cfg = self.config
+        if self.locator is not None and not self.located:
+            yield from self._locate()
         start, saved = time.perf_counter(), self.step
-        budget_s = None if cfg.minutes is None else 60.0 * cfg.minutes
+        budget_s = self.budget_s
         self.net.train()
         try:
             while cfg.iterations is None or self.step < cfg.iterations:

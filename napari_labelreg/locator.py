@@ -1,0 +1,156 @@
+"""Gland locator: a starting point for registration from predicted gland centroids.
+
+Two small segmentation networks (LocalNet encoders-decoders with one output
+channel), one per modality, learn the gland from the training labels.  At
+registration time each finds its image's gland; the translation that puts the
+two centroids together starts the registration network, which was trained
+from the true gland centroids (labels, known at training time) and random
+affine jitter around them.  Without test labels this is what the
+gland-centroid alignment does with them.
+
+Shifts are world millimetres along the fixed image's axes, added to the
+initial correspondence as a DDF would be: ``ddf = shift + network DDF``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .geometry import Grid, apply_affine, centroid_shift
+from .io import Pair, Volume
+from .nn.device import autocast, fast_layout
+from .nn.networks import LocalNet
+from .nn.warp import moving_coordinates, sample
+from .training.data import network_grid, normalise
+from .training.sampling import affine_matrix, draw_affine, step_generator
+
+SIDES = ("moving", "fixed")
+LEARNING_RATE = 1e-3  # cosine-decayed over the locator's budget
+
+
+class GlandLocator(nn.Module):
+    """One gland segmenter per modality, on a ``spacing_mm`` grid."""
+
+    def __init__(self, width: int = 16, spacing_mm: float = 3.0) -> None:
+        super().__init__()
+        self.spacing_mm = float(spacing_mm)
+        self.nets = nn.ModuleDict({side: LocalNet(width, in_channels=1, out_channels=1) for side in SIDES})
+
+    def forward(self, image: torch.Tensor, side: str) -> torch.Tensor:
+        """Gland logits ``(B, 1, ...)`` of images ``(B, 1, ...)``."""
+        return self.nets[side](image)
+
+    @torch.no_grad()
+    def locate(self, volume: Volume, side: str, precision: str = "bf16") -> np.ndarray:
+        """World centroid (mm) of the gland the network finds in ``volume``.
+
+        The centroid of the voxels at probability >= 0.5; of the probability
+        map itself where none is.
+        """
+        image, to_volume = _on_grid(volume, self.spacing_mm)
+        device = next(self.parameters()).device
+        with autocast(device, precision):
+            logits = self(fast_layout(image[None].to(device), precision), side)
+        prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+        mask = prob >= 0.5
+        weights = mask if mask.any() else prob
+        idx = np.argwhere(np.ones_like(weights, bool))
+        centre = (idx * weights.reshape(-1, 1)).sum(0) / weights.sum()
+        return apply_affine(volume.grid.affine @ to_volume, centre)
+
+    def shift_mm(self, moving: Volume, fixed: Volume, matrix: np.ndarray, precision: str = "bf16") -> np.ndarray:
+        """The start's translation: the located glands' centroids brought together."""
+        located = self.locate(moving, "moving", precision), self.locate(fixed, "fixed", precision)
+        return centroid_shift(*located, moving.grid, fixed.grid, matrix)
+
+
+def _on_grid(volume: Volume, spacing_mm: float, label: np.ndarray | None = None):
+    """(1, ...) normalised image (and label) on the locator grid, and that grid's voxel -> volume voxel map."""
+    grid, to_volume = network_grid(volume.grid, spacing_mm)
+    coords = moving_coordinates(torch.as_tensor(to_volume, dtype=torch.float32)[None], grid.shape)
+    stack = [normalise(volume.data)] + ([label.astype(np.float32)] if label is not None else [])
+    on_grid = sample(torch.as_tensor(np.stack(stack))[None], coords)[0]
+    return (on_grid, to_volume) if label is None else (on_grid[:1], on_grid[1:], grid)
+
+
+@dataclass
+class _Side:
+    images: list[torch.Tensor]  # (1, ...) on each subject's locator grid
+    labels: list[torch.Tensor]
+    grids: list[Grid]
+    box: tuple[int, int, int]  # the largest grid: every subject is drawn into a box of this shape
+
+
+def _side(pairs: Sequence[Pair], side: str, spacing_mm: float) -> _Side:
+    images, labels, grids = [], [], []
+    for pair in pairs:
+        volume = pair.moving if side == "moving" else pair.fixed
+        gland = (pair.moving_labels if side == "moving" else pair.fixed_labels)[pair.gland_index]
+        image, label, grid = _on_grid(volume, spacing_mm, gland)
+        images.append(image), labels.append(label), grids.append(grid)
+    box = tuple(int(max(g.shape[a] for g in grids)) for a in range(3))
+    return _Side(images, labels, grids, box)
+
+
+def _draw(side: _Side, batch: int, config: TrainConfig, g: torch.Generator):
+    """A batch of (image, label) boxes about each subject's centre, randomly affine-transformed."""
+    box = Grid.from_spacing(side.box, side.grids[0].spacing)
+    xs, ys = [], []
+    for i in torch.randint(len(side.images), (batch,), generator=g).tolist():
+        grid = side.grids[i]
+        to_grid = np.eye(4)
+        to_grid[:3, 3] = grid.centre - box.centre  # box voxel -> subject grid voxel, centres together
+        matrix = torch.as_tensor(to_grid @ affine_matrix(draw_affine(config.augment, g), box))[None]
+        coords = moving_coordinates(matrix, side.box)
+        xs.append(sample(side.images[i][None], coords)), ys.append(sample(side.labels[i][None], coords))
+    return torch.cat(xs), torch.cat(ys)
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss plus binary cross-entropy, averaged over the batch."""
+    prob = torch.sigmoid(logits)
+    dims = tuple(range(1, logits.dim()))
+    dice = (2 * (prob * target).sum(dims) + 1) / (prob.sum(dims) + target.sum(dims) + 1)
+    return (1 - dice).mean() + F.binary_cross_entropy_with_logits(logits, target)
+
+
+def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainConfig, *, iterations: int | None,
+                  seconds: float | None, clock, device: torch.device) -> Iterator[tuple[int, float]]:
+    """Train both segmenters, one step each per iteration; yields ``(step, mean loss)``.
+
+    The budget is ``iterations`` or ``seconds`` of ``clock()`` (the caller's
+    clock, shared by all ranks under DDP so that they stop together).  Draws
+    depend on the seed and step only: every rank trains the same locator.
+    """
+    sides = {side: _side(pairs, side, locator.spacing_mm) for side in SIDES}
+    locator.to(device).train()
+    optimizer = torch.optim.Adam(locator.parameters(), lr=LEARNING_RATE)
+    step, start = 0, clock()
+    while True:
+        done = max(step / iterations if iterations else 0.0, (clock() - start) / seconds if seconds else 0.0)
+        if done >= 1.0:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = LEARNING_RATE * 0.5 * (1.0 + math.cos(math.pi * done))
+        g = step_generator(config.seed, 0, step)
+        losses = []
+        for side in SIDES:
+            x, y = _draw(sides[side], config.batch_size, config, g)
+            with autocast(device, config.precision):
+                logits = locator(fast_layout(x.to(device), config.precision), side)
+            losses.append(segmentation_loss(logits.float(), y.to(device)))
+        loss = torch.stack(losses).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        yield step, loss.item() / 2
+    locator.eval()

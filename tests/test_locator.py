@@ -1,0 +1,117 @@
+"""The gland locator: the start it gives, where it is applied, and how a run keeps it."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_labelreg.config import ModelConfig, TrainConfig
+from napari_labelreg.geometry import Grid, apply_affine, centroid_shift, fixed_to_moving, translation
+from napari_labelreg.inference import Registrator
+from napari_labelreg.io import DataError, Volume
+from napari_labelreg.locator import GlandLocator
+from napari_labelreg.metrics import centroid_mm
+from napari_labelreg.nn.checkpoint import load_model
+from napari_labelreg.nn.networks import build_model
+from napari_labelreg.phantom import make_phantom
+from napari_labelreg.training.data import network_grid, prepare_pairs
+from napari_labelreg.training.loop import Trainer
+
+TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)
+
+
+def tilted_grid(shape, spacing, origin):
+    """A grid whose axes are rotated and anisotropic: no convention is an identity on it."""
+    c, s = np.cos(0.3), np.sin(0.3)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.diag(spacing)
+    affine[:3, 3] = origin
+    return Grid(tuple(shape), affine)
+
+
+def test_centroid_shift_as_a_constant_ddf_brings_the_moving_point_onto_the_fixed_one():
+    fixed = tilted_grid((10, 14, 8), (1.0, 2.0, 3.5), (5.0, -7.0, 2.0))
+    moving = Grid.from_spacing((12, 9, 11), (1.5, 2.5, 1.2))
+    matrix = fixed_to_moving(fixed, moving, "centred")
+    moving_mm, fixed_mm = np.array([4.0, 9.0, 6.0]), np.array([3.0, 1.0, 12.0])
+    shift = centroid_shift(moving_mm, fixed_mm, moving, fixed, matrix)
+    # the fixed point, displaced by the shift, lands where matrix sends it onto the moving point
+    fixed_vox = apply_affine(np.linalg.inv(fixed.affine), fixed_mm)
+    landed = apply_affine(moving.affine @ matrix @ translation(fixed, shift), fixed_vox)
+    np.testing.assert_allclose(landed, moving_mm, atol=1e-9)
+    np.testing.assert_allclose(translation(fixed, np.zeros(3)), np.eye(4))
+
+
+def test_training_starts_from_the_labelled_gland_centroids():
+    pair = make_phantom(3, **TINY).pair
+    plain, = prepare_pairs([pair], "centred", None)
+    glands, = prepare_pairs([pair], "centred", None, glands=True)
+    g = pair.gland_index
+    # network voxel of the fixed gland centroid -> the moving gland centroid, under the gland start
+    fixed_vox = apply_affine(np.linalg.inv(pair.fixed.grid.affine), centroid_mm(pair.fixed_labels[g], pair.fixed.grid))
+    net_vox = apply_affine(np.linalg.inv(glands.net_to_fixed), fixed_vox)
+    moving_vox = apply_affine(np.linalg.inv(pair.moving.grid.affine),
+                              centroid_mm(pair.moving_labels[g], pair.moving.grid))
+    np.testing.assert_allclose(apply_affine(glands.net_to_moving.numpy(), net_vox), moving_vox, atol=1e-9)
+    assert not np.allclose(apply_affine(plain.net_to_moving.numpy(), net_vox), moving_vox, atol=0.5)
+
+
+def test_locate_returns_the_world_centroid_of_what_the_network_segments():
+    volume = Volume(np.random.default_rng(0).normal(size=(14, 9, 12)).astype(np.float32),
+                    tilted_grid((14, 9, 12), (1.5, 3.0, 2.0), (10.0, 4.0, -3.0)))
+    locator = GlandLocator(width=4, spacing_mm=3.0)
+    grid, to_volume = network_grid(volume.grid, 3.0)
+    mask = np.zeros(grid.shape, bool)
+    mask[1:4, 2:4, 3:7] = True
+    locator.forward = lambda image, side: torch.as_tensor(np.where(mask, 9.0, -9.0), dtype=torch.float32)[None, None]
+    expected = apply_affine(volume.grid.affine @ to_volume, np.argwhere(mask).mean(0))
+    np.testing.assert_allclose(locator.locate(volume, "fixed"), expected, atol=1e-9)
+    # nothing at >= 0.5: the centroid of the probabilities (here uniform: the grid's centre)
+    locator.forward = lambda image, side: torch.full((1, 1, *grid.shape), -9.0)
+    centre = apply_affine(volume.grid.affine @ to_volume, (np.array(grid.shape) - 1) / 2)
+    np.testing.assert_allclose(locator.locate(volume, "moving"), centre, atol=1e-6)
+
+
+def test_registration_from_located_glands_adds_their_shift_to_the_ddf():
+    pair = make_phantom(5, **TINY).pair
+    g = pair.gland_index
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.25)
+    centroids = {"moving": centroid_mm(pair.moving_labels[g], pair.moving.grid),
+                 "fixed": centroid_mm(pair.fixed_labels[g], pair.fixed.grid)}
+    locator = GlandLocator(width=4)
+    locator.locate = lambda volume, side, precision="bf16": centroids[side]  # a perfect locator
+    with pytest.raises(ValueError, match="GlandLocator"):
+        Registrator(build_model(config.model), config)
+    result = Registrator(build_model(config.model), config, "cpu", "fp32", locator).register_pair(pair)
+    # a fresh network predicts a zero DDF: what is left is the gland-centroid alignment
+    matrix = fixed_to_moving(pair.fixed.grid, pair.moving.grid, "centred")
+    shift = centroid_shift(centroids["moving"], centroids["fixed"], pair.moving.grid, pair.fixed.grid, matrix)
+    np.testing.assert_allclose(result.ddf_mm, np.broadcast_to(shift, result.ddf_mm.shape), atol=1e-5)
+    np.testing.assert_allclose(result.matrix, matrix)
+
+
+def test_a_run_trains_its_locator_first_keeps_it_and_does_not_retrain_it_on_resume(tmp_path):
+    pairs = [make_phantom(s, **TINY).pair for s in range(2)]
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=4,
+                         locator=0.5, checkpoint_every=100, precision="fp32")
+    reports = list(Trainer(pairs, config, tmp_path))
+    assert [(r.phase, r.step) for r in reports] == [("locator", 1), ("locator", 2)] + [
+        ("registration", s) for s in range(1, 5)]
+    _, _, trained = load_model(tmp_path / "checkpoint.pt", with_locator=True)
+    resumed = Trainer(pairs, replace(config, iterations=6), tmp_path, resume=True)
+    assert resumed.located and [r.phase for r in resumed] == ["registration"] * 2
+    for name, value in trained.state_dict().items():
+        torch.testing.assert_close(resumed.locator.state_dict()[name], value)
+    assert Registrator.from_run(tmp_path).locator is not None
+    with pytest.raises(ValueError, match="locator"):
+        replace(config, locator=1.0)
+
+
+def test_a_run_without_its_locator_is_refused_with_a_clear_error(tmp_path):
+    pairs = [make_phantom(0, **TINY).pair]
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.5)
+    trainer = Trainer(pairs, config, tmp_path)
+    trainer.checkpoint()  # as if stopped before the locator was trained
+    with pytest.raises(DataError, match="resume it"):
+        Registrator.from_run(tmp_path)
