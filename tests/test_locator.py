@@ -115,3 +115,9 @@ def test_a_run_without_its_locator_is_refused_with_a_clear_error(tmp_path):
     trainer.checkpoint()  # as if stopped before the locator was trained
     with pytest.raises(DataError, match="resume it"):
         Registrator.from_run(tmp_path)
+
+
+def test_a_locator_share_of_no_steps_ends_at_once(tmp_path):
+    pairs = [make_phantom(0, **TINY).pair]
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.3)  # 0.3 steps
+    assert [r.phase for r in Trainer(pairs, config, tmp_path)] == ["registration"]
