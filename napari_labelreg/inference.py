@@ -20,10 +20,10 @@ from scipy.ndimage import map_coordinates
 from .geometry import Grid, apply_affine, ddf_voxels_to_mm, fixed_to_moving, translation, voxel_coordinates, warp
 from .geometry import sample as sample_np
 from .io import Pair, Volume
-from .locator import GlandLocator
 from .nn.checkpoint import load_model, run_checkpoint
 from .nn.warp import moving_coordinates, sample
 from .training.data import network_grid, normalise
+from .training.locator import GlandLocator, load_locator
 from .nn.device import autocast, fast_layout, pick_device
 
 
@@ -75,8 +75,9 @@ class Registrator:
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str | None = None,
                  precision: str | None = None) -> "Registrator":
-        model, config, locator = load_model(run_checkpoint(run_dir), with_locator=True)
-        return cls(model, config, device, precision, locator)
+        path = run_checkpoint(run_dir)
+        model, config = load_model(path)
+        return cls(model, config, device, precision, load_locator(path))
 
     def network_ddf(self, moving: Volume, fixed: Volume, matrix: np.ndarray) -> tuple[np.ndarray, Grid, np.ndarray]:
         """DDF in network-grid voxels ``(*net.shape, 3)``, the network grid and net->fixed map."""

@@ -10,9 +10,8 @@ from napari_labelreg.config import ModelConfig, TrainConfig
 from napari_labelreg.geometry import Grid, apply_affine, centroid_shift, fixed_to_moving, translation
 from napari_labelreg.inference import Registrator
 from napari_labelreg.io import DataError, Volume
-from napari_labelreg.locator import GlandLocator
+from napari_labelreg.training.locator import GlandLocator, load_locator
 from napari_labelreg.metrics import centroid_mm
-from napari_labelreg.nn.checkpoint import load_model
 from napari_labelreg.nn.networks import build_model
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.data import network_grid, prepare_pairs
@@ -98,7 +97,7 @@ def test_a_run_trains_its_locator_first_keeps_it_and_does_not_retrain_it_on_resu
     reports = list(Trainer(pairs, config, tmp_path))
     assert [(r.phase, r.step) for r in reports] == [("locator", 1), ("locator", 2)] + [
         ("registration", s) for s in range(1, 5)]
-    _, _, trained = load_model(tmp_path / "checkpoint.pt", with_locator=True)
+    trained = load_locator(tmp_path / "checkpoint.pt")
     resumed = Trainer(pairs, replace(config, iterations=6), tmp_path, resume=True)
     assert resumed.located and [r.phase for r in resumed] == ["registration"] * 2
     for name, value in trained.state_dict().items():

@@ -49,28 +49,12 @@ def load_checkpoint(path) -> dict:
     return state
 
 
-def load_model(path, device: str | torch.device = "cpu", *, with_locator: bool = False):
-    """Rebuild the network from a checkpoint's own config, in eval mode: ``(model, config)``.
-
-    ``with_locator``: ``(model, config, gland locator or None)``; a run that
-    starts from located glands but holds no trained locator is refused.
-    """
+def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
+    """Rebuild the network from a checkpoint's own config, in eval mode."""
     state = load_checkpoint(path)
-    config = state["config"]
-    model = build_model(config.model)
+    model = build_model(state["config"].model)
     model.load_state_dict(state["model"])
-    if not with_locator:
-        return model.to(device).eval(), config
-    locator = None
-    if config.locator:
-        from ..locator import GlandLocator
-
-        if "locator" not in state["extra"]:
-            raise DataError(f"{path}: the run stopped before its gland locator was trained; resume it")
-        locator = GlandLocator(config.model.width, config.spacing_mm or 3.0)
-        locator.load_state_dict(state["extra"]["locator"])
-        locator = locator.to(device).eval()
-    return model.to(device).eval(), config, locator
+    return model.to(device).eval(), state["config"]
 
 
 def run_checkpoint(run_dir: str | os.PathLike) -> Path:

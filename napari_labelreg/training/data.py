@@ -61,8 +61,9 @@ def gland_start(pair: Pair, convention: str) -> np.ndarray:
     """Fixed voxel -> moving voxel map of ``convention`` followed by the labelled glands' centroid shift."""
     matrix = fixed_to_moving(pair.fixed.grid, pair.moving.grid, convention)
     g = pair.gland_index
-    shift = centroid_shift(centroid_mm(pair.moving_labels[g], pair.moving.grid),
-                           centroid_mm(pair.fixed_labels[g], pair.fixed.grid), pair.moving.grid, pair.fixed.grid, matrix)
+    moving_mm = centroid_mm(pair.moving_labels[g], pair.moving.grid)
+    fixed_mm = centroid_mm(pair.fixed_labels[g], pair.fixed.grid)
+    shift = centroid_shift(moving_mm, fixed_mm, pair.moving.grid, pair.fixed.grid, matrix)
     return matrix @ translation(pair.fixed.grid, shift)
 
 
@@ -71,7 +72,7 @@ def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=No
     """Tensors of one pair for training (see module docstring).
 
     ``glands``: the network starts from the labelled glands' centroids brought
-    together (see :mod:`napari_labelreg.locator`), not from ``convention`` alone.
+    together (see :mod:`napari_labelreg.training.locator`), not from ``convention`` alone.
     """
     grid, net_to_fixed = network_grid(pair.fixed.grid, spacing_mm, shape)
     start = gland_start(pair, convention) if glands else fixed_to_moving(pair.fixed.grid, pair.moving.grid, convention)

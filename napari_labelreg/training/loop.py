@@ -23,13 +23,13 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..io import Pair, atomic_write
-from ..locator import GlandLocator, train_locator
 from ..nn.checkpoint import load_checkpoint, save_checkpoint
 from ..nn.device import autocast, fast_layout, pick_device
 from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter
 from ..nn.networks import build_model
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair, cross_subject_matrix, prepare_pairs
+from .locator import GlandLocator, train_locator
 from .sampling import affine_matrix, draw_affine, draw_elastic, draw_quartets, step_generator
 
 CHECKPOINT = "checkpoint.pt"

@@ -23,14 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import TrainConfig
-from .geometry import Grid, apply_affine, centroid_shift
-from .io import Pair, Volume
-from .nn.device import autocast, fast_layout
-from .nn.networks import LocalNet
-from .nn.warp import moving_coordinates, sample
-from .training.data import network_grid, normalise
-from .training.sampling import affine_matrix, draw_affine, step_generator
+from ..config import TrainConfig
+from ..geometry import Grid, apply_affine, centroid_shift
+from ..io import DataError, Pair, Volume
+from ..nn.checkpoint import load_checkpoint
+from ..nn.device import autocast, fast_layout
+from ..nn.networks import LocalNet
+from ..nn.warp import moving_coordinates, sample
+from .data import network_grid, normalise
+from .sampling import affine_matrix, draw_affine, step_generator
 
 SIDES = ("moving", "fixed")
 LEARNING_RATE = 1e-3  # cosine-decayed over the locator's budget
@@ -61,15 +62,32 @@ class GlandLocator(nn.Module):
             logits = self(fast_layout(image[None].to(device), precision), side)
         prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
         mask = prob >= 0.5
-        weights = mask if mask.any() else prob
-        idx = np.argwhere(np.ones_like(weights, bool))
-        centre = (idx * weights.reshape(-1, 1)).sum(0) / weights.sum()
+        weights = (mask if mask.any() else prob).ravel().astype(float)
+        voxels = np.indices(prob.shape).reshape(3, -1).T
+        centre = voxels.T @ weights / weights.sum()
         return apply_affine(volume.grid.affine @ to_volume, centre)
 
     def shift_mm(self, moving: Volume, fixed: Volume, matrix: np.ndarray, precision: str = "bf16") -> np.ndarray:
         """The start's translation: the located glands' centroids brought together."""
         located = self.locate(moving, "moving", precision), self.locate(fixed, "fixed", precision)
         return centroid_shift(*located, moving.grid, fixed.grid, matrix)
+
+
+def load_locator(path, device: str | torch.device = "cpu") -> GlandLocator | None:
+    """The run's trained gland locator, in eval mode; None when the run has none.
+
+    A run configured with a locator whose checkpoint holds none (it stopped
+    during the locator's phase) is refused.
+    """
+    state = load_checkpoint(path)
+    config = state["config"]
+    if not config.locator:
+        return None
+    if "locator" not in state["extra"]:
+        raise DataError(f"{path}: the run stopped before its gland locator was trained; resume it")
+    locator = GlandLocator(config.model.width, config.spacing_mm or 3.0)
+    locator.load_state_dict(state["extra"]["locator"])
+    return locator.to(device).eval()
 
 
 def _on_grid(volume: Volume, spacing_mm: float, label: np.ndarray | None = None):
