@@ -104,7 +104,7 @@ class TrainConfig:
     # image, their glands being the only label pair (volume centres aligned): inter-subject examples
     # of finding and aligning the gland.  0 = the paper (intra-subject pairs only)
     cross_subject: float = 0.0
-    # share of the budget spent first on a gland locator (see locator.py); > 0: the registration
+    # share of the budget spent first on a gland locator (see training/locator.py); > 0: the registration
     # network starts from the gland centroids: true ones in training, located ones at test time.
     # With an iterations budget, the locator takes locator * iterations steps before them.  0 = the paper
     locator: float = 0.0
@@ -154,9 +154,10 @@ PRESETS: dict[str, TrainConfig] = {
     # What generalises furthest within 30 CPU minutes (benchmarks/README.md): a narrower net on a
     # 3 mm grid in bf16, a larger step size decayed by a cosine over the budget, every label pair of
     # a drawn image pair in the loss instead of one, wider affine augmentation (10 degrees, 10%
-    # scaling) and half the minibatch entries pairing two subjects by their glands.
+    # scaling), half the minibatch entries pairing two subjects by their glands, and 30% of the
+    # budget for a gland locator that starts the registration from the located glands' centroids.
     "cpu": TrainConfig(model=ModelConfig(width=16), spacing_mm=3.0, learning_rate=3e-4, schedule="cosine",
-                       label_sampling="all", cross_subject=0.5,
+                       label_sampling="all", cross_subject=0.5, locator=0.3,
                        augment=AugmentConfig(rotation_deg=10.0, scale=0.1, shear=0.05)),
 }
 
