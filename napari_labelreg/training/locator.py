@@ -152,10 +152,9 @@ def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainCon
     locator.to(device).train()
     optimizer = torch.optim.Adam(locator.parameters(), lr=LEARNING_RATE)
     step, start = 0, clock()
-    while True:
-        done = max(step / iterations if iterations is not None else 0.0,
-                   (clock() - start) / seconds if seconds is not None else 0.0)
-        if iterations == 0 or seconds == 0 or done >= 1.0:
+    while iterations != 0 and seconds != 0:
+        done = max(step / iterations if iterations else 0.0, (clock() - start) / seconds if seconds else 0.0)
+        if done >= 1.0:
             break
         for group in optimizer.param_groups:
             group["lr"] = LEARNING_RATE * 0.5 * (1.0 + math.cos(math.pi * done))
