@@ -52,7 +52,8 @@ def network_grid(fixed: Grid, spacing_mm: float | None, shape=None) -> tuple[Gri
     return regrid(fixed, shape or shape_for_spacing(fixed, spacing_mm))
 
 
-def _to_fixed_net(volume: np.ndarray, matrix: np.ndarray, shape) -> torch.Tensor:
+def to_network_grid(volume: np.ndarray, matrix: np.ndarray, shape) -> torch.Tensor:
+    """``(C, *shape)`` trilinear samples of a ``(C, ...)`` volume through ``matrix`` (grid voxel -> volume voxel)."""
     mat = torch.as_tensor(matrix, dtype=torch.float32)[None]
     return warp(torch.as_tensor(volume, dtype=torch.float32)[None], mat, None, shape)[0]
 
@@ -78,7 +79,7 @@ def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=No
     start = gland_start(pair, convention) if glands else fixed_to_moving(pair.fixed.grid, pair.moving.grid, convention)
     to_moving = start @ net_to_fixed
     fixed_stack = np.concatenate([normalise(pair.fixed.data)[None], pair.fixed_labels.astype(np.float32)])
-    fixed_net = _to_fixed_net(fixed_stack, net_to_fixed, grid.shape)
+    fixed_net = to_network_grid(fixed_stack, net_to_fixed, grid.shape)
     return PreparedPair(
         name=pair.name,
         grid=grid,

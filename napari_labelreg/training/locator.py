@@ -30,7 +30,7 @@ from ..nn.checkpoint import load_checkpoint
 from ..nn.device import autocast, fast_layout
 from ..nn.networks import LocalNet
 from ..nn.warp import moving_coordinates, sample
-from .data import network_grid, normalise
+from .data import to_network_grid, network_grid, normalise
 from .sampling import affine_matrix, draw_affine, step_generator
 
 SIDES = ("moving", "fixed")
@@ -93,9 +93,8 @@ def load_locator(path, device: str | torch.device = "cpu") -> GlandLocator | Non
 def _on_grid(volume: Volume, spacing_mm: float, label: np.ndarray | None = None):
     """(1, ...) normalised image (and label) on the locator grid, and that grid's voxel -> volume voxel map."""
     grid, to_volume = network_grid(volume.grid, spacing_mm)
-    coords = moving_coordinates(torch.as_tensor(to_volume, dtype=torch.float32)[None], grid.shape)
     stack = [normalise(volume.data)] + ([label.astype(np.float32)] if label is not None else [])
-    on_grid = sample(torch.as_tensor(np.stack(stack))[None], coords)[0]
+    on_grid = to_network_grid(np.stack(stack), to_volume, grid.shape)
     return (on_grid, to_volume) if label is None else (on_grid[:1], on_grid[1:], grid)
 
 
