@@ -20,10 +20,10 @@ from scipy.ndimage import map_coordinates
 from .geometry import Grid, apply_affine, ddf_voxels_to_mm, fixed_to_moving, translation, voxel_coordinates, warp
 from .geometry import sample as sample_np
 from .io import Pair, Volume
-from .nn.checkpoint import load_model, run_checkpoint
+from .nn.checkpoint import load_checkpoint, model_from_state, run_checkpoint
 from .nn.warp import moving_coordinates, sample
 from .training.data import network_grid, normalise
-from .training.locator import GlandLocator, load_locator
+from .training.locator import GlandLocator, locator_from_state
 from .nn.device import autocast, fast_layout, pick_device
 
 
@@ -76,8 +76,8 @@ class Registrator:
     def from_run(cls, run_dir: str | os.PathLike, device: str | None = None,
                  precision: str | None = None) -> "Registrator":
         path = run_checkpoint(run_dir)
-        model, config = load_model(path)
-        return cls(model, config, device, precision, load_locator(path))
+        state = load_checkpoint(path)  # read once: the network and the locator both come from it
+        return cls(model_from_state(state), state["config"], device, precision, locator_from_state(state, path))
 
     def network_ddf(self, moving: Volume, fixed: Volume, matrix: np.ndarray) -> tuple[np.ndarray, Grid, np.ndarray]:
         """DDF in network-grid voxels ``(*net.shape, 3)``, the network grid and net->fixed map."""

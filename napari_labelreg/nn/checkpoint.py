@@ -52,9 +52,14 @@ def load_checkpoint(path) -> dict:
 def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, TrainConfig]:
     """Rebuild the network from a checkpoint's own config, in eval mode."""
     state = load_checkpoint(path)
+    return model_from_state(state, device), state["config"]
+
+
+def model_from_state(state: dict, device: str | torch.device = "cpu") -> nn.Module:
+    """The network of a loaded checkpoint (see :func:`load_checkpoint`), in eval mode."""
     model = build_model(state["config"].model)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), state["config"]
+    return model.to(device).eval()
 
 
 def run_checkpoint(run_dir: str | os.PathLike) -> Path:

@@ -79,12 +79,16 @@ def load_locator(path, device: str | torch.device = "cpu") -> GlandLocator | Non
     A run configured with a locator whose checkpoint holds none (it stopped
     during the locator's phase) is refused.
     """
-    state = load_checkpoint(path)
+    return locator_from_state(load_checkpoint(path), path, device)
+
+
+def locator_from_state(state: dict, source, device: str | torch.device = "cpu") -> GlandLocator | None:
+    """:func:`load_locator` of a checkpoint already loaded from ``source`` (named in errors)."""
     config = state["config"]
     if not config.locator:
         return None
     if "locator" not in state["extra"]:
-        raise DataError(f"{path}: the run stopped before its gland locator was trained; resume it")
+        raise DataError(f"{source}: the run stopped before its gland locator was trained; resume it")
     locator = GlandLocator(config.model.width, config.spacing_mm or 3.0)
     locator.load_state_dict(state["extra"]["locator"])
     return locator.to(device).eval()
