@@ -45,8 +45,6 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--locator", type=float, metavar="SHARE",
                    help="share of the budget for a gland locator that starts registration from the located glands "
                         "(default 0: the paper)")
-    g.add_argument("--cycles", type=int, metavar="N",
-                   help="cosine rate restarted N times; registration averages the N cycle-end networks (default 1)")
     g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
     g.add_argument("--precision", choices=("bf16", "fp32"))
     g.add_argument("--seed", type=int)
@@ -74,7 +72,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
-                            cross_subject=args.cross_subject, locator=args.locator, cycles=args.cycles,
+                            cross_subject=args.cross_subject, locator=args.locator,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
 

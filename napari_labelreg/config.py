@@ -108,10 +108,6 @@ class TrainConfig:
     # network starts from the gland centroids: true ones in training, located ones at test time.
     # With an iterations budget, the locator takes locator * iterations steps before them.  0 = the paper
     locator: float = 0.0
-    # learning-rate cycles (cosine schedule only): the rate restarts ``cycles`` times over the budget and
-    # the weights at each cycle's end are kept; registration averages the DDFs of all of them (a
-    # snapshot ensemble: several networks for the price of one run).  1 = one decay, one network
-    cycles: int = 1
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
@@ -125,8 +121,6 @@ class TrainConfig:
             raise ValueError("give a budget: iterations or minutes")
         if not 0.0 <= self.locator < 1.0:
             raise ValueError(f"locator must be a share of the budget in [0, 1), got {self.locator}")
-        if self.cycles < 1 or (self.cycles > 1 and self.schedule != "cosine"):
-            raise ValueError(f"cycles must be >= 1, and above 1 only with the cosine schedule, got {self.cycles}")
         if not 0.0 <= self.cross_subject <= 1.0:
             raise ValueError(f"cross_subject must be a fraction in [0, 1], got {self.cross_subject}")
         if self.spacing_mm is not None and self.spacing_mm <= 0:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,7 +20,7 @@ from scipy.ndimage import map_coordinates
 from .geometry import Grid, apply_affine, ddf_voxels_to_mm, fixed_to_moving, translation, voxel_coordinates, warp
 from .geometry import sample as sample_np
 from .io import Pair, Volume
-from .nn.checkpoint import ensemble_from_state, load_checkpoint, run_checkpoint
+from .nn.checkpoint import load_checkpoint, model_from_state, run_checkpoint
 from .nn.warp import moving_coordinates, sample
 from .training.data import network_grid, normalise
 from .training.locator import GlandLocator, locator_from_state
@@ -62,15 +61,13 @@ class Registration:
 class Registrator:
     """A trained network ready to register pairs: ``Registrator.from_run(run_dir)``."""
 
-    def __init__(self, model: nn.Module | Sequence[nn.Module], config: TrainConfig, device: str | None = None,
+    def __init__(self, model: nn.Module, config: TrainConfig, device: str | None = None,
                  precision: str | None = None, locator: GlandLocator | None = None) -> None:
         self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
         self.config = config
         self.precision = precision or "bf16"
-        # several networks (a run's snapshot ensemble, see TrainConfig.cycles): their DDFs are averaged
-        models = [model] if isinstance(model, nn.Module) else list(model)
-        self.models = [fast_layout(m.to(self.device).eval(), self.precision) for m in models]
-        self.model = self.models[-1]
+        self.model = fast_layout(self.model, self.precision)
         if config.locator and locator is None:
             raise ValueError("this model starts from located glands: give its GlandLocator")
         self.locator = None if locator is None else fast_layout(locator.to(self.device).eval(), self.precision)
@@ -80,11 +77,10 @@ class Registrator:
                  precision: str | None = None) -> "Registrator":
         path = run_checkpoint(run_dir)
         state = load_checkpoint(path)  # read once: the network and the locator both come from it
-        return cls(ensemble_from_state(state), state["config"], device, precision, locator_from_state(state, path))
+        return cls(model_from_state(state), state["config"], device, precision, locator_from_state(state, path))
 
     def network_ddf(self, moving: Volume, fixed: Volume, matrix: np.ndarray) -> tuple[np.ndarray, Grid, np.ndarray]:
-        """DDF in network-grid voxels ``(*net.shape, 3)`` (the mean of the networks'), the network grid
-        and net->fixed map."""
+        """DDF in network-grid voxels ``(*net.shape, 3)``, the network grid and net->fixed map."""
         grid, net_to_fixed = network_grid(fixed.grid, self.config.spacing_mm)
         to_moving = torch.as_tensor(matrix @ net_to_fixed, dtype=torch.float32)[None]
         to_fixed = torch.as_tensor(net_to_fixed, dtype=torch.float32)[None]
@@ -92,7 +88,7 @@ class Registrator:
         fix = sample(torch.as_tensor(normalise(fixed.data))[None, None], moving_coordinates(to_fixed, grid.shape))
         x = fast_layout(torch.cat([mov, fix], dim=1).to(self.device), self.precision)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            ddf = sum(model(x).float() for model in self.models) / len(self.models)
+            ddf = self.model(x).float()
         return ddf[0].permute(1, 2, 3, 0).cpu().numpy(), grid, net_to_fixed
 
     def register(self, moving: Volume, fixed: Volume, *, geometry: str | None = None) -> Registration:

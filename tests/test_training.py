@@ -129,50 +129,6 @@ def test_cosine_schedule_values_and_resume(tmp_path):
         tiny_config(schedule="linear")
 
 
-def test_cycles_restart_the_rate_keep_each_cycles_weights_and_register_with_their_mean(tmp_path):
-    from napari_labelreg.inference import Registrator
-    from napari_labelreg.nn.networks import build_model
-    from napari_labelreg.training.loop import Trainer
-
-    pairs = [make_phantom(s, **TINY).pair for s in range(2)]
-    config = tiny_config(iterations=6, schedule="cosine", cycles=3, precision="fp32")
-    trainer = Trainer(pairs, config, tmp_path / "run")
-    rates, weights = [], {}
-    for report in trainer:
-        rates.append(trainer.optimizer.param_groups[0]["lr"])
-        weights[report.step] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    np.testing.assert_allclose(rates, [1e-3, 5e-4] * 3)  # three cosine cycles of two steps each
-    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert len(state["extra"]["snapshots"]) == 2
-    for snapshot, step in zip(state["extra"]["snapshots"], (2, 4)):
-        for key, value in weights[step].items():
-            assert torch.equal(snapshot[key], value), key
-    registrator = Registrator.from_run(tmp_path / "run", precision="fp32")
-    assert len(registrator.models) == 3
-    singles = []
-    for step in (2, 4, 6):
-        model = build_model(config.model)
-        model.load_state_dict(weights[step])
-        singles.append(Registrator(model, config, "cpu", "fp32").register_pair(pairs[0]).ddf_mm)
-    assert np.abs(singles[0] - singles[2]).max() > 1e-4  # the cycles' networks differ
-    np.testing.assert_allclose(registrator.register_pair(pairs[0]).ddf_mm, np.mean(singles, axis=0), atol=1e-5)
-    # interrupted mid-cycle and resumed: the same snapshots and final weights
-    run = train(pairs, config, tmp_path / "resumed")
-    for _ in range(3):
-        next(run)
-    run.close()
-    list(train(pairs, config, tmp_path / "resumed", resume=True))
-    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
-    for a, b in zip([state["model"], *state["extra"]["snapshots"]],
-                    [resumed["model"], *resumed["extra"]["snapshots"]], strict=True):
-        for key, value in a.items():
-            assert torch.equal(value, b[key]), key
-    with pytest.raises(ValueError, match="cycles"):
-        tiny_config(cycles=2)  # a constant rate has no cycles
-    with pytest.raises(ValueError, match="cycles"):
-        tiny_config(schedule="cosine", cycles=0)
-
-
 def test_closing_the_generator_saves_a_usable_checkpoint(tmp_path):
     pairs = [make_phantom(0, **TINY).pair]
     run = train(pairs, tiny_config(iterations=50), tmp_path)

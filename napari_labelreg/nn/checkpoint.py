@@ -62,17 +62,6 @@ def model_from_state(state: dict, device: str | torch.device = "cpu") -> nn.Modu
     return model.to(device).eval()
 
 
-def ensemble_from_state(state: dict, device: str | torch.device = "cpu") -> list[nn.Module]:
-    """The run's networks, in eval mode: the weights kept at the end of each earlier learning-rate
-    cycle (``config.cycles``), then the final ones.  One network for a run of one cycle."""
-    snapshots = []
-    for weights in state["extra"].get("snapshots", []):
-        model = build_model(state["config"].model)
-        model.load_state_dict(weights)
-        snapshots.append(model.to(device).eval())
-    return snapshots + [model_from_state(state, device)]
-
-
 def run_checkpoint(run_dir: str | os.PathLike) -> Path:
     """The checkpoint of a run folder (or the path itself if it is a file)."""
     run_dir = Path(run_dir)

@@ -187,7 +187,6 @@ class Trainer:
             self.locator = fast_layout(locator.to(dev), config.precision)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.step = 0
-        self.snapshots: list[dict[str, torch.Tensor]] = []  # weights at the ends of the finished cycles
         checkpoint = self.out / CHECKPOINT
         if resume and checkpoint.exists():
             state = load_checkpoint(checkpoint)
@@ -196,7 +195,6 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = state["step"]
-            self.snapshots = list(state["extra"].get("snapshots", []))
             if self.locator is not None and "locator" in state["extra"]:
                 self.locator.load_state_dict(state["extra"]["locator"])
                 self.locator.eval()
@@ -213,9 +211,7 @@ class Trainer:
         """Write the checkpoint (rank 0 only); returns its path."""
         if self.rank != 0:
             return None
-        extra = {"locator": self.locator.state_dict()} if self.located else {}
-        if self.snapshots:
-            extra["snapshots"] = self.snapshots
+        extra = {"locator": self.locator.state_dict()} if self.located else None
         save_checkpoint(self.out / CHECKPOINT, config=self.config, model=self.model, optimizer=self.optimizer,
                         step=self.step, extra=extra)
         return str(self.out / CHECKPOINT)
@@ -242,24 +238,19 @@ class Trainer:
         finally:
             self.model.train()
 
-    def done(self, elapsed_s: float) -> float:
-        """Fraction of the budget used: the larger of steps / iterations and elapsed / the
-        registration's minutes (a minutes budget counts from the start of this session's steps)."""
-        cfg = self.config
-        return min(1.0, max(self.step / cfg.iterations if cfg.iterations else 0.0,
-                            elapsed_s / self.budget_s if self.budget_s else 0.0))
-
-    def cycle(self, elapsed_s: float) -> int:
-        """Index of the learning-rate cycle the next step belongs to."""
-        return min(int(self.done(elapsed_s) * self.config.cycles), self.config.cycles - 1)
-
     def learning_rate(self, elapsed_s: float) -> float:
-        """The rate for the next step: constant, or cosine over each cycle of the budget."""
+        """The rate for the next step: constant, or cosine over the budget used so far.
+
+        The budget's fraction is the larger of steps / iterations and elapsed /
+        the registration's minutes (a minutes budget counts from the start of
+        this session's registration steps).
+        """
         cfg = self.config
         if cfg.schedule == "constant":
             return cfg.learning_rate
-        within = self.done(elapsed_s) * cfg.cycles - self.cycle(elapsed_s)
-        return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * within))
+        done = max(self.step / cfg.iterations if cfg.iterations else 0.0,
+                   elapsed_s / self.budget_s if self.budget_s else 0.0)
+        return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
     @property
     def budget_s(self) -> float | None:
@@ -307,8 +298,6 @@ class Trainer:
                 elapsed = self._elapsed(t0 - start)
                 if budget_s is not None and elapsed >= budget_s:
                     break
-                while len(self.snapshots) < self.cycle(elapsed):  # a cycle ended: keep its weights
-                    self.snapshots.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.learning_rate(elapsed)
                 loss, sim, reg = self.train_step()
