@@ -12,19 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.ndimage import map_coordinates
 from torch import nn
 
 from .config import TrainConfig
-from scipy.ndimage import map_coordinates
-
 from .geometry import Grid, apply_affine, ddf_voxels_to_mm, fixed_to_moving, translation, voxel_coordinates, warp
 from .geometry import sample as sample_np
 from .io import Pair, Volume
 from .nn.checkpoint import load_checkpoint, model_from_state, run_checkpoint
+from .nn.device import autocast, fast_layout, pick_device
 from .nn.warp import moving_coordinates, sample
 from .training.data import network_grid, normalise
 from .training.locator import GlandLocator, locator_from_state
-from .nn.device import autocast, fast_layout, pick_device
 
 
 @dataclass(frozen=True)

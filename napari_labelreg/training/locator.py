@@ -30,7 +30,7 @@ from ..nn.checkpoint import load_checkpoint
 from ..nn.device import autocast, fast_layout
 from ..nn.networks import LocalNet
 from ..nn.warp import moving_coordinates, sample
-from .data import to_network_grid, network_grid, normalise
+from .data import network_grid, normalise, to_network_grid
 from .sampling import affine_matrix, draw_affine, step_generator
 
 SIDES = ("moving", "fixed")
