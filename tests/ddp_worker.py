@@ -1,7 +1,8 @@
 """Run by torchrun from test_distributed.py (not a test module): train, then save this rank's weights.
 
 ``worker.py OUT`` trains 3 iterations; ``worker.py OUT minutes`` trains for 6 seconds under a cosine
-schedule with rank 1 starting its clock 0.5 s late, as ranks on a busy machine do.
+schedule with rank 1 starting its clock 0.5 s late, as ranks on a busy machine do; ``worker.py OUT
+locator`` trains a gland locator for 2 steps first (the ranks share its two sides), then 4 iterations.
 """
 
 import sys
@@ -23,12 +24,15 @@ if __name__ == "__main__":
                          batch_size=2, precision="fp32")
     if sys.argv[2:] == ["minutes"]:
         config = replace(config, iterations=None, minutes=0.1, schedule="cosine")
+    if sys.argv[2:] == ["locator"]:
+        config = replace(config, iterations=4, locator=0.5)
     trainer = Trainer(pairs, config, out / "run")
     first_batch = trainer.batcher(0)[0]
     if sys.argv[2:] == ["minutes"] and dist.get_rank() == 1:
         time.sleep(0.5)
     for _ in trainer:
         pass
+    locator = trainer.locator.state_dict() if trainer.locator is not None else {}
     torch.save({"model": trainer.model.state_dict(), "step": trainer.step, "world": dist.get_world_size(),
-                "first_batch": first_batch}, out / f"rank{dist.get_rank()}.pt")
+                "first_batch": first_batch, "locator": locator}, out / f"rank{dist.get_rank()}.pt")
     dist.destroy_process_group()

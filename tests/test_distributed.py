@@ -30,6 +30,39 @@ def test_two_gloo_ranks_end_identical(tmp_path, budget):
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written by rank 0 alone
 
 
+def test_the_ranks_share_out_the_locators_sides_and_end_with_one_processs_locator(tmp_path):
+    from dataclasses import replace
+
+    from napari_labelreg.config import ModelConfig, TrainConfig
+    from napari_labelreg.phantom import make_phantom
+    from napari_labelreg.training.loop import Trainer
+
+    worker = Path(__file__).with_name("ddp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29520",
+           str(worker), str(tmp_path), "locator"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["locator"] for r in range(2)]
+    # one process, one thread like each rank, at the ranks' effective batch (2 x 2), draws both sides alike
+    pairs = [make_phantom(s, fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5).pair for s in range(3)]
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=4,
+                         batch_size=4, precision="fp32", locator=0.5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = Trainer(pairs, config, tmp_path / "alone")
+        assert [r.phase for r in alone][:3] == ["locator", "locator", "registration"]
+    finally:
+        torch.set_num_threads(threads)
+    initial = Trainer(pairs, replace(config, iterations=1), tmp_path / "initial").locator.state_dict()
+    for name, value in alone.locator.state_dict().items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+        torch.testing.assert_close(ranks[0][name], value, msg=name)
+    changed = {name.split(".")[1] for name, value in initial.items()
+               if value.is_floating_point() and not torch.equal(value, ranks[0][name])}
+    assert changed == {"moving", "fixed"}  # both sides trained, each by its own rank
+
+
 def test_torchrun_runs_the_cli(phantom_folder, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
            "-m", "napari_labelreg", "train", "--data", str(phantom_folder), "--out", str(tmp_path / "run"),

@@ -20,6 +20,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -144,16 +145,25 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 
 def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainConfig, *, iterations: int | None,
-                  seconds: float | None, clock, device: torch.device) -> Iterator[tuple[int, float]]:
-    """Train both segmenters, one step each per iteration; yields ``(step, mean loss)``.
+                  seconds: float | None, clock, device: torch.device, rank: int = 0,
+                  world: int = 1) -> Iterator[tuple[int, float]]:
+    """Train the segmenters, one step each per iteration; yields ``(step, mean loss)``.
 
     The budget is ``iterations`` or ``seconds`` of ``clock()`` (the caller's
-    clock, shared by all ranks under DDP so that they stop together).  Draws
-    depend on the seed and step only: every rank trains the same locator.
+    clock, shared by all ranks under DDP so that they stop together).  Each
+    side draws from its own generator, a function of the seed and step only.
+    Under DDP the sides are shared out: rank r trains side r % 2 alone (ranks
+    of one side train it alike), about twice the steps per segmenter in the
+    same time, and the trained segmenters are then broadcast from ranks 0 and
+    1, so that every rank ends with the same locator as one process would
+    train in as many steps.  Batches are the run's effective size,
+    ``batch_size`` × ``world``.
     """
-    sides = {side: _side(pairs, side, locator.spacing_mm) for side in SIDES}
+    own = SIDES if world == 1 else (SIDES[rank % 2],)
+    batch = config.batch_size * world  # the run's effective batch, as the registration network's
+    sides = {side: _side(pairs, side, locator.spacing_mm) for side in own}
     locator.to(device).train()
-    optimizer = torch.optim.Adam(locator.parameters(), lr=LEARNING_RATE)
+    optimizer = torch.optim.Adam([p for side in own for p in locator.nets[side].parameters()], lr=LEARNING_RATE)
     step, start = 0, clock()
     while iterations != 0 and seconds != 0:
         done = max(step / iterations if iterations else 0.0, (clock() - start) / seconds if seconds else 0.0)
@@ -161,10 +171,9 @@ def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainCon
             break
         for group in optimizer.param_groups:
             group["lr"] = LEARNING_RATE * 0.5 * (1.0 + math.cos(math.pi * done))
-        g = step_generator(config.seed, 0, step)
         losses = []
-        for side in SIDES:
-            x, y = _draw(sides[side], config.batch_size, config, g)
+        for side in own:
+            x, y = _draw(sides[side], batch, config, step_generator(config.seed, SIDES.index(side), step))
             with autocast(device, config.precision):
                 logits = locator(fast_layout(x.to(device), config.precision), side)
             losses.append(segmentation_loss(logits.float(), y.to(device)))
@@ -173,5 +182,9 @@ def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainCon
         loss.backward()
         optimizer.step()
         step += 1
-        yield step, loss.item() / 2
+        yield step, loss.item() / len(own)
+    if world > 1:
+        for src, side in enumerate(SIDES):
+            for tensor in locator.nets[side].state_dict().values():
+                dist.broadcast(tensor, src)
     locator.eval()

@@ -270,7 +270,7 @@ class Trainer:
         clock = lambda: self._elapsed(time.perf_counter() - start)  # noqa: E731
         last = start
         for step, loss in train_locator(self.locator, self.pairs, cfg, iterations=iterations, seconds=seconds,
-                                        clock=clock, device=self.device):
+                                        clock=clock, device=self.device, rank=self.rank, world=self.world):
             now = time.perf_counter()
             yield Progress(step, iterations, loss, loss, 0.0, now - start, now - last, phase="locator")
             last = now
