@@ -7,7 +7,8 @@ the test labels, so it is a reference, not a method).
 
     python benchmarks/accuracy.py --minutes 30            # the CPU preset
     python benchmarks/accuracy.py --preset paper --minutes 30
-    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 benchmarks/accuracy.py --batch-size 2   # DDP: no faster on 2 CPU cores
+    # DDP (on this 2-core CPU no faster than one process):
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 benchmarks/accuracy.py --batch-size 2
 """
 
 from __future__ import annotations

@@ -25,12 +25,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from napari_labelreg.config import ModelConfig, TrainConfig
 from napari_labelreg.inference import Registrator
+from napari_labelreg.nn.device import fast_layout
 from napari_labelreg.nn.losses import MultiScaleDice, MultiScaleFilter
 from napari_labelreg.nn.networks import build_model
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
 from napari_labelreg.training.loop import Batcher, build_losses, compute_loss
-from napari_labelreg.nn.device import fast_layout
 
 FIXED, MOVING, SPACING = (48, 64, 48), (69, 69, 64), 1.5
 SCALES_MM = (0, 1, 2, 4, 8, 16, 32)  # the paper's; MONAI takes them in voxels

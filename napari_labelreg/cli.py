@@ -199,7 +199,8 @@ def cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="napari-labelreg", description="Weakly-supervised MR-to-TRUS registration (Hu et al. 2018).")
+    parser = argparse.ArgumentParser(prog="napari-labelreg",
+                                     description="Weakly-supervised MR-to-TRUS registration (Hu et al. 2018).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a registration network (headless)")

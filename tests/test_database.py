@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from napari_labelreg.database import LabelDB, ValidationError, decode_mask, encode_mask
-from napari_labelreg.database import schema
+from napari_labelreg.database import LabelDB, ValidationError, decode_mask, encode_mask, schema
 from napari_labelreg.database.check import check
 from napari_labelreg.database.transfer import export_folder, export_per_label, import_folder
 from napari_labelreg.database.views import counts, label_pairs_frame, summary

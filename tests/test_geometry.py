@@ -126,6 +126,7 @@ def test_affine_ddf_has_constant_jacobian(a, b):
 def test_identity_figures_of_the_shared_data():
     """The data README's identity TRE / Dice per convention (88 pairs)."""
     from conftest import DATA
+
     from napari_labelreg.data import iter_folder_pairs
 
     expected = {"centred": (12.1, 0.62), "fov": (11.9, 0.48), "world": (21.8, 0.29)}

@@ -29,7 +29,8 @@ def test_summands_are_summed_not_averaged():
     torch.testing.assert_close(ddf, expected.expand_as(ddf))
 
 
-@pytest.mark.parametrize("variant,levels", [("baseline", (0, 1, 2, 3, 4)), ("delta0", (0,)), ("delta1-4", (1, 2, 3, 4))])
+@pytest.mark.parametrize("variant,levels",
+                         [("baseline", (0, 1, 2, 3, 4)), ("delta0", (0,)), ("delta1-4", (1, 2, 3, 4))])
 def test_variant_levels(variant, levels):
     assert build_model(ModelConfig(variant, width=4)).levels == levels
 

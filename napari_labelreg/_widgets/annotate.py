@@ -71,7 +71,7 @@ class AnnotateWidget(QWidget):
         verify_btn.clicked.connect(self._verify)
         self.status = QLabel("")
         self.model_dir = QLineEdit(placeholderText="trained model run folder (optional)")
-        propose_btn, accept_btn, reject_btn = QPushButton("Propose TRUS side"), QPushButton("Accept"), QPushButton("Reject")
+        propose_btn, accept_btn, reject_btn = (QPushButton(text) for text in ("Propose TRUS side", "Accept", "Reject"))
         propose_btn.clicked.connect(self._propose)
         accept_btn.clicked.connect(self.accept_proposal)
         reject_btn.clicked.connect(self.reject_proposal)

@@ -38,7 +38,8 @@ class CurvePlot(QWidget):
             y0, y1 = min(ys), max(max(ys), min(ys) + 1e-9)
             colour = QColor(COLOURS[i % len(COLOURS)])
             painter.setPen(QPen(colour, 1.5))
-            points = [QPointF(pad + (x - x0) / (x1 - x0) * (w - 2 * pad), h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad))
+            points = [QPointF(pad + (x - x0) / (x1 - x0) * (w - 2 * pad),
+                              h - pad - (y - y0) / (y1 - y0) * (h - 2 * pad))
                       for x, y in pts]
             for a, b in zip(points, points[1:]):
                 painter.drawLine(a, b)

@@ -55,7 +55,7 @@ class TrainWidget(QWidget):
         self.validation = _spin(QDoubleSpinBox(), 0.0, 0, 0.5, decimals=2)
         self.device = _combo(["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []), "auto")
         self.out_dir = QLineEdit(placeholderText="run folder")
-        self.start_btn, self.resume_btn, self.cancel_btn = QPushButton("Start"), QPushButton("Resume"), QPushButton("Cancel")
+        self.start_btn, self.resume_btn, self.cancel_btn = (QPushButton(text) for text in ("Start", "Resume", "Cancel"))
         self.start_btn.clicked.connect(lambda: self.start(resume=False))
         self.resume_btn.clicked.connect(lambda: self.start(resume=True))
         self.cancel_btn.clicked.connect(self.cancel)

@@ -78,7 +78,8 @@ def export_per_label(db: LabelDB, root: str | os.PathLike) -> int:
         pair = db.load_pair(rec.id)
         for k, tag in enumerate(pair.label_names):
             kind = tag.split(":", 1)[1].replace(" ", "_")
-            for side, labels, vol in (("moving", pair.moving_labels, pair.moving), ("fixed", pair.fixed_labels, pair.fixed)):
+            sides = (("moving", pair.moving_labels, pair.moving), ("fixed", pair.fixed_labels, pair.fixed))
+            for side, labels, vol in sides:
                 save_volume(root / rec.name / f"{k:03d}_{kind}_{side}.nii.gz", labels[k].astype(np.uint8), vol.grid)
                 written += 1
     return written

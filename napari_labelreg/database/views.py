@@ -34,7 +34,8 @@ def label_pairs_frame(db: LabelDB, *, centroids: bool = False) -> pd.DataFrame:
             cents = []
             for row in frame.itertuples():
                 mask = db.masks(row.id)[0 if side == "moving" else 1]
-                grid = Grid(tuple(json.loads(getattr(row, f"{side}_shape"))), np.array(json.loads(getattr(row, f"{side}_affine"))))
+                shape = tuple(json.loads(getattr(row, f"{side}_shape")))
+                grid = Grid(shape, np.array(json.loads(getattr(row, f"{side}_affine"))))
                 cents.append(centroid_mm(mask, grid) if mask is not None else np.full(3, np.nan))
             frame[[f"{side}_centroid_{a}" for a in "xyz"]] = np.array(cents)
     return frame.drop(columns=["moving_affine", "fixed_affine", "moving_shape", "fixed_shape"])
