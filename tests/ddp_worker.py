@@ -17,15 +17,22 @@ from napari_labelreg.config import ModelConfig, TrainConfig
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.loop import Trainer
 
-if __name__ == "__main__":
-    out = Path(sys.argv[1])
+
+def setup(mode: str | None = None) -> tuple[list, TrainConfig]:
+    """The pairs and per-rank config of a ``mode`` run (also what test_distributed compares against)."""
     pairs = [make_phantom(s, fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5).pair for s in range(3)]
     config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=3,
                          batch_size=2, precision="fp32")
-    if sys.argv[2:] == ["minutes"]:
+    if mode == "minutes":
         config = replace(config, iterations=None, minutes=0.1, schedule="cosine")
-    if sys.argv[2:] == ["locator"]:
+    if mode == "locator":
         config = replace(config, iterations=4, locator=0.5)
+    return pairs, config
+
+
+if __name__ == "__main__":
+    out = Path(sys.argv[1])
+    pairs, config = setup(sys.argv[2] if len(sys.argv) > 2 else None)
     trainer = Trainer(pairs, config, out / "run")
     first_batch = trainer.batcher(0)[0]
     if sys.argv[2:] == ["minutes"] and dist.get_rank() == 1:

@@ -33,8 +33,8 @@ def test_two_gloo_ranks_end_identical(tmp_path, budget):
 def test_the_ranks_share_out_the_locators_sides_and_end_with_one_processs_locator(tmp_path):
     from dataclasses import replace
 
-    from napari_labelreg.config import ModelConfig, TrainConfig
-    from napari_labelreg.phantom import make_phantom
+    from ddp_worker import setup
+
     from napari_labelreg.training.loop import Trainer
 
     worker = Path(__file__).with_name("ddp_worker.py")
@@ -44,9 +44,8 @@ def test_the_ranks_share_out_the_locators_sides_and_end_with_one_processs_locato
     assert out.returncode == 0, out.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["locator"] for r in range(2)]
     # one process, one thread like each rank, at the ranks' effective batch (2 x 2), draws both sides alike
-    pairs = [make_phantom(s, fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5).pair for s in range(3)]
-    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=4,
-                         batch_size=4, precision="fp32", locator=0.5)
+    pairs, per_rank = setup("locator")
+    config = replace(per_rank, batch_size=2 * per_rank.batch_size)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
