@@ -72,6 +72,36 @@ def test_locate_returns_the_world_centroid_of_what_the_network_segments():
     np.testing.assert_allclose(locator.locate(volume, "moving"), centre, atol=1e-6)
 
 
+def test_the_locator_grid_is_cut_centrally_to_multiples_of_16_where_that_cuts_at_most_a_tenth():
+    # at 3 mm: 34 x 34 x 24 voxels.  34 -> 32 cuts 2 voxels (6%); 24 -> 16 would cut a third, so it stays
+    volume = Volume(np.zeros((68, 68, 48), np.float32), tilted_grid((68, 68, 48), (1.5, 1.5, 1.5), (10.0, 4.0, -3.0)))
+    full, to_volume = network_grid(volume.grid, 3.0)
+    assert full.shape == (34, 34, 24)
+    locator = GlandLocator(width=4, spacing_mm=3.0)
+    seen, mask = [], np.zeros((32, 32, 24), bool)
+    mask[0, 5, 3] = True
+
+    def segment(image, side):
+        seen.append(tuple(image.shape[2:]))
+        return torch.as_tensor(np.where(mask, 9.0, -9.0), dtype=torch.float32)[None, None]
+
+    locator.forward = segment
+    # the cut grid's voxel (0, 5, 3) is the full grid's (1, 6, 3)
+    expected = apply_affine(volume.grid.affine @ to_volume, np.array([1.0, 6.0, 3.0]))
+    np.testing.assert_allclose(locator.locate(volume, "moving"), expected, atol=1e-9)
+    assert seen == [(32, 32, 24)]
+    # nothing found: the probabilities' centroid is the cut grid's centre, which is the full grid's
+    mask[:] = False
+    centre = apply_affine(volume.grid.affine @ to_volume, (np.array(full.shape) - 1) / 2)
+    np.testing.assert_allclose(locator.locate(volume, "fixed"), centre, atol=1e-6)
+    # a locator trained before the cut (its checkpoint says nothing of it) sees the whole grid, as it was trained
+    seen.clear()
+    whole = GlandLocator(width=4, spacing_mm=3.0, cut=False)
+    whole.forward = lambda image, side: seen.append(tuple(image.shape[2:])) or torch.full((1, 1, *full.shape), -9.0)
+    np.testing.assert_allclose(whole.locate(volume, "fixed"), centre, atol=1e-6)
+    assert seen == [(34, 34, 24)]
+
+
 def test_registration_from_located_glands_adds_their_shift_to_the_ddf():
     pair = make_phantom(5, **TINY).pair
     g = pair.gland_index
@@ -105,6 +135,16 @@ def test_a_run_trains_its_locator_first_keeps_it_and_does_not_retrain_it_on_resu
     assert Registrator.from_run(tmp_path).locator is not None
     with pytest.raises(ValueError, match="locator"):
         replace(config, locator=1.0)
+    # a checkpoint from before the cut grid: its locator keeps the whole grid, on loading and through a resume
+    assert trained.cut and resumed.locator.cut
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["extra"]["locator_cut"]
+    torch.save(state, tmp_path / "checkpoint.pt")
+    assert not load_locator(tmp_path / "checkpoint.pt").cut
+    older = Trainer(pairs, replace(config, iterations=7), tmp_path, resume=True)
+    assert [r.phase for r in older] == ["registration"] and not older.locator.cut
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 7 and state["extra"]["locator_cut"] is False
 
 
 def test_a_run_without_its_locator_is_refused_with_a_clear_error(tmp_path):

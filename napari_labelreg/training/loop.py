@@ -197,6 +197,7 @@ class Trainer:
             self.step = state["step"]
             if self.locator is not None and "locator" in state["extra"]:
                 self.locator.load_state_dict(state["extra"]["locator"])
+                self.locator.cut = state["extra"].get("locator_cut", False)  # as it was trained
                 self.locator.eval()
                 self.located = True
         self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
@@ -211,7 +212,7 @@ class Trainer:
         """Write the checkpoint (rank 0 only); returns its path."""
         if self.rank != 0:
             return None
-        extra = {"locator": self.locator.state_dict()} if self.located else None
+        extra = {"locator": self.locator.state_dict(), "locator_cut": self.locator.cut} if self.located else None
         save_checkpoint(self.out / CHECKPOINT, config=self.config, model=self.model, optimizer=self.optimizer,
                         step=self.step, extra=extra)
         return str(self.out / CHECKPOINT)
