@@ -29,7 +29,7 @@ from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, Multi
 from ..nn.networks import build_model
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair, cross_subject_matrix, prepare_pairs
-from .locator import GlandLocator, train_locator
+from .locator import GlandLocator, locator_from_state, train_locator
 from .sampling import affine_matrix, draw_affine, draw_elastic, draw_quartets, step_generator
 
 CHECKPOINT = "checkpoint.pt"
@@ -195,10 +195,8 @@ class Trainer:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = state["step"]
-            if self.locator is not None and "locator" in state["extra"]:
-                self.locator.load_state_dict(state["extra"]["locator"])
-                self.locator.cut = state["extra"].get("locator_cut", False)  # as it was trained
-                self.locator.eval()
+            if self.locator is not None and "locator" in state["extra"]:  # trained: kept as it was
+                self.locator = fast_layout(locator_from_state(state, checkpoint, dev), config.precision)
                 self.located = True
         self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
         self.similarity, self.regulariser = build_losses(config, prepared[0].grid)
