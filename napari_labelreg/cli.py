@@ -46,6 +46,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
                    help="share of the budget for a gland locator that starts registration from the located glands "
                         "(default 0: the paper)")
     g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
+    g.add_argument("--members", type=int, metavar="N",
+                   help="registration networks trained one after another in the budget, their DDFs averaged "
+                        "(default 1: the paper)")
     g.add_argument("--precision", choices=("bf16", "fp32"))
     g.add_argument("--seed", type=int)
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1...")
@@ -72,7 +75,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
-                            cross_subject=args.cross_subject, locator=args.locator,
+                            cross_subject=args.cross_subject, locator=args.locator, members=args.members,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
 

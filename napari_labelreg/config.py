@@ -108,6 +108,10 @@ class TrainConfig:
     # network starts from the gland centroids: true ones in training, located ones at test time.
     # With an iterations budget, the locator takes locator * iterations steps before them.  0 = the paper
     locator: float = 0.0
+    # registration networks trained one after another, each for an equal share of the registration budget
+    # (its own initialisation, minibatches and cosine schedule), from the one locator; registration averages
+    # their DDFs: an ensemble whose members' errors partly cancel.  1 = the paper
+    members: int = 1
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
@@ -123,6 +127,10 @@ class TrainConfig:
             raise ValueError(f"locator must be a share of the budget in [0, 1), got {self.locator}")
         if not 0.0 <= self.cross_subject <= 1.0:
             raise ValueError(f"cross_subject must be a fraction in [0, 1], got {self.cross_subject}")
+        if self.members < 1:
+            raise ValueError(f"members must be >= 1, got {self.members}")
+        if self.members > 1 and self.iterations is not None and self.iterations < self.members:
+            raise ValueError(f"an iterations budget of {self.iterations} cannot train {self.members} members")
         if self.spacing_mm is not None and self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..io import DataError, atomic_write
-from .networks import build_model
+from .networks import Ensemble, build_model
 
 FORMAT = 1
 
@@ -56,9 +56,17 @@ def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tra
 
 
 def model_from_state(state: dict, device: str | torch.device = "cpu") -> nn.Module:
-    """The network of a loaded checkpoint (see :func:`load_checkpoint`), in eval mode."""
-    model = build_model(state["config"].model)
-    model.load_state_dict(state["model"])
+    """The network of a loaded checkpoint (see :func:`load_checkpoint`), in eval mode.
+
+    A run of several members (``TrainConfig.members``) gives their :class:`Ensemble`: the members it
+    finished (``extra["members"]``) and the one it trained last (``model``).  A run stopped part-way
+    registers with the members it has, as a single network stopped part-way does.
+    """
+    models = []
+    for weights in [*state["extra"].get("members", []), state["model"]]:
+        models.append(build_model(state["config"].model))
+        models[-1].load_state_dict(weights)
+    model = models[0] if len(models) == 1 else Ensemble(models)
     return model.to(device).eval()
 
 

@@ -36,6 +36,7 @@ from .sampling import affine_matrix, draw_affine, step_generator
 
 SIDES = ("moving", "fixed")
 LEARNING_RATE = 1e-3  # cosine-decayed over the locator's budget
+SPACING_MM = 3.0  # the locator's grid, whatever the registration network's
 
 
 class GlandLocator(nn.Module):
@@ -45,7 +46,7 @@ class GlandLocator(nn.Module):
     that change saw the whole grid, zero-padded, and keep it (``cut=False``).
     """
 
-    def __init__(self, width: int = 16, spacing_mm: float = 3.0, cut: bool = True) -> None:
+    def __init__(self, width: int = 16, spacing_mm: float = SPACING_MM, cut: bool = True) -> None:
         super().__init__()
         self.spacing_mm = float(spacing_mm)
         self.cut = bool(cut)
@@ -84,7 +85,8 @@ def load_locator(path, device: str | torch.device = "cpu") -> GlandLocator | Non
 
     A run configured with a locator whose checkpoint holds none (it stopped
     during the locator's phase) is refused.  Checkpoints without the
-    ``locator_cut`` entry predate the cut grid: their locator keeps the whole one.
+    ``locator_cut`` entry predate the cut grid: their locator keeps the whole one;
+    without ``locator_spacing_mm``, the locator worked on the network's grid.
     """
     return locator_from_state(load_checkpoint(path), path, device)
 
@@ -96,8 +98,10 @@ def locator_from_state(state: dict, source, device: str | torch.device = "cpu") 
         return None
     if "locator" not in state["extra"]:
         raise DataError(f"{source}: the run stopped before its gland locator was trained; resume it")
-    locator = GlandLocator(config.model.width, config.spacing_mm or 3.0, state["extra"].get("locator_cut", False))
-    locator.load_state_dict(state["extra"]["locator"])
+    extra = state["extra"]
+    spacing = extra.get("locator_spacing_mm", config.spacing_mm or SPACING_MM)
+    locator = GlandLocator(config.model.width, spacing, extra.get("locator_cut", False))
+    locator.load_state_dict(extra["locator"])
     return locator.to(device).eval()
 
 

@@ -161,10 +161,16 @@ class Trainer:
     """A training run: set up on construction, iterated for :class:`Progress` reports.
 
     Iterating writes ``config.json``, ``log.csv`` and ``checkpoint.pt`` (every
-    ``config.checkpoint_every`` steps, at the end, and when the iteration is
-    closed early, as a GUI's cancel does) to ``out_dir``.  With ``resume`` it
-    continues from the folder's checkpoint, drawing the same minibatches an
-    uninterrupted run would have drawn.
+    ``config.checkpoint_every`` steps, at the end, when a member is done, and
+    when the iteration is closed early, as a GUI's cancel does) to ``out_dir``.
+    With ``resume`` it continues from the folder's checkpoint, drawing the same
+    minibatches an uninterrupted run would have drawn.
+
+    With ``config.members`` > 1 the registration budget is shared out equally
+    and the members train one after another; ``step`` counts the steps of all.
+    Member k starts from weights drawn with seed + k, a fresh optimiser and the
+    top of its own cosine; the checkpoint holds the finished members' weights
+    (``extra["members"]``) beside the current one's.
     """
 
     def __init__(self, pairs: Sequence[Pair], config: TrainConfig, out_dir: str | os.PathLike, *,
@@ -183,22 +189,26 @@ class Trainer:
         self.model = fast_layout(build_model(config.model).to(dev), config.precision)
         self.locator, self.located = None, False
         if config.locator:
-            locator = GlandLocator(config.model.width, config.spacing_mm or 3.0)
-            self.locator = fast_layout(locator.to(dev), config.precision)
+            self.locator = fast_layout(GlandLocator(config.model.width).to(dev), config.precision)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.step = 0
+        self.finished: list[dict] = []  # weights of the members trained before the current one
         checkpoint = self.out / CHECKPOINT
         if resume and checkpoint.exists():
             state = load_checkpoint(checkpoint)
             if state["config"].model != config.model:
                 raise ValueError(f"{checkpoint}: network {state['config'].model} differs from {config.model}")
+            if state["config"].members != config.members:
+                raise ValueError(f"{checkpoint}: the run trains {state['config'].members} members, "
+                                 f"not {config.members}")
+            self.finished = list(state["extra"].get("members", []))
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = state["step"]
             if self.locator is not None and "locator" in state["extra"]:  # trained: kept as it was
                 self.locator = fast_layout(locator_from_state(state, checkpoint, dev), config.precision)
                 self.located = True
-        self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
+        self.net = self._wrap(self.model)
         self.similarity, self.regulariser = build_losses(config, prepared[0].grid)
         self.batcher = Batcher(prepared, config, dev, self.rank)
         if self.rank == 0:
@@ -210,7 +220,12 @@ class Trainer:
         """Write the checkpoint (rank 0 only); returns its path."""
         if self.rank != 0:
             return None
-        extra = {"locator": self.locator.state_dict(), "locator_cut": self.locator.cut} if self.located else None
+        extra = {}
+        if self.located:
+            extra.update(locator=self.locator.state_dict(), locator_cut=self.locator.cut,
+                         locator_spacing_mm=self.locator.spacing_mm)
+        if self.finished:
+            extra["members"] = self.finished
         save_checkpoint(self.out / CHECKPOINT, config=self.config, model=self.model, optimizer=self.optimizer,
                         step=self.step, extra=extra)
         return str(self.out / CHECKPOINT)
@@ -238,24 +253,47 @@ class Trainer:
             self.model.train()
 
     def learning_rate(self, elapsed_s: float) -> float:
-        """The rate for the next step: constant, or cosine over the budget used so far.
+        """The rate for the next step: constant, or cosine over the member's budget used so far.
 
-        The budget's fraction is the larger of steps / iterations and elapsed /
-        the registration's minutes (a minutes budget counts from the start of
-        this session's registration steps).
+        The budget's fraction is the larger of the member's steps / its share of
+        the iterations and ``elapsed_s`` (seconds since the member's start in
+        this session) / :attr:`budget_s`.
         """
         cfg = self.config
         if cfg.schedule == "constant":
             return cfg.learning_rate
-        done = max(self.step / cfg.iterations if cfg.iterations else 0.0,
+        first, last = self.member_steps
+        done = max((self.step - first) / (last - first) if cfg.iterations else 0.0,
                    elapsed_s / self.budget_s if self.budget_s else 0.0)
         return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
     @property
     def budget_s(self) -> float | None:
-        """Seconds of registration steps: the minutes budget less the locator's share."""
+        """Seconds of registration steps per member: the minutes budget less the locator's share, shared out."""
         cfg = self.config
-        return None if cfg.minutes is None else 60.0 * cfg.minutes * (1.0 - cfg.locator)
+        return None if cfg.minutes is None else 60.0 * cfg.minutes * (1.0 - cfg.locator) / cfg.members
+
+    @property
+    def member_steps(self) -> tuple[int, int] | tuple[None, None]:
+        """First and end step of the current member's share of an iterations budget."""
+        cfg, k = self.config, len(self.finished)
+        if cfg.iterations is None:
+            return None, None
+        return round(k * cfg.iterations / cfg.members), round((k + 1) * cfg.iterations / cfg.members)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        return nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+
+    def _next_member(self) -> None:
+        """Keep the current member's weights; start the next from fresh weights and optimiser; checkpoint."""
+        cfg = self.config
+        self.finished.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        torch.manual_seed(cfg.seed + len(self.finished))
+        self.model = fast_layout(build_model(cfg.model).to(self.device), cfg.precision)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
+        self.net = self._wrap(self.model)
+        self.net.train()
+        self.checkpoint()
 
     def _locate(self) -> Iterator[Progress]:
         """Train the gland locator (its share of the budget), then checkpoint it.
@@ -292,23 +330,29 @@ class Trainer:
         budget_s = self.budget_s
         self.net.train()
         try:
-            while cfg.iterations is None or self.step < cfg.iterations:
-                t0 = time.perf_counter()
-                elapsed = self._elapsed(t0 - start)
-                if budget_s is not None and elapsed >= budget_s:
+            while True:
+                member_start, end = time.perf_counter(), self.member_steps[1]
+                while end is None or self.step < end:
+                    t0 = time.perf_counter()
+                    elapsed = self._elapsed(t0 - member_start)
+                    if budget_s is not None and elapsed >= budget_s:
+                        break
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = self.learning_rate(elapsed)
+                    loss, sim, reg = self.train_step()
+                    path = None
+                    if self.step % cfg.checkpoint_every == 0:
+                        path, saved = self.checkpoint(), self.step
+                    val = self.validate() if self.validator and self.step % self.validate_every == 0 else {}
+                    report = Progress(self.step, cfg.iterations, loss.item(), sim.item(), reg.item(),
+                                      time.perf_counter() - start, time.perf_counter() - t0, path, **val)
+                    if self.rank == 0:
+                        _log(self.out, report)
+                    yield report
+                if len(self.finished) + 1 >= cfg.members:
                     break
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self.learning_rate(elapsed)
-                loss, sim, reg = self.train_step()
-                path = None
-                if self.step % cfg.checkpoint_every == 0:
-                    path, saved = self.checkpoint(), self.step
-                val = self.validate() if self.validator and self.step % self.validate_every == 0 else {}
-                report = Progress(self.step, cfg.iterations, loss.item(), sim.item(), reg.item(),
-                                  time.perf_counter() - start, time.perf_counter() - t0, path, **val)
-                if self.rank == 0:
-                    _log(self.out, report)
-                yield report
+                self._next_member()
+                saved = self.step
         finally:
             if self.step != saved:
                 self.checkpoint()
