@@ -89,6 +89,19 @@ def test_train_cancel_resume_and_stay_responsive(make_napari_viewer, qtbot, tiny
     assert load_checkpoint(out / "checkpoint.pt")["step"] == stopped + 2
 
 
+def test_the_train_form_sets_how_many_networks_are_averaged(qtbot):
+    from napari_labelreg._widgets.train import TrainWidget
+
+    w = TrainWidget(None)
+    qtbot.addWidget(w)
+    assert w.config().members == 1
+    w.members.setValue(3)
+    w.iterations.setValue(30)
+    assert w.config().members == 3 and w.config().iterations == 30
+    w.preset.setCurrentText("paper")  # a preset brings its own count back
+    assert w.members.value() == 1 and w.config().learning_rate == 1e-5
+
+
 def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     from napari_labelreg._widgets.inspect import InspectWidget
 
