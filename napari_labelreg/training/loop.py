@@ -183,14 +183,12 @@ class Trainer:
         if self.world > 1 and dev.type == "cuda":
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", self.rank)))
         self.device, self.config, self.out = dev, config, Path(out_dir)
-        torch.manual_seed(config.seed)
         prepared = prepare_pairs(pairs, config.geometry, config.spacing_mm, glands=config.locator > 0)
         self.pairs = pairs
-        self.model = fast_layout(build_model(config.model).to(dev), config.precision)
+        self._new_network(config.seed)
         self.locator, self.located = None, False
         if config.locator:
             self.locator = fast_layout(GlandLocator(config.model.width).to(dev), config.precision)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
         self.step = 0
         self.finished: list[dict] = []  # weights of the members trained before the current one
         checkpoint = self.out / CHECKPOINT
@@ -208,7 +206,6 @@ class Trainer:
             if self.locator is not None and "locator" in state["extra"]:  # trained: kept as it was
                 self.locator = fast_layout(locator_from_state(state, checkpoint, dev), config.precision)
                 self.located = True
-        self.net = self._wrap(self.model)
         self.similarity, self.regulariser = build_losses(config, prepared[0].grid)
         self.batcher = Batcher(prepared, config, dev, self.rank)
         if self.rank == 0:
@@ -281,17 +278,17 @@ class Trainer:
             return None, None
         return round(k * cfg.iterations / cfg.members), round((k + 1) * cfg.iterations / cfg.members)
 
-    def _wrap(self, model: nn.Module) -> nn.Module:
-        return nn.parallel.DistributedDataParallel(model) if self.world > 1 else model
+    def _new_network(self, seed: int) -> None:
+        """A registration network with weights drawn from ``seed``, its optimiser, and its DDP wrapper."""
+        torch.manual_seed(seed)
+        self.model = fast_layout(build_model(self.config.model).to(self.device), self.config.precision)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
+        self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
 
     def _next_member(self) -> None:
-        """Keep the current member's weights; start the next from fresh weights and optimiser; checkpoint."""
-        cfg = self.config
+        """Keep the current member's weights; start the next (seed + its index); checkpoint."""
         self.finished.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
-        torch.manual_seed(cfg.seed + len(self.finished))
-        self.model = fast_layout(build_model(cfg.model).to(self.device), cfg.precision)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate)
-        self.net = self._wrap(self.model)
+        self._new_network(self.config.seed + len(self.finished))
         self.net.train()
         self.checkpoint()
 
