@@ -26,9 +26,13 @@ from .io import Volume, load_volume
 __all__ = ["Registration", "Registrator", "load_model", "register", "as_volume"]
 
 
-def load_model(run_dir: str | os.PathLike, *, device: str | None = None, precision: str | None = None) -> Registrator:
-    """A trained network from a run folder (or checkpoint file), ready to register."""
-    return Registrator.from_run(run_dir, device=device, precision=precision)
+def load_model(run_dir: str | os.PathLike, *, device: str | None = None, precision: str | None = None,
+               network: bool = True) -> Registrator:
+    """A trained network from a run folder (or checkpoint file), ready to register.
+
+    ``network=False``: register with the run's located glands and gland prior alone (see the README).
+    """
+    return Registrator.from_run(run_dir, device=device, precision=precision, network=network)
 
 
 def as_volume(image, spacing=None, affine=None) -> Volume:

@@ -45,6 +45,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--locator", type=float, metavar="SHARE",
                    help="share of the budget for a gland locator that starts registration from the located glands "
                         "(default 0: the paper)")
+    g.add_argument("--prior", type=float, metavar="SHARE",
+                   help="share of the budget for a gland prior, the training pairs' mean deformation about the "
+                        "gland, to which the network's DDF is added (needs --locator; default 0: the paper)")
     g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
     g.add_argument("--members", type=int, metavar="N",
                    help="registration networks trained one after another in the budget, their DDFs averaged "
@@ -75,7 +78,8 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
-                            cross_subject=args.cross_subject, locator=args.locator, members=args.members,
+                            cross_subject=args.cross_subject, locator=args.locator, prior=args.prior,
+                            members=args.members,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
 
@@ -128,11 +132,12 @@ def _drive(reports, total) -> None:
 
     bar, phase = None, None
     for r in reports:
-        if r.phase != phase:  # the gland locator's steps come first, with their own bar
+        if r.phase != phase:  # the gland locator's and prior's steps come first, each with its own bar
             if bar is not None:
                 bar.close()
             phase = r.phase
-            bar = tqdm(total=r.total if r.phase == "locator" else total, unit="step", desc=phase, dynamic_ncols=True)
+            bar = tqdm(total=r.total if r.phase != "registration" else total, unit="step", desc=phase,
+                       dynamic_ncols=True)
         bar.n = r.step
         bar.set_postfix(loss=f"{r.loss:.4f}", sim=f"{r.similarity:.4f}", reg=f"{r.regulariser:.4f}", refresh=False)
         bar.refresh()
@@ -144,7 +149,7 @@ def cmd_register(args) -> None:
     from . import io
     from .inference import Registrator
 
-    reg = Registrator.from_run(args.model, device=args.device)
+    reg = Registrator.from_run(args.model, device=args.device, network=not args.without_network)
     pair = io.load_pair(args.moving, args.fixed, name="input")
     result = reg.register(pair.moving, pair.fixed, geometry=args.geometry)
     out = Path(args.out)
@@ -170,7 +175,7 @@ def cmd_evaluate(args) -> None:
 
     names = list_folder_pairs(args.data)
     if args.model:
-        reg = Registrator.from_run(args.model, device=args.device)
+        reg = Registrator.from_run(args.model, device=args.device, network=not args.without_network)
         register = lambda p: reg.register_pair(p, geometry=args.geometry)  # noqa: E731
     else:
         register = lambda p: identity_registration(p.moving, p.fixed, args.geometry or "world")  # noqa: E731
@@ -225,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moving-labels", help="3-D mask or 4-D label stack on the moving image to warp too")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
+    p.add_argument("--without-network", action="store_true",
+                   help="the run's located glands and gland prior alone, without the network's DDF")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_register)
 
@@ -233,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="per-pair CSV")
     p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
+    p.add_argument("--without-network", action="store_true",
+                   help="the run's located glands and gland prior alone, without the network's DDF")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 

@@ -108,6 +108,11 @@ class TrainConfig:
     # network starts from the gland centroids: true ones in training, located ones at test time.
     # With an iterations budget, the locator takes locator * iterations steps before them.  0 = the paper
     locator: float = 0.0
+    # share of the budget, after the locator's, spent on a gland prior (see training/prior.py): the training
+    # pairs' mean deformation about the gland centroid, learnt image-independently by the same loss; the
+    # registration network adds its DDF to it.  Needs a locator (the prior sits on the fixed gland's centroid).
+    # With an iterations budget, the prior takes prior * iterations steps.  0 = the paper
+    prior: float = 0.0
     # registration networks trained one after another, each for an equal share of the registration budget
     # (its own initialisation, minibatches and cosine schedule), from the one locator; registration averages
     # their DDFs: an ensemble whose members' errors partly cancel.  1 = the paper
@@ -125,6 +130,10 @@ class TrainConfig:
             raise ValueError("give a budget: iterations or minutes")
         if not 0.0 <= self.locator < 1.0:
             raise ValueError(f"locator must be a share of the budget in [0, 1), got {self.locator}")
+        if not 0.0 <= self.prior < 1.0 - self.locator:
+            raise ValueError(f"prior must be a share of the budget in [0, 1 - locator), got {self.prior}")
+        if self.prior and not self.locator:
+            raise ValueError("a gland prior needs a gland locator (locator > 0): it sits on the located gland")
         if not 0.0 <= self.cross_subject <= 1.0:
             raise ValueError(f"cross_subject must be a fraction in [0, 1], got {self.cross_subject}")
         if self.members < 1:
@@ -162,10 +171,11 @@ PRESETS: dict[str, TrainConfig] = {
     # What generalises furthest within 30 CPU minutes (benchmarks/README.md): a narrower net on a
     # 3 mm grid in bf16, a larger step size decayed by a cosine over the budget, every label pair of
     # a drawn image pair in the loss instead of one, wider affine augmentation (10 degrees, 10%
-    # scaling), half the minibatch entries pairing two subjects by their glands, and 30% of the
-    # budget for a gland locator that starts the registration from the located glands' centroids.
+    # scaling), half the minibatch entries pairing two subjects by their glands, 30% of the budget
+    # for a gland locator that starts the registration from the located glands' centroids, and 5%
+    # for a gland prior, the training pairs' mean deformation about the gland, under the network's.
     "cpu": TrainConfig(model=ModelConfig(width=16), spacing_mm=3.0, learning_rate=3e-4, schedule="cosine",
-                       label_sampling="all", cross_subject=0.5, locator=0.3,
+                       label_sampling="all", cross_subject=0.5, locator=0.3, prior=0.05,
                        augment=AugmentConfig(rotation_deg=10.0, scale=0.1, shear=0.05)),
 }
 

@@ -55,8 +55,8 @@ def validator(pairs: list[Pair], device: str | None = None):
     """A training validator: median landmark TRE and gland Dice of the model on ``pairs``."""
     from .inference import Registrator
 
-    def validate(model, config, locator=None) -> dict[str, float]:
-        registrator = Registrator(model, config, device, config.precision, locator)
+    def validate(model, config, locator=None, prior=None) -> dict[str, float]:
+        registrator = Registrator(model, config, device, config.precision, locator, prior)
         frame = evaluate(registrator.register_pair, pairs)
         return {"val_tre_mm": float(frame.tre_mm.median()), "val_dice": float(frame.dice.median())}
 

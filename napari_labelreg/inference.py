@@ -24,6 +24,7 @@ from .nn.device import autocast, fast_layout, pick_device
 from .nn.warp import moving_coordinates, sample
 from .training.data import network_grid, normalise
 from .training.locator import GlandLocator, locator_from_state
+from .training.prior import GlandPrior, prior_from_state
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,8 @@ class Registrator:
     """A trained network ready to register pairs: ``Registrator.from_run(run_dir)``."""
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: str | None = None,
-                 precision: str | None = None, locator: GlandLocator | None = None) -> None:
+                 precision: str | None = None, locator: GlandLocator | None = None,
+                 prior: GlandPrior | None = None, *, network: bool = True) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -70,25 +72,47 @@ class Registrator:
         if config.locator and locator is None:
             raise ValueError("this model starts from located glands: give its GlandLocator")
         self.locator = None if locator is None else fast_layout(locator.to(self.device).eval(), self.precision)
+        if config.prior and prior is None:
+            raise ValueError("this model adds its DDF to a gland prior: give its GlandPrior")
+        self.prior = None if prior is None else prior.eval()
+        if not network and locator is None:
+            raise ValueError("without its network a model registers from its located glands (and gland prior); "
+                             "this one has no gland locator")
+        self.network = network  # False: the located glands' shift and the prior alone, the network's DDF left out
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str | None = None,
-                 precision: str | None = None) -> "Registrator":
+                 precision: str | None = None, *, network: bool = True) -> "Registrator":
         path = run_checkpoint(run_dir)
         state = load_checkpoint(path)  # read once: the network and the locator both come from it
-        return cls(model_from_state(state), state["config"], device, precision, locator_from_state(state, path))
+        return cls(model_from_state(state), state["config"], device, precision, locator_from_state(state, path),
+                   prior_from_state(state), network=network)
 
-    def network_ddf(self, moving: Volume, fixed: Volume, matrix: np.ndarray) -> tuple[np.ndarray, Grid, np.ndarray]:
-        """DDF in network-grid voxels ``(*net.shape, 3)``, the network grid and net->fixed map."""
+    def network_ddf(self, moving: Volume, fixed: Volume, matrix: np.ndarray,
+                    gland_mm: np.ndarray | None = None) -> tuple[np.ndarray, Grid, np.ndarray]:
+        """DDF in network-grid voxels ``(*net.shape, 3)``, the network grid and net->fixed map.
+
+        With a gland prior, the DDF is the prior's about the fixed gland centroid ``gland_mm`` (world mm)
+        plus the network's, which sees the moving image through the prior.
+        """
         grid, net_to_fixed = network_grid(fixed.grid, self.config.spacing_mm)
         to_moving = torch.as_tensor(matrix @ net_to_fixed, dtype=torch.float32)[None]
         to_fixed = torch.as_tensor(net_to_fixed, dtype=torch.float32)[None]
-        mov = sample(torch.as_tensor(normalise(moving.data))[None, None], moving_coordinates(to_moving, grid.shape))
+        prior = None
+        if self.prior is not None:
+            prior = self.prior.grid_ddf(grid, gland_mm).cpu()
+        mov = sample(torch.as_tensor(normalise(moving.data))[None, None],
+                     moving_coordinates(to_moving, grid.shape, prior))
         fix = sample(torch.as_tensor(normalise(fixed.data))[None, None], moving_coordinates(to_fixed, grid.shape))
+        if not self.network:
+            ddf = torch.zeros(1, 3, *grid.shape)
+            return (ddf if prior is None else ddf + prior)[0].permute(1, 2, 3, 0).numpy(), grid, net_to_fixed
         x = fast_layout(torch.cat([mov, fix], dim=1).to(self.device), self.precision)
         with torch.inference_mode(), autocast(self.device, self.precision):
-            ddf = self.model(x).float()
-        return ddf[0].permute(1, 2, 3, 0).cpu().numpy(), grid, net_to_fixed
+            ddf = self.model(x).float().cpu()
+        if prior is not None:
+            ddf = ddf + prior
+        return ddf[0].permute(1, 2, 3, 0).numpy(), grid, net_to_fixed
 
     def register(self, moving: Volume, fixed: Volume, *, geometry: str | None = None) -> Registration:
         """Register ``moving`` to ``fixed`` (the run's geometry unless told otherwise).
@@ -97,10 +121,11 @@ class Registrator:
         centroids brought together; the DDF returned includes that shift.
         """
         matrix = fixed_to_moving(fixed.grid, moving.grid, geometry or self.config.geometry)
-        shift = np.zeros(3)
+        shift, gland_mm = np.zeros(3), None
         if self.locator is not None:
-            shift = self.locator.shift_mm(moving, fixed, matrix, self.precision)
-        ddf_net, grid, net_to_fixed = self.network_ddf(moving, fixed, matrix @ translation(fixed.grid, shift))
+            shift, gland_mm = self.locator.start(moving, fixed, matrix, self.precision)
+        ddf_net, grid, net_to_fixed = self.network_ddf(moving, fixed, matrix @ translation(fixed.grid, shift),
+                                                       gland_mm)
         ddf_mm = ddf_voxels_to_mm(ddf_net, grid)
         if grid.shape != fixed.grid.shape:
             ddf_mm = resample_field(ddf_mm, np.linalg.inv(net_to_fixed), fixed.grid.shape)

@@ -91,9 +91,9 @@ def test_all_labels_is_the_exact_mean_of_the_one_label_losses(prefilter):
     assert every[1][0].shape[1] == pair.num_labels * channels
     _, all_sim, _ = compute_loss(model, every, similarity, regulariser, 0.5, torch.device("cpu"), "fp32",
                                  label_channels=channels)
-    inputs, fixed, matrices, moving = every
+    inputs, fixed, matrices, moving, priors = every
     one = [compute_loss(model, (inputs, [fixed[0][:, k * channels:(k + 1) * channels]], matrices,
-                                [moving[0][:, k * channels:(k + 1) * channels]]),
+                                [moving[0][:, k * channels:(k + 1) * channels]], priors),
                         similarity, regulariser, 0.5, torch.device("cpu"), "fp32", label_channels=channels)[1]
            for k in range(pair.num_labels)]
     assert float(all_sim) == pytest.approx(float(torch.stack(one).mean()), rel=1e-6)
@@ -205,7 +205,7 @@ def test_cross_subject_entries_pair_one_subjects_fixed_gland_with_anothers_movin
     pairs[2] = replace(pairs[2], label_names=("a", "b", "gland", "c")[: pairs[2].num_labels])
     cfg = tiny_config(batch_size=6, cross_subject=1.0, augment=AugmentConfig(enabled=False), precision="fp32")
     prepared = prepare_pairs(pairs, "centred", None)
-    inputs, fixed_labels, _, moving_labels = Batcher(prepared, cfg, torch.device("cpu"))(2)
+    inputs, fixed_labels, _, moving_labels, _ = Batcher(prepared, cfg, torch.device("cpu"))(2)
     glands = [0, 0, 2]
 
     def expected(p, q):  # q's moving image on p's fixed grid, centres aligned
@@ -254,7 +254,7 @@ def test_elastic_augmentation_deforms_the_fixed_image_and_its_labels_alike():
     for elastic, moved in ((0.0, False), (3.0, True)):
         cfg = tiny_config(batch_size=4, label_sampling="all", precision="fp32",
                           augment=replace(still, elastic_mm=elastic, elastic_grid_mm=10.0))
-        inputs, fixed_labels, _, _ = Batcher(prepared, cfg, torch.device("cpu"))(1)
+        inputs, fixed_labels, _, _, _ = Batcher(prepared, cfg, torch.device("cpu"))(1)
         for b in range(4):
             torch.testing.assert_close(inputs[b, 1], fixed_labels[b][0, 0], rtol=0, atol=1e-6)
             unmoved = [torch.allclose(inputs[b, 1], pp.fixed_labels[0], atol=1e-4) for pp in prepared]

@@ -138,8 +138,8 @@ class TrainWidget(QWidget):
             self._stop.set()
 
     def _on_progress(self, p) -> None:
-        if p.phase == "locator":  # the gland locator trains first; the plot is the registration's
-            self.status.setText(f"gland locator, step {p.step}: loss {p.loss:.4f}")
+        if p.phase != "registration":  # the gland locator (and prior) train first; the plot is the registration's
+            self.status.setText(f"gland {p.phase}, step {p.step}: loss {p.loss:.4f}")
             return
         self.last_progress = p
         self.progress.setValue(p.step)

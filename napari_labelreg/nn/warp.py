@@ -40,10 +40,11 @@ def moving_coordinates(matrix: torch.Tensor, shape, ddf: torch.Tensor | None = N
     return transform_points(matrix.float(), points)
 
 
-def sample(volume: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor:
-    """Trilinear sampling of ``(B, C, *shape)`` at voxel coordinates; zero outside."""
+def sample(volume: torch.Tensor, coordinates: torch.Tensor, padding: str = "zeros") -> torch.Tensor:
+    """Trilinear sampling of ``(B, C, *shape)`` at voxel coordinates; zero outside (``padding="border"``: edges
+    extended)."""
     grid = to_grid_sample(coordinates, volume.shape[2:])
-    return F.grid_sample(volume.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return F.grid_sample(volume.float(), grid, mode="bilinear", padding_mode=padding, align_corners=True)
 
 
 def warp(volume: torch.Tensor, matrix: torch.Tensor, ddf: torch.Tensor | None, shape) -> torch.Tensor:

@@ -34,6 +34,7 @@ class PreparedPair:
     fixed_grid: Grid  # the fixed image's own grid
     moving_grid: Grid
     net_to_fixed: np.ndarray  # (4, 4) network voxels -> fixed voxels
+    fixed_gland_mm: np.ndarray  # (3,) world centroid of the labelled fixed gland
 
     @property
     def num_labels(self) -> int:
@@ -92,6 +93,7 @@ def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=No
         fixed_grid=pair.fixed.grid,
         moving_grid=pair.moving.grid,
         net_to_fixed=net_to_fixed,
+        fixed_gland_mm=centroid_mm(pair.fixed_labels[pair.gland_index], pair.fixed.grid),
     )
 
 

@@ -76,8 +76,13 @@ class GlandLocator(nn.Module):
 
     def shift_mm(self, moving: Volume, fixed: Volume, matrix: np.ndarray, precision: str = "bf16") -> np.ndarray:
         """The start's translation: the located glands' centroids brought together."""
+        return self.start(moving, fixed, matrix, precision)[0]
+
+    def start(self, moving: Volume, fixed: Volume, matrix: np.ndarray,
+              precision: str = "bf16") -> tuple[np.ndarray, np.ndarray]:
+        """``(shift_mm, fixed gland centroid mm)``: the start's translation and where the fixed gland is."""
         located = self.locate(moving, "moving", precision), self.locate(fixed, "fixed", precision)
-        return centroid_shift(*located, moving.grid, fixed.grid, matrix)
+        return centroid_shift(*located, moving.grid, fixed.grid, matrix), located[1]
 
 
 def load_locator(path, device: str | torch.device = "cpu") -> GlandLocator | None:

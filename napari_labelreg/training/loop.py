@@ -30,6 +30,7 @@ from ..nn.networks import build_model
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair, cross_subject_matrix, prepare_pairs
 from .locator import GlandLocator, locator_from_state, train_locator
+from .prior import GlandPrior, prior_from_state, prior_state, train_prior
 from .sampling import affine_matrix, draw_affine, draw_elastic, draw_quartets, step_generator
 
 CHECKPOINT = "checkpoint.pt"
@@ -49,7 +50,7 @@ class Progress:
     checkpoint: str | None = None
     val_tre_mm: float | None = None  # median over the validation pairs, when there are any
     val_dice: float | None = None
-    phase: str = "registration"  # or "locator": the gland locator's steps, before the registration's
+    phase: str = "registration"  # or "locator", then "prior": the gland locator's and prior's steps, before
 
 
 def distributed_context() -> tuple[int, int]:
@@ -75,6 +76,8 @@ class Batcher:
         self.prepared, self.config, self.device, self.rank = prepared, config, device, rank
         self.shape = prepared[0].grid.shape
         self._prefiltered: dict[tuple[str, int, int], torch.Tensor] = {}
+        # per pair, the gland prior's DDF on its network grid (1, 3, *shape), network voxels; None: no prior
+        self.priors: list[torch.Tensor] | None = None
 
     def _labels(self, pp: PreparedPair, label: int, side: str) -> torch.Tensor:
         """(1, C, ...) label; with prefiltering, C = number of scales, filtered once and cached."""
@@ -103,26 +106,42 @@ class Batcher:
         chosen = range(pp.num_labels) if cfg.label_sampling == "all" else [label]
         return pp, pp.net_to_moving, [(k, k) for k in chosen]
 
+    def _prior(self, p: int, t_moving: torch.Tensor) -> torch.Tensor:
+        """Pair ``p``'s prior DDF seen through the moving side's augmentation ``t_moving`` (network voxels).
+
+        The moving side maps network voxel x to ``to_moving @ t_moving @ (x + d)``: the prior,
+        a displacement at ``t_moving @ x`` of the unaugmented grid, enters ``d`` as ``A^-1 u(t_moving @ x)``
+        with A the augmentation's linear part.
+        """
+        u = sample(self.priors[p], moving_coordinates(t_moving[None].float(), self.shape), padding="border")
+        return torch.einsum("ij,bjdhw->bidhw", torch.linalg.inv(t_moving[:3, :3]).float(), u)
+
     def __call__(self, step: int):
-        """``(inputs (B, 2, ...), fixed labels, matrices (B, 4, 4), moving labels)`` of one step.
+        """``(inputs (B, 2, ...), fixed labels, matrices (B, 4, 4), moving labels, priors)`` of one step.
 
         The label entries are lists over the minibatch of ``(1, M * C, ...)``
         tensors: M label pairs (1, or all of the pair's with
         ``label_sampling="all"``) of C channels (1, or one per scale when
-        pre-filtered).
+        pre-filtered).  ``priors``: the gland prior's DDF of each entry
+        ``(B, 3, ...)`` (zero for cross-subject entries), to which the
+        network's DDF is added; None without a prior.
         """
         g = step_generator(self.config.seed, self.rank, step)
         counts = [pp.num_labels for pp in self.prepared]
-        inputs, fixed_labels, matrices, moving_labels = [], [], [], []
+        inputs, fixed_labels, matrices, moving_labels, priors = [], [], [], [], []
         for p, label in draw_quartets(counts, self.config.batch_size, g):
             pp = self.prepared[p]
             source, to_moving, chosen = self._entry(p, label, g)
-            t_moving = affine_matrix(draw_affine(self.config.augment, g), pp.grid)
+            t_moving = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))
             t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
-            matrix = (to_moving @ torch.as_tensor(t_moving))[None]
+            matrix = (to_moving @ t_moving)[None]
             # the fixed side may also be deformed (image and labels alike): still a corresponding pair
             fixed_coords = moving_coordinates(t_fixed, self.shape, draw_elastic(self.config.augment, pp.grid, g))
-            moving = sample(source.moving_image[None], moving_coordinates(matrix, self.shape))
+            prior = None
+            if self.priors is not None:
+                prior = self._prior(p, t_moving) if source is pp else torch.zeros(1, 3, *self.shape)
+                priors.append(prior)
+            moving = sample(source.moving_image[None], moving_coordinates(matrix, self.shape, prior))
             fixed = sample(pp.fixed_image[None], fixed_coords)
             inputs.append(torch.cat([moving, fixed], dim=1))
             fixed_stack = torch.cat([self._labels(pp, k, "fixed") for k, _ in chosen], dim=1)
@@ -131,7 +150,8 @@ class Batcher:
             moving_stack = torch.cat([self._labels(source, k, "moving") for _, k in chosen], dim=1)
             moving_labels.append(moving_stack.to(self.device))
         to = dict(device=self.device)
-        return torch.cat(inputs).to(**to), fixed_labels, torch.cat(matrices).to(**to), moving_labels
+        priors = torch.cat(priors).to(**to) if priors else None
+        return torch.cat(inputs).to(**to), fixed_labels, torch.cat(matrices).to(**to), moving_labels, priors
 
 
 def compute_loss(model, batch, similarity, regulariser, weight: float, device, precision: str, *,
@@ -142,14 +162,15 @@ def compute_loss(model, batch, similarity, regulariser, weight: float, device, p
     scales when pre-filtered).  The similarity of a minibatch entry is the mean
     over its label pairs; the loss averages the entries.
     """
-    inputs, fixed_labels, matrices, moving_labels = batch
+    inputs, fixed_labels, matrices, moving_labels, priors = batch
     with autocast(device, precision):
         ddf = model(fast_layout(inputs, precision))
     ddf = ddf.float()
+    total = ddf if priors is None else ddf + priors  # the regulariser sees the network's own DDF
     shape = inputs.shape[2:]
     sims = []
     for b, (moving, fixed) in enumerate(zip(moving_labels, fixed_labels)):
-        warped = sample(moving, moving_coordinates(matrices[b : b + 1], shape, ddf[b : b + 1]))
+        warped = sample(moving, moving_coordinates(matrices[b : b + 1], shape, total[b : b + 1]))
         c = label_channels  # (1, M * C, ...) -> M labels of C channels
         sims.append(similarity(warped.view(-1, c, *shape), fixed.view(-1, c, *shape)).mean())
     sim = torch.stack(sims).mean()
@@ -175,8 +196,8 @@ class Trainer:
 
     def __init__(self, pairs: Sequence[Pair], config: TrainConfig, out_dir: str | os.PathLike, *,
                  resume: bool = False, device: str | None = None,
-                 validator: Callable[[nn.Module, TrainConfig], dict] | None = None, validate_every: int = 50) -> None:
-        # validator(model in eval mode, config) -> {"val_tre_mm": ..., "val_dice": ...}
+                 validator: Callable[..., dict] | None = None, validate_every: int = 50) -> None:
+        # validator(model in eval mode, config, locator, prior) -> {"val_tre_mm": ..., "val_dice": ...}
         self.validator, self.validate_every = validator, validate_every
         self.rank, self.world = distributed_context()
         dev = pick_device(device)
@@ -189,6 +210,7 @@ class Trainer:
         self.locator, self.located = None, False
         if config.locator:
             self.locator = fast_layout(GlandLocator(config.model.width).to(dev), config.precision)
+        self.prior = GlandPrior() if config.prior else None
         self.step = 0
         self.finished: list[dict] = []  # weights of the members trained before the current one
         checkpoint = self.out / CHECKPOINT
@@ -206,8 +228,11 @@ class Trainer:
             if self.locator is not None and "locator" in state["extra"]:  # trained: kept as it was
                 self.locator = fast_layout(locator_from_state(state, checkpoint, dev), config.precision)
                 self.located = True
-        self.similarity, self.regulariser = build_losses(config, prepared[0].grid)
+        self.similarity, self.regulariser = (m.to(dev) for m in build_losses(config, prepared[0].grid))
         self.batcher = Batcher(prepared, config, dev, self.rank)
+        if resume and checkpoint.exists() and self.prior is not None and "prior" in state["extra"]:
+            self.prior = prior_from_state(state)  # fitted: kept as it was
+            self._use_prior()
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             text = json.dumps(config.to_dict(), indent=2)
@@ -221,6 +246,8 @@ class Trainer:
         if self.located:
             extra.update(locator=self.locator.state_dict(), locator_cut=self.locator.cut,
                          locator_spacing_mm=self.locator.spacing_mm)
+        if self.prior_fitted:
+            extra["prior"] = prior_state(self.prior)
         if self.finished:
             extra["members"] = self.finished
         save_checkpoint(self.out / CHECKPOINT, config=self.config, model=self.model, optimizer=self.optimizer,
@@ -245,7 +272,7 @@ class Trainer:
         self.model.eval()
         try:
             with torch.no_grad():
-                return self.validator(self.model, self.config, self.locator)
+                return self.validator(self.model, self.config, self.locator, self.prior)
         finally:
             self.model.train()
 
@@ -266,9 +293,10 @@ class Trainer:
 
     @property
     def budget_s(self) -> float | None:
-        """Seconds of registration steps per member: the minutes budget less the locator's share, shared out."""
+        """Seconds of registration steps per member: the minutes budget less the locator's and prior's shares,
+        shared out."""
         cfg = self.config
-        return None if cfg.minutes is None else 60.0 * cfg.minutes * (1.0 - cfg.locator) / cfg.members
+        return None if cfg.minutes is None else 60.0 * cfg.minutes * (1.0 - cfg.locator - cfg.prior) / cfg.members
 
     @property
     def member_steps(self) -> tuple[int, int] | tuple[None, None]:
@@ -311,6 +339,35 @@ class Trainer:
         self.located = True
         self.checkpoint()
 
+    @property
+    def prior_fitted(self) -> bool:
+        return self.prior is not None and self.batcher.priors is not None
+
+    def _fit_prior(self) -> Iterator[Progress]:
+        """Fit the gland prior (its share of the budget) from the true gland centroids, then checkpoint it.
+
+        A run closed during this phase fits the prior again on resume.
+        """
+        cfg = self.config
+        iterations = round(cfg.prior * cfg.iterations) if cfg.iterations else None
+        seconds = 60.0 * cfg.minutes * cfg.prior if cfg.minutes else None
+        start = time.perf_counter()
+        clock = lambda: self._elapsed(time.perf_counter() - start)  # noqa: E731
+        last = start
+        for step, loss in train_prior(self.prior, self.batcher.prepared, self.similarity, self.regulariser,
+                                      cfg.loss.weight, seed=cfg.seed, iterations=iterations, seconds=seconds,
+                                      clock=clock, device=self.device):
+            now = time.perf_counter()
+            yield Progress(step, iterations, loss, loss, 0.0, now - start, now - last, phase="prior")
+            last = now
+        self._use_prior()
+        self.checkpoint()
+
+    def _use_prior(self) -> None:
+        """Put the fitted prior's DDF of every training pair where the minibatches take it."""
+        with torch.no_grad():
+            self.batcher.priors = [self.prior.grid_ddf(pp.grid, pp.fixed_gland_mm) for pp in self.batcher.prepared]
+
     def _elapsed(self, seconds: float) -> float:
         """``seconds`` as rank 0 measured them, so that all ranks stop and schedule the rate alike."""
         if self.world == 1:
@@ -323,6 +380,8 @@ class Trainer:
         cfg = self.config
         if self.locator is not None and not self.located:
             yield from self._locate()
+        if self.prior is not None and not self.prior_fitted:
+            yield from self._fit_prior()
         start, saved = time.perf_counter(), self.step
         budget_s = self.budget_s
         self.net.train()
