@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from napari_labelreg.baselines import centroid
@@ -25,6 +26,7 @@ from napari_labelreg.data import folder_pairs
 from napari_labelreg.evaluation import evaluate
 from napari_labelreg.inference import Registrator, identity_registration
 from napari_labelreg.io import list_folder_pairs
+from napari_labelreg.nn.networks import build_model
 from napari_labelreg.statistics import paired_wilcoxon
 from napari_labelreg.training.loop import train
 
@@ -63,23 +65,31 @@ def main() -> None:
     rows = {
         "identity (centred)": evaluate(lambda q: identity_registration(q.moving, q.fixed, "centred"), test),
         "gland centroids (test labels)": evaluate(lambda q: centroid(q, "centred"), test),
-        f"network ({cli.preset})": evaluate(reg.register_pair, test),
     }
+    # what the network adds: the same start without it (an untrained network's DDF is zero)
+    untrained = build_model(config.model)
+    if reg.locator is not None:
+        alone = Registrator(untrained, replace(config, prior=0.0), locator=reg.locator)
+        rows["located glands alone"] = evaluate(alone.register_pair, test)
+    if reg.prior is not None:
+        alone = Registrator(untrained, config, locator=reg.locator, prior=reg.prior)
+        rows["located glands + prior alone"] = evaluate(alone.register_pair, test)
+    rows[f"network ({cli.preset})"] = evaluate(reg.register_pair, test)
     print(f"held-out pairs: {len(test)}")
     print(f"{'method':34s} {'TRE median':>10s} {'TRE mean':>8s} {'TRE all':>8s} {'Dice':>6s} {'folds':>6s}")
     for name, df in rows.items():
         print(f"{name:34s} {df.tre_mm.median():10.2f} {df.tre_mm.mean():8.2f} {df.tre_all_mm.median():8.2f} "
               f"{df.dice.median():6.3f} {int(df.folding_voxels.sum()):6d}")
-    network = rows[f"network ({cli.preset})"]
     # 22 pairs: a single run's median moves by a millimetre with the seed, so say whether it differs at all
     reference = rows["gland centroids (test labels)"]
-    for metric, sign in (("tre_mm", -1), ("dice", 1)):
-        t = paired_wilcoxon(network, reference, metric)
-        better = int((sign * (network[metric].to_numpy() - reference[metric].to_numpy()) > 0).sum())
-        print(f"network - gland centroids, {metric}: better on {better} of {len(test)} pairs, median paired "
-              f"difference {t['median_difference']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}], "
-              f"Wilcoxon p = {t['p_value']:.3f}")
-    network.to_csv(Path(args.out) / "heldout.csv", index=False)
+    for name, frame in list(rows.items())[2:]:
+        for metric, sign in (("tre_mm", -1), ("dice", 1)):
+            t = paired_wilcoxon(frame, reference, metric)
+            better = int((sign * (frame[metric].to_numpy() - reference[metric].to_numpy()) > 0).sum())
+            print(f"{name} - gland centroids, {metric}: better on {better} of {len(test)} pairs, median paired "
+                  f"difference {t['median_difference']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}], "
+                  f"Wilcoxon p = {t['p_value']:.3f}")
+    rows[f"network ({cli.preset})"].to_csv(Path(args.out) / "heldout.csv", index=False)
 
 
 if __name__ == "__main__":
