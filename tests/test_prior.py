@@ -120,14 +120,20 @@ def voxel_coordinates_t(shape):
     return torch.as_tensor(voxel_coordinates(shape), dtype=torch.float32)
 
 
-def test_registration_adds_the_prior_about_the_located_fixed_gland():
-    pair = make_phantom(5, **TINY).pair
+def perfect_locator(pair: Pair) -> tuple[GlandLocator, dict]:
+    """A locator that finds the labelled glands' centroids (world mm), and those centroids by side."""
     g = pair.gland_index
-    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.25, prior=0.25)
     centroids = {"moving": centroid_mm(pair.moving_labels[g], pair.moving.grid),
                  "fixed": centroid_mm(pair.fixed_labels[g], pair.fixed.grid)}
     locator = GlandLocator(width=4)
-    locator.locate = lambda volume, side, precision="bf16": centroids[side]  # a perfect locator
+    locator.locate = lambda volume, side, precision="bf16": centroids[side]
+    return locator, centroids
+
+
+def test_registration_adds_the_prior_about_the_located_fixed_gland():
+    pair = make_phantom(5, **TINY).pair
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.25, prior=0.25)
+    locator, centroids = perfect_locator(pair)
     prior = linear_prior(0.05)
     with pytest.raises(ValueError, match="GlandPrior"):
         Registrator(build_model(config.model), config, locator=locator)
@@ -173,12 +179,8 @@ def test_a_prior_needs_a_locator_and_a_share_that_leaves_a_budget():
 
 def test_without_its_network_a_model_registers_from_its_located_glands_and_prior_alone():
     pair = make_phantom(5, **TINY).pair
-    g = pair.gland_index
     config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.25, prior=0.25)
-    centroids = {"moving": centroid_mm(pair.moving_labels[g], pair.moving.grid),
-                 "fixed": centroid_mm(pair.fixed_labels[g], pair.fixed.grid)}
-    locator = GlandLocator(width=4)
-    locator.locate = lambda volume, side, precision="bf16": centroids[side]
+    locator, _ = perfect_locator(pair)
     trained = build_model(config.model)
     with torch.no_grad():  # a network whose DDF is not zero
         trained.heads["4"].bias.copy_(torch.tensor([0.7, -0.4, 0.3]))

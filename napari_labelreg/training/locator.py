@@ -14,7 +14,6 @@ initial correspondence as a DDF would be: ``ddf = shift + network DDF``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -33,6 +32,7 @@ from ..nn.networks import MULTIPLE, LocalNet
 from ..nn.warp import moving_coordinates, sample
 from .data import network_grid, normalise, to_network_grid
 from .sampling import affine_matrix, draw_affine, step_generator
+from .schedule import budget_used, cosine
 
 SIDES = ("moving", "fixed")
 LEARNING_RATE = 1e-3  # cosine-decayed over the locator's budget
@@ -198,11 +198,11 @@ def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainCon
     optimizer = torch.optim.Adam([p for side in own for p in locator.nets[side].parameters()], lr=LEARNING_RATE)
     step, start = 0, clock()
     while iterations != 0 and seconds != 0:
-        done = max(step / iterations if iterations else 0.0, (clock() - start) / seconds if seconds else 0.0)
+        done = budget_used(step, iterations, clock() - start, seconds)
         if done >= 1.0:
             break
         for group in optimizer.param_groups:
-            group["lr"] = LEARNING_RATE * 0.5 * (1.0 + math.cos(math.pi * done))
+            group["lr"] = cosine(LEARNING_RATE, done)
         losses = []
         for side in own:
             x, y = _draw(sides[side], batch, config, step_generator(config.seed, SIDES.index(side), step))

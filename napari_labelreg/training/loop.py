@@ -10,7 +10,6 @@ quartets, rank 0 alone writing to the run folder.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from .data import PreparedPair, cross_subject_matrix, prepare_pairs
 from .locator import GlandLocator, locator_from_state, train_locator
 from .prior import GlandPrior, prior_from_state, prior_state, train_prior
 from .sampling import affine_matrix, draw_affine, draw_elastic, draw_quartets, step_generator
+from .schedule import budget_used, cosine
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -287,9 +287,8 @@ class Trainer:
         if cfg.schedule == "constant":
             return cfg.learning_rate
         first, last = self.member_steps
-        done = max((self.step - first) / (last - first) if cfg.iterations else 0.0,
-                   elapsed_s / self.budget_s if self.budget_s else 0.0)
-        return cfg.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+        steps = (self.step - first, last - first) if cfg.iterations else (0, None)
+        return cosine(cfg.learning_rate, budget_used(*steps, elapsed_s, self.budget_s))
 
     @property
     def budget_s(self) -> float | None:
@@ -320,22 +319,31 @@ class Trainer:
         self.net.train()
         self.checkpoint()
 
+    def _phase(self, phase: str, share: float, fit) -> Iterator[Progress]:
+        """Reports of a phase given ``share`` of the budget before the registration's.
+
+        ``fit(iterations, seconds, clock)`` yields ``(step, loss)``; with an iterations budget the phase
+        takes ``share * iterations`` steps, with a minutes budget ``share`` of the minutes.
+        """
+        cfg = self.config
+        iterations = round(share * cfg.iterations) if cfg.iterations else None
+        seconds = 60.0 * cfg.minutes * share if cfg.minutes else None
+        start = time.perf_counter()
+        clock = lambda: self._elapsed(time.perf_counter() - start)  # noqa: E731
+        last = start
+        for step, loss in fit(iterations, seconds, clock):
+            now = time.perf_counter()
+            yield Progress(step, iterations, loss, loss, 0.0, now - start, now - last, phase=phase)
+            last = now
+
     def _locate(self) -> Iterator[Progress]:
         """Train the gland locator (its share of the budget), then checkpoint it.
 
         A run closed during this phase trains the locator again on resume.
         """
-        cfg = self.config
-        iterations = round(cfg.locator * cfg.iterations) if cfg.iterations else None
-        seconds = 60.0 * cfg.minutes * cfg.locator if cfg.minutes else None
-        start = time.perf_counter()
-        clock = lambda: self._elapsed(time.perf_counter() - start)  # noqa: E731
-        last = start
-        for step, loss in train_locator(self.locator, self.pairs, cfg, iterations=iterations, seconds=seconds,
-                                        clock=clock, device=self.device, rank=self.rank, world=self.world):
-            now = time.perf_counter()
-            yield Progress(step, iterations, loss, loss, 0.0, now - start, now - last, phase="locator")
-            last = now
+        yield from self._phase("locator", self.config.locator, lambda iterations, seconds, clock: train_locator(
+            self.locator, self.pairs, self.config, iterations=iterations, seconds=seconds, clock=clock,
+            device=self.device, rank=self.rank, world=self.world))
         self.located = True
         self.checkpoint()
 
@@ -349,24 +357,15 @@ class Trainer:
         A run closed during this phase fits the prior again on resume.
         """
         cfg = self.config
-        iterations = round(cfg.prior * cfg.iterations) if cfg.iterations else None
-        seconds = 60.0 * cfg.minutes * cfg.prior if cfg.minutes else None
-        start = time.perf_counter()
-        clock = lambda: self._elapsed(time.perf_counter() - start)  # noqa: E731
-        last = start
-        for step, loss in train_prior(self.prior, self.batcher.prepared, self.similarity, self.regulariser,
-                                      cfg.loss.weight, seed=cfg.seed, iterations=iterations, seconds=seconds,
-                                      clock=clock, device=self.device):
-            now = time.perf_counter()
-            yield Progress(step, iterations, loss, loss, 0.0, now - start, now - last, phase="prior")
-            last = now
+        yield from self._phase("prior", cfg.prior, lambda iterations, seconds, clock: train_prior(
+            self.prior, self.batcher.prepared, self.similarity, self.regulariser, cfg.loss.weight, seed=cfg.seed,
+            iterations=iterations, seconds=seconds, clock=clock, device=self.device))
         self._use_prior()
         self.checkpoint()
 
     def _use_prior(self) -> None:
         """Put the fitted prior's DDF of every training pair where the minibatches take it."""
-        with torch.no_grad():
-            self.batcher.priors = [self.prior.grid_ddf(pp.grid, pp.fixed_gland_mm) for pp in self.batcher.prepared]
+        self.batcher.priors = [self.prior.grid_ddf(pp.grid, pp.fixed_gland_mm) for pp in self.batcher.prepared]
 
     def _elapsed(self, seconds: float) -> float:
         """``seconds`` as rank 0 measured them, so that all ranks stop and schedule the rate alike."""

@@ -16,7 +16,6 @@ registration time, where the fixed gland's centroid comes from the locator.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -28,6 +27,7 @@ from ..geometry import Grid, apply_affine, to_grid_sample, voxel_coordinates
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair
 from .sampling import step_generator
+from .schedule import budget_used, cosine
 
 HALF_WIDTH_MM = 60.0  # the field covers the gland centroid +/- this, and is constant beyond
 CONTROL_POINTS = 21  # per axis: a 6 mm lattice, interpolated trilinearly
@@ -82,11 +82,11 @@ def train_prior(prior: GlandPrior, pairs: Sequence[PreparedPair], similarity, re
     step, start = 0, clock()
     prior.train()
     while iterations != 0 and seconds != 0:
-        done = max(step / iterations if iterations else 0.0, (clock() - start) / seconds if seconds else 0.0)
+        done = budget_used(step, iterations, clock() - start, seconds)
         if done >= 1.0:
             break
         for group in optimizer.param_groups:
-            group["lr"] = LEARNING_RATE * 0.5 * (1.0 + math.cos(math.pi * done))
+            group["lr"] = cosine(LEARNING_RATE, done)
         g = step_generator(seed, 0, step)
         sims, regs = [], []
         for i in torch.randperm(len(pairs), generator=g)[:BATCH].tolist():
