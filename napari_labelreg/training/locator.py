@@ -32,7 +32,7 @@ from ..nn.networks import MULTIPLE, LocalNet
 from ..nn.warp import moving_coordinates, sample
 from .data import network_grid, normalise, to_network_grid
 from .sampling import affine_matrix, draw_affine, step_generator
-from .schedule import budget_used, cosine
+from .schedule import budgeted_steps
 
 SIDES = ("moving", "fixed")
 LEARNING_RATE = 1e-3  # cosine-decayed over the locator's budget
@@ -196,13 +196,7 @@ def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainCon
     sides = {side: _side(pairs, side, locator.spacing_mm, locator.cut) for side in own}
     locator.to(device).train()
     optimizer = torch.optim.Adam([p for side in own for p in locator.nets[side].parameters()], lr=LEARNING_RATE)
-    step, start = 0, clock()
-    while iterations != 0 and seconds != 0:
-        done = budget_used(step, iterations, clock() - start, seconds)
-        if done >= 1.0:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = cosine(LEARNING_RATE, done)
+    for step in budgeted_steps(optimizer, LEARNING_RATE, iterations, seconds, clock):
         losses = []
         for side in own:
             x, y = _draw(sides[side], batch, config, step_generator(config.seed, SIDES.index(side), step))
@@ -213,8 +207,7 @@ def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainCon
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        step += 1
-        yield step, loss.item() / len(own)
+        yield step + 1, loss.item() / len(own)
     if world > 1:
         for src, side in enumerate(SIDES):
             for tensor in locator.nets[side].state_dict().values():

@@ -27,7 +27,7 @@ from ..geometry import Grid, apply_affine, to_grid_sample, voxel_coordinates
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair
 from .sampling import step_generator
-from .schedule import budget_used, cosine
+from .schedule import budgeted_steps
 
 HALF_WIDTH_MM = 60.0  # the field covers the gland centroid +/- this, and is constant beyond
 CONTROL_POINTS = 21  # per axis: a 6 mm lattice, interpolated trilinearly
@@ -56,13 +56,23 @@ class GlandPrior(nn.Module):
         u = F.grid_sample(self.field, grid, mode="bilinear", padding_mode="border", align_corners=True)
         return u.reshape(3, -1).T.reshape(*offsets_mm.shape)
 
+    def on_grid(self, frame: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The prior in a :func:`grid_frame`: ``(1, 3, *shape)``, grid voxels (differentiable)."""
+        offsets, to_voxels = frame
+        return (self(offsets) @ to_voxels).permute(3, 0, 1, 2)[None]
+
     @torch.no_grad()
     def grid_ddf(self, grid: Grid, centroid_mm: np.ndarray) -> torch.Tensor:
         """The prior on ``grid`` about a fixed gland centroid (world mm): ``(1, 3, *grid.shape)``, grid voxels."""
-        device = self.field.device
-        offsets = torch.as_tensor(apply_affine(grid.affine, voxel_coordinates(grid.shape)) - centroid_mm, device=device)
-        to_voxels = torch.as_tensor(np.linalg.inv(grid.affine[:3, :3]).T, dtype=torch.float32, device=device)
-        return (self(offsets) @ to_voxels).permute(3, 0, 1, 2)[None]
+        return self.on_grid(grid_frame(grid, centroid_mm, self.field.device))
+
+
+def grid_frame(grid: Grid, centroid_mm: np.ndarray, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(offsets (*shape, 3) of the grid's voxels from a centroid, world mm; mm -> grid-voxel matrix)``."""
+    offsets = apply_affine(grid.affine, voxel_coordinates(grid.shape)) - centroid_mm
+    to_voxels = np.linalg.inv(grid.affine[:3, :3]).T
+    return (torch.as_tensor(offsets, dtype=torch.float32, device=device),
+            torch.as_tensor(to_voxels, dtype=torch.float32, device=device))
 
 
 def train_prior(prior: GlandPrior, pairs: Sequence[PreparedPair], similarity, regulariser, weight: float, *,
@@ -77,22 +87,14 @@ def train_prior(prior: GlandPrior, pairs: Sequence[PreparedPair], similarity, re
     """
     prior.to(device)
     optimizer = torch.optim.Adam(prior.parameters(), lr=LEARNING_RATE)
-    offsets = [torch.as_tensor(apply_affine(pp.grid.affine, voxel_coordinates(pp.grid.shape)) - pp.fixed_gland_mm,
-                               dtype=torch.float32, device=device) for pp in pairs]
-    step, start = 0, clock()
+    frames = [grid_frame(pp.grid, pp.fixed_gland_mm, device) for pp in pairs]
     prior.train()
-    while iterations != 0 and seconds != 0:
-        done = budget_used(step, iterations, clock() - start, seconds)
-        if done >= 1.0:
-            break
-        for group in optimizer.param_groups:
-            group["lr"] = cosine(LEARNING_RATE, done)
+    for step in budgeted_steps(optimizer, LEARNING_RATE, iterations, seconds, clock):
         g = step_generator(seed, 0, step)
         sims, regs = [], []
         for i in torch.randperm(len(pairs), generator=g)[:BATCH].tolist():
             pp = pairs[i]
-            to_voxels = torch.as_tensor(np.linalg.inv(pp.grid.affine[:3, :3]).T, dtype=torch.float32, device=device)
-            ddf = (prior(offsets[i]) @ to_voxels).permute(3, 0, 1, 2)[None]
+            ddf = prior.on_grid(frames[i])
             m = pp.num_labels
             coords = moving_coordinates(pp.net_to_moving[None].float().expand(m, 4, 4).to(device), pp.grid.shape,
                                         ddf.expand(m, -1, -1, -1, -1))
@@ -103,8 +105,7 @@ def train_prior(prior: GlandPrior, pairs: Sequence[PreparedPair], similarity, re
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        step += 1
-        yield step, loss.item()
+        yield step + 1, loss.item()
     prior.cpu().eval()
 
 
