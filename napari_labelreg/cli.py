@@ -27,6 +27,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss", choices=SIMILARITIES, help="label similarity (default msdice)")
     g.add_argument("--regulariser", choices=REGULARISERS, help="deformation regulariser (default bending)")
     g.add_argument("--weight", type=float, help="regulariser weight alpha (default 0.5)")
+    g.add_argument("--folding", type=float, metavar="W",
+                   help="weight of a penalty on the DDF's folding (negative Jacobian determinants; the cpu preset's 1, "
+                        "the paper's 0)")
     g.add_argument("--prefilter", action=argparse.BooleanOptionalAction,
                    help="filter the labels once at every scale, then warp them (the paper's preFilt variant)")
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
@@ -63,7 +66,8 @@ def _training_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args) -> "TrainConfig":  # noqa: F821
     base = PRESETS[args.preset]
     model = replace(base.model, **_given(variant=args.variant, width=args.width))
-    loss = replace(base.loss, **_given(similarity=args.loss, regulariser=args.regulariser, weight=args.weight))
+    loss = replace(base.loss, **_given(similarity=args.loss, regulariser=args.regulariser, weight=args.weight,
+                                            folding=args.folding))
     if args.prefilter is not None:
         loss = replace(loss, prefilter=args.prefilter)
     augment = replace(base.augment, **_given(translation_mm=args.translation, elastic_mm=args.elastic))

@@ -44,6 +44,8 @@ class LossConfig:
     regulariser: str = "bending"
     weight: float = 0.5
     prefilter: bool = False
+    # weight of a penalty on folding (see nn.losses.folding) of the whole DDF; 0 = the paper
+    folding: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("similarity", self.similarity, SIMILARITIES)
@@ -51,8 +53,8 @@ class LossConfig:
         object.__setattr__(self, "scales_mm", tuple(float(s) for s in self.scales_mm))
         if not self.scales_mm or min(self.scales_mm) < 0:
             raise ValueError(f"scales_mm must be non-negative and non-empty, got {self.scales_mm}")
-        if self.weight < 0:
-            raise ValueError(f"regulariser weight must be >= 0, got {self.weight}")
+        if self.weight < 0 or self.folding < 0:
+            raise ValueError(f"regulariser and folding weights must be >= 0, got {self.weight}, {self.folding}")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from napari_labelreg.nn.losses import (
     MultiScaleCrossEntropy,
     MultiScaleDice,
     MultiScaleFilter,
+    folding,
     gaussian_matrix,
 )
 
@@ -117,6 +118,32 @@ def test_gradient_l2_exact_value():
     c = 0.4
     lin = field(lambda i, j, k: [c * i, 0 * i, 0 * i])
     assert GradientL2()(lin).item() == pytest.approx(c**2 / 3)
+
+
+def test_folding_exact_values():
+    # positive Jacobian determinants everywhere: no penalty, however large the field
+    assert folding(field(lambda i, j, k: [3 * i + 0.5 * j, -0.5 * j, 0.2 * k + 7])).item() == 0.0  # det 4 * 0.5 * 1.2
+    # x -> -x along axis 0: det -1; x -> -2x: det -2
+    assert folding(field(lambda i, j, k: [-2 * i, 0 * i, 0 * i])).item() == pytest.approx(1.0)
+    assert folding(field(lambda i, j, k: [-3 * i, 0 * i, 0 * i])).item() == pytest.approx(2.0)
+    # mirrored where k >= 4 only: det -1 on 2 of the 5 interior slices (k = 1..5), +1 elsewhere
+    assert folding(field(lambda i, j, k: [-2 * i * (k >= 4), 0 * i, 0 * i])).item() == pytest.approx(0.4)
+    # per minibatch entry
+    both = torch.cat([field(lambda i, j, k: [0 * i] * 3), field(lambda i, j, k: [-2 * i, 0 * i, 0 * i])])
+    np.testing.assert_allclose(folding(both).numpy(), [0.0, 1.0])
+
+
+def test_folding_penalises_the_mirror_that_bending_energy_cannot_see():
+    mirror = field(lambda i, j, k: [-2 * i, 0 * i, 0 * i]).requires_grad_()
+    BendingEnergy()(mirror).sum().backward()
+    assert mirror.grad.abs().max().item() == 0.0  # an affine field: bending energy is flat there
+    ddf = mirror.detach().clone().requires_grad_()
+    optimizer = torch.optim.SGD([ddf], lr=100.0)  # the mean over voxels scales each gradient by 1 / voxels
+    for _ in range(50):
+        optimizer.zero_grad()
+        folding(ddf).sum().backward()
+        optimizer.step()
+    assert folding(ddf).item() < 0.01  # descent on the penalty unfolds it
 
 
 def test_regularisers_refuse_wrong_shapes():

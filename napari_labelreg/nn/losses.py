@@ -155,3 +155,22 @@ class GradientL2(nn.Module):
         shape = [n - 2 for n in ddf.shape[2:]]
         energy = sum(_crop_to(central_difference(ddf, a), shape) ** 2 for a in range(3))
         return energy.mean(dim=(1, 2, 3, 4))
+
+
+def folding(ddf: torch.Tensor) -> torch.Tensor:
+    """Per-entry mean over interior voxels of max(0, -det(I + grad u)): how far the DDF folds space.
+
+    Zero for every field whose Jacobian determinant is positive everywhere (any
+    smooth enough deformation, any affine map with a positive determinant), 1
+    for a mirror.  Bending energy is zero for every affine field, mirrors and
+    large rotations among them; this term is what keeps a network out of them.
+    Central differences in the grid's voxel units (the determinant does not
+    depend on the units).
+    """
+    _check_ddf(ddf)
+    ddf = ddf.float()
+    shape = [n - 2 for n in ddf.shape[2:]]
+    # jac[..., i, j] = d(x_i + u_i) / d x_j
+    grads = torch.stack([_crop_to(central_difference(ddf, a), shape) for a in range(3)], dim=-1)  # (B, 3, ..., 3)
+    jac = grads.movedim(1, -2) + torch.eye(3, device=ddf.device)
+    return torch.relu(-torch.linalg.det(jac)).mean(dim=(1, 2, 3))

@@ -24,7 +24,7 @@ from ..config import TrainConfig
 from ..io import Pair, atomic_write
 from ..nn.checkpoint import load_checkpoint, save_checkpoint
 from ..nn.device import autocast, fast_layout, pick_device
-from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter
+from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter, folding
 from ..nn.networks import build_model
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair, cross_subject_matrix, prepare_pairs
@@ -155,12 +155,14 @@ class Batcher:
 
 
 def compute_loss(model, batch, similarity, regulariser, weight: float, device, precision: str, *,
-                 label_channels: int = 1):
+                 label_channels: int = 1, folding_weight: float = 0.0):
     """(loss, similarity mean, regulariser mean) of one minibatch (see :meth:`Batcher.__call__`).
 
     ``label_channels``: C, the channels of one label (1, or the number of
     scales when pre-filtered).  The similarity of a minibatch entry is the mean
-    over its label pairs; the loss averages the entries.
+    over its label pairs; the loss averages the entries.  The loss adds
+    ``weight`` times the regulariser of the network's DDF and ``folding_weight``
+    times the folding of the whole DDF (network and prior; :func:`folding`).
     """
     inputs, fixed_labels, matrices, moving_labels, priors = batch
     with autocast(device, precision):
@@ -175,7 +177,10 @@ def compute_loss(model, batch, similarity, regulariser, weight: float, device, p
         sims.append(similarity(warped.view(-1, c, *shape), fixed.view(-1, c, *shape)).mean())
     sim = torch.stack(sims).mean()
     reg = regulariser(ddf).mean()
-    return sim + weight * reg, sim, reg
+    loss = sim + weight * reg
+    if folding_weight:
+        loss = loss + folding_weight * folding(total).mean()
+    return loss, sim, reg
 
 
 class Trainer:
@@ -258,7 +263,8 @@ class Trainer:
         cfg = self.config
         channels = len(cfg.loss.scales_mm) if cfg.loss.prefilter else 1
         loss, sim, reg = compute_loss(self.net, self.batcher(self.step), self.similarity, self.regulariser,
-                                      cfg.loss.weight, self.device, cfg.precision, label_channels=channels)
+                                      cfg.loss.weight, self.device, cfg.precision, label_channels=channels,
+                                      folding_weight=cfg.loss.folding)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}; lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)
