@@ -27,12 +27,13 @@ __all__ = ["Registration", "Registrator", "load_model", "register", "as_volume"]
 
 
 def load_model(run_dir: str | os.PathLike, *, device: str | None = None, precision: str | None = None,
-               network: bool = True) -> Registrator:
+               network_weight: float | None = None) -> Registrator:
     """A trained network from a run folder (or checkpoint file), ready to register.
 
-    ``network=False``: register with the run's located glands and gland prior alone (see the README).
+    ``network_weight``: the weight of the network's DDF on top of the run's located glands and gland prior
+    (default: the run's; 0: without the network; see the README).
     """
-    return Registrator.from_run(run_dir, device=device, precision=precision, network=network)
+    return Registrator.from_run(run_dir, device=device, precision=precision, network_weight=network_weight)
 
 
 def as_volume(image, spacing=None, affine=None) -> Volume:

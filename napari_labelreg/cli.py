@@ -51,6 +51,9 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--prior", type=float, metavar="SHARE",
                    help="share of the budget for a gland prior, the training pairs' mean deformation about the "
                         "gland, to which the network's DDF is added (needs --locator; default 0: the paper)")
+    g.add_argument("--network-weight", type=float, metavar="W",
+                   help="registration: weight of the network's DDF on top of the located glands and prior, recorded "
+                        "with the run (default 1: the paper)")
     g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
     g.add_argument("--members", type=int, metavar="N",
                    help="registration networks trained one after another in the budget, their DDFs averaged "
@@ -83,7 +86,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
                             cross_subject=args.cross_subject, locator=args.locator, prior=args.prior,
-                            members=args.members,
+                            members=args.members, network_weight=args.network_weight,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
 
@@ -153,7 +156,7 @@ def cmd_register(args) -> None:
     from . import io
     from .inference import Registrator
 
-    reg = Registrator.from_run(args.model, device=args.device, network=not args.without_network)
+    reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
     pair = io.load_pair(args.moving, args.fixed, name="input")
     result = reg.register(pair.moving, pair.fixed, geometry=args.geometry)
     out = Path(args.out)
@@ -179,7 +182,7 @@ def cmd_evaluate(args) -> None:
 
     names = list_folder_pairs(args.data)
     if args.model:
-        reg = Registrator.from_run(args.model, device=args.device, network=not args.without_network)
+        reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
         register = lambda p: reg.register_pair(p, geometry=args.geometry)  # noqa: E731
     else:
         register = lambda p: identity_registration(p.moving, p.fixed, args.geometry or "world")  # noqa: E731
@@ -234,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moving-labels", help="3-D mask or 4-D label stack on the moving image to warp too")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
-    p.add_argument("--without-network", action="store_true",
-                   help="the run's located glands and gland prior alone, without the network's DDF")
+    p.add_argument("--network-weight", type=float, metavar="W",
+                   help="weight of the network's DDF on top of the located glands and gland prior (default: the "
+                        "run's; 0: without the network)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_register)
 
@@ -244,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="per-pair CSV")
     p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
-    p.add_argument("--without-network", action="store_true",
-                   help="the run's located glands and gland prior alone, without the network's DDF")
+    p.add_argument("--network-weight", type=float, metavar="W",
+                   help="weight of the network's DDF on top of the located glands and gland prior (default: the "
+                        "run's; 0: without the network)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
 

@@ -119,6 +119,12 @@ class TrainConfig:
     # (its own initialisation, minibatches and cosine schedule), from the one locator; registration averages
     # their DDFs: an ensemble whose members' errors partly cancel.  1 = the paper
     members: int = 1
+    # registration: the network's DDF enters scaled by this weight (the located shift and the prior in full);
+    # training is unaffected.  0.5 is the plain average of the population's prior and the subject-specific
+    # network on top of it: on 66 training pairs the network's interior deformation helps some pairs and
+    # harms others, and the average kept most of its gains at less of its cost (benchmarks/README.md).
+    # 1 = the paper
+    network_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
@@ -142,6 +148,8 @@ class TrainConfig:
             raise ValueError(f"members must be >= 1, got {self.members}")
         if self.members > 1 and self.iterations is not None and self.iterations < self.members:
             raise ValueError(f"an iterations budget of {self.iterations} cannot train {self.members} members")
+        if not 0.0 <= self.network_weight <= 1.0:
+            raise ValueError(f"network_weight must be in [0, 1], got {self.network_weight}")
         if self.spacing_mm is not None and self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
 

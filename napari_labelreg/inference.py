@@ -63,7 +63,7 @@ class Registrator:
 
     def __init__(self, model: nn.Module, config: TrainConfig, device: str | None = None,
                  precision: str | None = None, locator: GlandLocator | None = None,
-                 prior: GlandPrior | None = None, *, network: bool = True) -> None:
+                 prior: GlandPrior | None = None, *, network_weight: float | None = None) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
         self.config = config
@@ -75,25 +75,28 @@ class Registrator:
         if config.prior and prior is None:
             raise ValueError("this model adds its DDF to a gland prior: give its GlandPrior")
         self.prior = None if prior is None else prior.eval()
-        if not network and locator is None:
+        # the network DDF's weight (the run's unless given); 0: the located glands' shift and the prior alone
+        self.network_weight = config.network_weight if network_weight is None else float(network_weight)
+        if not 0.0 <= self.network_weight <= 1.0:
+            raise ValueError(f"network_weight must be in [0, 1], got {self.network_weight}")
+        if not self.network_weight and locator is None:
             raise ValueError("without its network a model registers from its located glands (and gland prior); "
                              "this one has no gland locator")
-        self.network = network  # False: the located glands' shift and the prior alone, the network's DDF left out
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str | None = None,
-                 precision: str | None = None, *, network: bool = True) -> "Registrator":
+                 precision: str | None = None, *, network_weight: float | None = None) -> "Registrator":
         path = run_checkpoint(run_dir)
         state = load_checkpoint(path)  # read once: the network and the locator both come from it
         return cls(model_from_state(state), state["config"], device, precision, locator_from_state(state, path),
-                   prior_from_state(state), network=network)
+                   prior_from_state(state), network_weight=network_weight)
 
     def network_ddf(self, moving: Volume, fixed: Volume, matrix: np.ndarray,
                     gland_mm: np.ndarray | None = None) -> tuple[np.ndarray, Grid, np.ndarray]:
         """DDF in network-grid voxels ``(*net.shape, 3)``, the network grid and net->fixed map.
 
         With a gland prior, the DDF is the prior's about the fixed gland centroid ``gland_mm`` (world mm)
-        plus the network's, which sees the moving image through the prior.
+        plus the network's, which sees the moving image through the prior, times :attr:`network_weight`.
         """
         grid, net_to_fixed = network_grid(fixed.grid, self.config.spacing_mm)
         to_moving = torch.as_tensor(matrix @ net_to_fixed, dtype=torch.float32)[None]
@@ -101,15 +104,16 @@ class Registrator:
         prior = None
         if self.prior is not None:
             prior = self.prior.grid_ddf(grid, gland_mm).cpu()
-        mov = sample(torch.as_tensor(normalise(moving.data))[None, None],
-                     moving_coordinates(to_moving, grid.shape, prior))
-        fix = sample(torch.as_tensor(normalise(fixed.data))[None, None], moving_coordinates(to_fixed, grid.shape))
-        if not self.network:
-            ddf = torch.zeros(1, 3, *grid.shape)
-            return (ddf if prior is None else ddf + prior)[0].permute(1, 2, 3, 0).numpy(), grid, net_to_fixed
-        x = fast_layout(torch.cat([mov, fix], dim=1).to(self.device), self.precision)
-        with torch.inference_mode(), autocast(self.device, self.precision):
-            ddf = self.model(x).float().cpu()
+        ddf = torch.zeros(1, 3, *grid.shape)
+        if self.network_weight:
+            mov = sample(torch.as_tensor(normalise(moving.data))[None, None],
+                         moving_coordinates(to_moving, grid.shape, prior))
+            fix = sample(torch.as_tensor(normalise(fixed.data))[None, None], moving_coordinates(to_fixed, grid.shape))
+            x = fast_layout(torch.cat([mov, fix], dim=1).to(self.device), self.precision)
+            with torch.inference_mode(), autocast(self.device, self.precision):
+                ddf = self.model(x).float().cpu()
+            if self.network_weight != 1.0:
+                ddf = self.network_weight * ddf
         if prior is not None:
             ddf = ddf + prior
         return ddf[0].permute(1, 2, 3, 0).numpy(), grid, net_to_fixed

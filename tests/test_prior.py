@@ -177,7 +177,7 @@ def test_a_prior_needs_a_locator_and_a_share_that_leaves_a_budget():
         TrainConfig(iterations=1, locator=0.6, prior=0.4)
 
 
-def test_without_its_network_a_model_registers_from_its_located_glands_and_prior_alone():
+def test_the_network_weight_scales_the_networks_ddf_over_the_located_glands_and_prior():
     pair = make_phantom(5, **TINY).pair
     config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.25, prior=0.25)
     locator, _ = perfect_locator(pair)
@@ -185,13 +185,24 @@ def test_without_its_network_a_model_registers_from_its_located_glands_and_prior
     with torch.no_grad():  # a network whose DDF is not zero
         trained.heads["4"].bias.copy_(torch.tensor([0.7, -0.4, 0.3]))
     prior = linear_prior(0.05)
-    full = Registrator(trained, config, "cpu", "fp32", locator, prior).register_pair(pair).ddf_mm
-    alone = Registrator(trained, config, "cpu", "fp32", locator, prior, network=False).register_pair(pair).ddf_mm
+
+    def ddf(cfg=config, **kwargs):
+        return Registrator(trained, cfg, "cpu", "fp32", locator, prior, **kwargs).register_pair(pair).ddf_mm
+
+    full, alone = ddf(), ddf(network_weight=0.0)
     start = Registrator(build_model(config.model), config, "cpu", "fp32", locator, prior).register_pair(pair).ddf_mm
-    np.testing.assert_allclose(alone, start, atol=1e-5)
+    np.testing.assert_allclose(alone, start, atol=1e-5)  # weight 0: the located shift and the prior alone
     assert np.abs(full - alone).max() > 0.5
+    # the run's weight unless told otherwise: the network's part of the DDF scaled, the rest in full
+    np.testing.assert_allclose(ddf(replace(config, network_weight=0.25)), alone + 0.25 * (full - alone), atol=1e-5)
+    np.testing.assert_allclose(ddf(replace(config, network_weight=0.25), network_weight=1.0), full, atol=1e-6)
     with pytest.raises(ValueError, match="no gland locator"):
-        Registrator(trained, TrainConfig(model=config.model, iterations=1), network=False)
+        Registrator(trained, TrainConfig(model=config.model, iterations=1), network_weight=0.0)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="network_weight"):
+            TrainConfig(iterations=1, network_weight=bad)
+        with pytest.raises(ValueError, match="network_weight"):
+            ddf(network_weight=bad)
 
 
 def test_validation_during_training_registers_through_the_locator_and_prior(tmp_path):
