@@ -103,7 +103,7 @@ def test_the_train_form_sets_how_many_networks_are_averaged(qtbot):
 
 
 def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
-    from napari_labelreg._widgets.inspect import InspectWidget
+    from napari_labelreg._widgets.inspect import InspectWidget, register_for_inspection
 
     viewer = make_napari_viewer()
     w = InspectWidget(viewer)
@@ -117,6 +117,12 @@ def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     assert viewer.layers["Jacobian determinant"].data.shape == fixed_shape
     assert "landmark TRE" in w.summary.text() and w.errors.count() > 0
     del worker
+    # the network weight: the run's unless set; 0 asks for the located glands alone, which this run has not
+    assert w.weight() is None
+    w.network_weight.setValue(0.0)
+    assert w.weight() == 0.0
+    with pytest.raises(ValueError, match="no gland locator"):
+        register_for_inspection(str(trained_run), None, 0, w.weight())
 
 
 def test_model_assisted_annotation_proposes_accepts(make_napari_viewer, qtbot, trained_run, tmp_path):

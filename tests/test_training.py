@@ -102,6 +102,42 @@ def test_all_labels_is_the_exact_mean_of_the_one_label_losses(prefilter):
     assert single[1][0].shape[1] == channels and torch.equal(single[0], inputs)  # same draws, same images
 
 
+def test_the_folding_weight_adds_the_folding_of_the_whole_ddf_to_the_loss():
+    from napari_labelreg.cli import build_parser, config_from_args
+    from napari_labelreg.config import PRESETS, LossConfig
+    from napari_labelreg.nn.losses import folding
+    from napari_labelreg.training.loop import Batcher, compute_loss
+
+    prepared = prepare_pairs([make_phantom(3, **TINY).pair], "centred", None)
+    cfg = tiny_config(batch_size=2, precision="fp32")
+    similarity, regulariser = build_losses(cfg, prepared[0].grid)
+    batch = Batcher(prepared, cfg, torch.device("cpu"))(0)
+    shape = batch[0].shape[2:]
+    axis0 = torch.arange(shape[0], dtype=torch.float32).view(1, 1, -1, 1, 1).expand(2, 1, *shape)
+    mirror = torch.cat([-2 * axis0, torch.zeros(2, 2, *shape)], 1)  # x -> -x along axis 0: folding 1
+
+    def network(x):
+        return mirror
+
+    plain = compute_loss(network, batch, similarity, regulariser, 0.5, torch.device("cpu"), "fp32")
+    penalised = compute_loss(network, batch, similarity, regulariser, 0.5, torch.device("cpu"), "fp32",
+                             folding_weight=0.7)
+    assert float(folding(mirror).mean()) == pytest.approx(1.0)
+    assert float(penalised[0] - plain[0]) == pytest.approx(0.7, rel=1e-5)
+    assert float(penalised[2]) == float(plain[2]) == pytest.approx(0.0, abs=1e-6)  # bending energy cannot see it
+    # the prior is part of the whole DDF: a prior that undoes the mirror leaves nothing to penalise
+    unfolded = compute_loss(network, (*batch[:4], -mirror), similarity, regulariser, 0.5, torch.device("cpu"),
+                            "fp32", folding_weight=0.7)
+    assert float(unfolded[0] - unfolded[1] - 0.5 * unfolded[2]) == pytest.approx(0.0, abs=1e-6)
+    # the cpu preset penalises folding, the paper does not; the CLI sets it; negative weights are refused
+    assert PRESETS["cpu"].loss.folding == 1.0 and PRESETS["paper"].loss.folding == 0.0
+    args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--folding", "0.3",
+                                      "--network-weight", "0.5"])
+    assert config_from_args(args).loss.folding == 0.3 and config_from_args(args).network_weight == 0.5
+    with pytest.raises(ValueError, match="folding"):
+        LossConfig(folding=-1.0)
+
+
 def test_cosine_schedule_values_and_resume(tmp_path):
     from napari_labelreg.training.loop import Trainer
 

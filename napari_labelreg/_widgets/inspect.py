@@ -5,6 +5,7 @@ from __future__ import annotations
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QLabel,
@@ -20,8 +21,12 @@ from ..jobs import export_registration
 from ._common import reports_errors
 
 
-def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int = 0):
-    """(registration, pair, layer tuples) for pair ``pair_index`` of a database (a phantom when None)."""
+def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int = 0,
+                            network_weight: float | None = None):
+    """(registration, pair, layer tuples) for pair ``pair_index`` of a database (a phantom when None).
+
+    ``network_weight``: of the network's DDF over the located glands and prior (None: the run's).
+    """
     from ..inference import Registrator
     from ..inspection import inspection_layers
 
@@ -37,7 +42,7 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
         from ..phantom import make_phantom
 
         pair = make_phantom(1000 + pair_index).pair
-    registration = Registrator.from_run(model_dir).register_pair(pair)
+    registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair)
     return registration, pair, inspection_layers(registration, pair)
 
 
@@ -52,6 +57,13 @@ class InspectWidget(QWidget):
         self.db_path = QLineEdit(placeholderText="label database (empty: a phantom pair)")
         self.pair_index = QSpinBox()
         self.pair_index.setRange(0, 100000)
+        self.network_weight = QDoubleSpinBox()  # its minimum stands for the run's own weight
+        self.network_weight.setRange(-0.05, 1.0)
+        self.network_weight.setSingleStep(0.05)
+        self.network_weight.setSpecialValueText("the run's")
+        self.network_weight.setValue(-0.05)
+        self.network_weight.setToolTip("weight of the network's DDF over the located glands and gland prior; "
+                                       "0: without the network, 1: the paper")
         register_btn = QPushButton("Register")
         register_btn.clicked.connect(self.register)
         export_btn = QPushButton("Export DDF and warped MR…")
@@ -62,6 +74,7 @@ class InspectWidget(QWidget):
         form.addRow("Model", self.model_dir)
         form.addRow("Database", self.db_path)
         form.addRow("Pair index", self.pair_index)
+        form.addRow("Network weight", self.network_weight)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(register_btn)
@@ -72,12 +85,18 @@ class InspectWidget(QWidget):
 
     def register(self) -> None:
         worker = thread_worker(register_for_inspection, start_thread=False)(
-            self.model_dir.text().strip(), self.db_path.text().strip() or None, self.pair_index.value())
+            self.model_dir.text().strip(), self.db_path.text().strip() or None, self.pair_index.value(),
+            self.weight())
         worker.returned.connect(self.show_result)
         worker.errored.connect(lambda exc: show_error(f"registration failed: {exc}"))
         self.summary.setText("registering…")
         worker.start()
         return worker
+
+    def weight(self) -> float | None:
+        """The network weight asked for; None: the run's."""
+        value = self.network_weight.value()
+        return None if value < 0 else value
 
     def show_result(self, result) -> None:
         self.registration, pair, layers = result
