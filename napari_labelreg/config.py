@@ -184,7 +184,7 @@ PRESETS: dict[str, TrainConfig] = {
     # scaling), half the minibatch entries pairing two subjects by their glands, 30% of the budget
     # for a gland locator that starts the registration from the located glands' centroids, 5% for
     # a gland prior, the training pairs' mean deformation about the gland, under the network's, a
-    # penalty on folding (one run in five fell into a folded field without it), and registration
+    # penalty on folding (a run fell into a folded field without it), and registration
     # with half the network's DDF on top of the prior.
     "cpu": TrainConfig(model=ModelConfig(width=16), spacing_mm=3.0, learning_rate=3e-4, schedule="cosine",
                        label_sampling="all", cross_subject=0.5, locator=0.3, prior=0.05, network_weight=0.5,

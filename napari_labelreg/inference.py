@@ -8,7 +8,7 @@ is always in inference mode here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -66,7 +66,9 @@ class Registrator:
                  prior: GlandPrior | None = None, *, network_weight: float | None = None) -> None:
         self.device = pick_device(device)
         self.model = model.to(self.device).eval()
-        self.config = config
+        # the run's config, with the network DDF's weight asked for (checked there); weight 0: the located
+        # glands' shift and the prior alone
+        self.config = config if network_weight is None else replace(config, network_weight=float(network_weight))
         self.precision = precision or "bf16"
         self.model = fast_layout(self.model, self.precision)
         if config.locator and locator is None:
@@ -75,13 +77,13 @@ class Registrator:
         if config.prior and prior is None:
             raise ValueError("this model adds its DDF to a gland prior: give its GlandPrior")
         self.prior = None if prior is None else prior.eval()
-        # the network DDF's weight (the run's unless given); 0: the located glands' shift and the prior alone
-        self.network_weight = config.network_weight if network_weight is None else float(network_weight)
-        if not 0.0 <= self.network_weight <= 1.0:
-            raise ValueError(f"network_weight must be in [0, 1], got {self.network_weight}")
         if not self.network_weight and locator is None:
             raise ValueError("without its network a model registers from its located glands (and gland prior); "
                              "this one has no gland locator")
+
+    @property
+    def network_weight(self) -> float:
+        return self.config.network_weight
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, device: str | None = None,
