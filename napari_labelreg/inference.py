@@ -113,9 +113,7 @@ class Registrator:
             fix = sample(torch.as_tensor(normalise(fixed.data))[None, None], moving_coordinates(to_fixed, grid.shape))
             x = fast_layout(torch.cat([mov, fix], dim=1).to(self.device), self.precision)
             with torch.inference_mode(), autocast(self.device, self.precision):
-                ddf = self.model(x).float().cpu()
-            if self.network_weight != 1.0:
-                ddf = self.network_weight * ddf
+                ddf = self.network_weight * self.model(x).float().cpu()
         if prior is not None:
             ddf = ddf + prior
         return ddf[0].permute(1, 2, 3, 0).numpy(), grid, net_to_fixed

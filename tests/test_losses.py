@@ -133,6 +133,22 @@ def test_folding_exact_values():
     np.testing.assert_allclose(folding(both).numpy(), [0.0, 1.0])
 
 
+def test_folding_is_what_the_evaluation_counts_as_folding(rng):
+    """The training penalty against metrics.jacobian_determinant (numpy, world mm) on an anisotropic grid."""
+    from scipy.ndimage import gaussian_filter
+
+    from napari_labelreg.geometry import Grid
+    from napari_labelreg.metrics import jacobian_determinant
+
+    grid = Grid.from_spacing(SHAPE, (1.5, 2.0, 3.0))
+    # a smooth random field (voxels) strong enough to fold part of the grid
+    vox = np.stack([gaussian_filter(rng.normal(size=SHAPE), 1.5) * 12 for _ in range(3)])
+    det = jacobian_determinant(np.moveaxis(vox, 0, -1) * np.array([1.5, 2.0, 3.0]), grid)[1:-1, 1:-1, 1:-1]
+    assert 0.05 < (det < 0).mean() < 0.95
+    expected = np.maximum(-det, 0).mean()
+    assert folding(torch.as_tensor(vox[None])).item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_folding_penalises_the_mirror_that_bending_energy_cannot_see():
     mirror = field(lambda i, j, k: [-2 * i, 0 * i, 0 * i]).requires_grad_()
     BendingEnergy()(mirror).sum().backward()
