@@ -17,6 +17,7 @@ import numpy as np
 
 from .database import LabelDB, LabelPairRecord
 from .database.store import ImagePairRecord
+from .geometry import display_affines
 from .io import Volume, load_volume
 
 SIDES = ("moving", "fixed")
@@ -31,6 +32,7 @@ class AnnotationSession:
     pair_index: int = 0
     selected: int | None = None
     listeners: list[Callable[[str], None]] = field(default_factory=list)
+    remembered: dict[int, int] = field(default_factory=dict)  # image pair id -> the label pair last selected
 
     @classmethod
     def open(cls, location: str | os.PathLike, annotator: str = "") -> "AnnotationSession":
@@ -56,8 +58,9 @@ class AnnotationSession:
             raise ValueError(f"{self.db.location}: the database holds no image pairs")
         self.pair_index = index % n
         self.selected = None
-        labels = self.label_pairs()
-        self.selected = labels[0].id if labels else None
+        ids = [lp.id for lp in self.label_pairs()]
+        remembered = self.remembered.get(self.pair.id)
+        self.selected = remembered if remembered in ids else (ids[0] if ids else None)
         self._emit("pair")
 
     def select_pair_id(self, pair_id: int) -> None:
@@ -85,12 +88,39 @@ class AnnotationSession:
     def create_label_pair(self, type: str, name: str = "") -> int:
         """A new (empty, incomplete) label pair on the current pair, selected."""
         self.selected = self.db.create_label_pair(self.pair.id, type=type, name=name, annotator=self.annotator)
+        self.remembered[self.pair.id] = self.selected
         self._emit("labels")
         return self.selected
 
     def select_label_pair(self, label_pair_id: int | None) -> None:
         self.selected = label_pair_id
+        if label_pair_id is not None:
+            self.remembered[self.pair.id] = label_pair_id
         self._emit("selection")
+
+    def step_label_pair(self, step: int) -> None:
+        """Select the next (``step`` = 1) or previous (-1) label pair of the image pair, cyclically."""
+        ids = [lp.id for lp in self.label_pairs()]
+        if not ids:
+            raise ValueError(f"{self.pair.name} has no label pairs yet: add one first")
+        index = ids.index(self.selected) + step if self.selected in ids else 0
+        self.select_label_pair(ids[index % len(ids)])
+
+    def view(self, pair_id: int) -> "PairView":
+        """Everything the workspace shows of image pair ``pair_id``: images, placement, every label pair's masks.
+
+        Reads files and the database only, so it can run in a worker thread.
+        """
+        rec = self.db.image_pair(pair_id)
+        moving, fixed = load_volume(rec.moving_path), load_volume(rec.fixed_path)
+        fixed_affine, moving_affine, exact = display_affines(fixed.grid, moving.grid, rec.convention)
+        records = self.db.label_pairs(rec.id)
+        masks = {}
+        for lp in records:
+            m, f = self.db.masks(lp.id)
+            masks[lp.id] = (m if m is not None else np.zeros(rec.moving_shape, bool),
+                            f if f is not None else np.zeros(rec.fixed_shape, bool))
+        return PairView(rec, moving, fixed, moving_affine, fixed_affine, exact, records, masks)
 
     def masks(self) -> tuple[np.ndarray, np.ndarray]:
         """The selected pair's (moving, fixed) masks; zeros where unpainted."""
@@ -136,6 +166,49 @@ class AnnotationSession:
     def verify_selected(self, verifier: str) -> None:
         self.db.verify(self.selected, verifier)
         self._emit("labels")
+
+
+@dataclass(frozen=True)
+class PairView:
+    """One image pair as the annotation workspace shows it.
+
+    ``moving_affine`` and ``fixed_affine`` place the volumes (voxel -> display
+    mm) so that the pair's initial correspondence is the identity;
+    ``exact`` is False where that correspondence had to drop a rotation.
+    ``masks`` maps each label pair id to its (moving, fixed) masks, zeros
+    where a side is unpainted.
+    """
+
+    record: ImagePairRecord
+    moving: Volume
+    fixed: Volume
+    moving_affine: np.ndarray
+    fixed_affine: np.ndarray
+    exact: bool
+    label_pairs: list[LabelPairRecord]
+    masks: dict[int, tuple[np.ndarray, np.ndarray]]
+
+    def volume(self, side: str) -> Volume:
+        return self.moving if side == "moving" else self.fixed
+
+    def affine(self, side: str) -> np.ndarray:
+        return self.moving_affine if side == "moving" else self.fixed_affine
+
+
+def ball(shape: tuple[int, int, int], spacing, centre_voxel, radius_mm: float) -> tuple[np.ndarray, ...]:
+    """Indices of the voxels within ``radius_mm`` of ``centre_voxel`` (anisotropic voxels; at least the centre)."""
+    spacing = np.asarray(spacing, float)
+    centre = np.asarray(centre_voxel, float)
+    reach = np.ceil(radius_mm / spacing).astype(int)
+    lo = np.maximum(np.round(centre).astype(int) - reach, 0)
+    hi = np.minimum(np.round(centre).astype(int) + reach + 1, shape)
+    if np.any(hi <= lo):
+        raise ValueError(f"the point {np.round(centre, 1).tolist()} lies outside the volume {tuple(shape)}")
+    grid = np.stack(np.meshgrid(*[np.arange(a, b) for a, b in zip(lo, hi)], indexing="ij"), -1)
+    inside = (((grid - centre) * spacing) ** 2).sum(-1) <= radius_mm ** 2
+    nearest = np.clip(np.round(centre).astype(int), 0, np.asarray(shape) - 1)
+    points = np.concatenate([grid[inside], nearest[None]])
+    return tuple(points.T)
 
 
 def phantom_database(folder: str | os.PathLike, count: int = 2) -> Path:

@@ -221,3 +221,26 @@ def translation(fixed: Grid, shift_mm) -> np.ndarray:
     t = np.eye(4)
     t[:3, 3] = np.linalg.solve(fixed.affine[:3, :3], np.asarray(shift_mm, float))
     return t
+
+
+def display_affines(fixed: Grid, moving: Grid, convention: Convention) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Voxel -> display-world affines that put corresponding points of the two volumes at one place.
+
+    The fixed volume is shown on its voxel size (corner at the origin, axes as
+    stored); the moving volume is placed through the initial correspondence,
+    so one display position shows corresponding anatomy in both.  Returns
+    ``(fixed_affine, moving_affine, exact)``; ``exact`` is False where the
+    correspondence rotates or shears the axes, which a viewer slicing along
+    array axes cannot show: the moving affine then keeps only its per-axis
+    scale and the centre correspondence.
+    """
+    fixed_affine = np.diag([*fixed.spacing, 1.0])
+    moving_affine = fixed_affine @ np.linalg.inv(fixed_to_moving(fixed, moving, convention))
+    linear = moving_affine[:3, :3]
+    exact = bool(np.allclose(linear, np.diag(np.diag(linear)), atol=1e-6 * np.abs(linear).max()))
+    if not exact:
+        scale = np.linalg.norm(linear, axis=0)
+        centre_display = apply_affine(moving_affine, moving.centre[None])[0]
+        moving_affine = np.diag([*scale, 1.0])
+        moving_affine[:3, 3] = centre_display - scale * moving.centre
+    return fixed_affine, moving_affine, exact

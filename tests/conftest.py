@@ -38,3 +38,17 @@ def write_phantom_folder(root: Path, count: int = 3, **kwargs) -> Path:
 @pytest.fixture
 def phantom_folder(tmp_path):
     return write_phantom_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny network trained for two steps on phantoms: enough to run registration end to end."""
+    from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
+    from napari_labelreg.phantom import make_phantom
+    from napari_labelreg.training.loop import train
+
+    run = tmp_path_factory.mktemp("model")
+    cfg = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=2, learning_rate=1e-4,
+                      augment=AugmentConfig(enabled=False))
+    list(train([make_phantom(s).pair for s in range(2)], cfg, run))
+    return run

@@ -2,12 +2,14 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
+sys.path.insert(0, str(Path(__file__).parent))
 
 from napari_labelreg.annotation import AnnotationSession, phantom_database  # noqa: E402
 from napari_labelreg.database import LabelDB  # noqa: E402
@@ -24,83 +26,250 @@ def db_path(tmp_path):
     return phantom_database(tmp_path / "db", count=2)
 
 
-def make_widget(viewer, db_path, annotator="alice"):
+def make_widget(viewer, db_path, qtbot, annotator="alice"):
+    from gui_user import User
+
     from napari_labelreg._widgets.annotate import AnnotateWidget
 
     widget = AnnotateWidget(viewer, AnnotationSession.open(db_path, annotator))
     viewer.window.add_dock_widget(widget)
-    return widget
+    user = User(viewer, widget, qtbot)
+    user.wait_loaded()
+    return widget, user
 
 
-def test_paint_switch_reopen_reads_identical_masks(make_napari_viewer, db_path, qtbot):
-    from napari_labelreg._widgets.annotate import LABEL_LAYERS
-
-    viewer = make_napari_viewer()
-    w = make_widget(viewer, db_path)
-    assert [layer.name for layer in viewer.layers] == [
-        "MR image (moving)", "MR label (moving)", "TRUS image (fixed)", "TRUS label (fixed)"]
-    np.testing.assert_allclose(viewer.layers["MR image (moving)"].scale, [1.5, 1.5, 1.5])
-    pid = w.add_label_pair("calcification", "c1")
-    moving, fixed = viewer.layers[LABEL_LAYERS["moving"]], viewer.layers[LABEL_LAYERS["fixed"]]
-    moving.data_setitem((np.array([10, 10, 11]), np.array([12, 13, 12]), np.array([9, 9, 9])), 1)
-    fixed.data_setitem((np.array([20, 21]), np.array([5, 5]), np.array([7, 7])), 1)
-    qtbot.waitUntil(lambda: all(s is not None for s in w.session.db.masks(pid)), timeout=3000)
-    saved_m, saved_f = w.session.db.masks(pid)
-    assert saved_m.sum() == 3 and saved_f.sum() == 2
-    status = [lp.status for lp in w.session.label_pairs() if lp.id == pid]
-    assert status == ["complete"]
-
-    w.go_to_pair(1)
-    assert w.session.pair.name == "phantom001"
-    w.go_to_pair(0)
-    w.select_label_pair(pid)
-    np.testing.assert_array_equal(moving.data > 0, saved_m)
-
-    fresh = make_napari_viewer()
-    w2 = make_widget(fresh, db_path, "bob")
-    w2.select_label_pair(pid)
-    np.testing.assert_array_equal(fresh.layers[LABEL_LAYERS["moving"]].data > 0, saved_m)
-    np.testing.assert_array_equal(fresh.layers[LABEL_LAYERS["fixed"]].data > 0, saved_f)
+def around(point, step=1.5, n=3):
+    """A short stroke through the display point ``point`` along the last displayed axis."""
+    point = np.asarray(point, float)
+    return [point + np.array([0, 0, step * k]) for k in range(n)]
 
 
-def test_one_side_only_is_incomplete_then_undo_and_delete(make_napari_viewer, db_path, qtbot):
-    from napari_labelreg._widgets.annotate import LABEL_LAYERS
-
-    viewer = make_napari_viewer()
-    w = make_widget(viewer, db_path)
-    pid = w.add_label_pair("cyst")
-    moving = viewer.layers[LABEL_LAYERS["moving"]]
-    moving.paint((10, 12, 9), 1)
-    qtbot.waitUntil(lambda: w.session.db.masks(pid)[0] is not None, timeout=3000)
-    record = [lp for lp in w.session.label_pairs() if lp.id == pid][0]
-    assert record.status == "incomplete" and "paint the fixed side" in w.labels.currentItem().text()
+def masks_of(db_path, image_pair_id):
     with LabelDB.open(db_path) as db:
-        assert db.load_pair(w.session.pair.id).num_labels == 4  # not used for training
-    moving.undo()
-    qtbot.waitUntil(lambda: w.session.db.masks(pid)[0] is None, timeout=3000)
-    before = len(w.session.label_pairs())
-    w.delete_selected()
-    assert len(w.session.label_pairs()) == before - 1 and pid not in [lp.id for lp in w.session.label_pairs()]
+        return {lp.id: db.masks(lp.id) for lp in db.label_pairs(image_pair_id)}
 
 
-def test_errors_become_notifications(make_napari_viewer, db_path, monkeypatch):
+def same_masks(a, b):
+    return a.keys() == b.keys() and all(
+        all((x is None and y is None) or (x is not None and y is not None and np.array_equal(x, y))
+            for x, y in zip(a[k], b[k])) for k in a)
+
+
+def test_paint_next_previous_twenty_times_keeps_every_stroke_on_its_pair(make_napari_viewer, db_path, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    layers = list(viewer.layers)
+    first, second = [p.id for p in w.session.pairs]
+    untouched = masks_of(db_path, second)
+    user.key(Qt.Key.Key_N)  # a new label pair on the first image pair
+    pid = w.session.selected
+    painted = w.workspace.layers["moving", "selected"]
+    counts, base = [], np.asarray(viewer.dims.point, float)
+    for i in range(20):
+        centre = base + np.array([0, -19 + 2.0 * i, -3])  # strokes 2 mm apart: each one adds voxels
+        user.stroke("moving", around(centre))
+        user.saved()
+        saved = w.session.db.masks(pid)[0]
+        np.testing.assert_array_equal(saved, painted.data > 0)  # the database holds what was painted
+        counts.append(int(saved.sum()))
+        user.key(Qt.Key.Key_PageDown)
+        user.wait_loaded()
+        assert w.session.pair.id == second and painted.metadata["image_pair_id"] == second
+        user.key(Qt.Key.Key_PageUp)
+        user.wait_loaded()
+        assert (w.session.pair.id, w.session.selected) == (first, pid)  # back on the label pair we were on
+        np.testing.assert_array_equal(painted.data > 0, saved)
+    print(f"\nvoxels saved after each of 20 strokes: {counts}")
+    assert all(b > a for a, b in zip(counts, counts[1:]))  # every stroke added voxels, none was lost
+    assert list(viewer.layers) == layers  # updated in place: never removed and re-added
+    assert same_masks(masks_of(db_path, second), untouched)  # nothing crossed to the other image pair
+    assert w.session.db.masks(pid)[1] is None
+
+
+def test_a_landmark_pair_takes_one_key_and_two_strokes(make_napari_viewer, db_path, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    before = {lp.id for lp in w.session.label_pairs()}
+    user.key(Qt.Key.Key_N)  # new label pair of the type shown (kept from the last one)
+    point = np.asarray(viewer.dims.point, float)
+    user.stroke("moving", around(point + [0, -4, -2]))  # the panel under the brush picks the MR layer ...
+    user.stroke("fixed", around(point + [0, 4, -2]))  # ... and the TRUS layer
+    user.saved()
+    print(f"\nuser actions per landmark pair: {user.actions} plus {user.strokes} strokes")
+    assert user.actions <= 4 and user.strokes == 2
+    (new,) = [lp for lp in w.session.label_pairs() if lp.id not in before]
+    assert new.status == "complete" and new.annotator == "alice"
+    moving, fixed = w.session.db.masks(new.id)
+    for side, mask, world in (("moving", moving, point + [0, -4, -2]), ("fixed", fixed, point + [0, 4, -2])):
+        layer = w.workspace.layers[side, "selected"]
+        voxel = np.round(layer.world_to_data(world)).astype(int)
+        assert mask[tuple(voxel)], f"the {side} stroke is not where it was painted"
+        assert mask.shape == layer.data.shape
+
+
+def test_undo_stays_within_its_label_pair(make_napari_viewer, db_path, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)
+    pid = w.session.selected
+    user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, 2, -2]))
+    user.saved()
+    assert w.session.db.masks(pid)[0] is not None
+    user.key(Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(lambda: w.session.db.masks(pid)[0] is None, timeout=5000)
+    user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, -2, -2]))
+    user.saved()
+    kept = w.session.db.masks(pid)[0]
+    user.key(Qt.Key.Key_Period)  # the next label pair (cyclic: the gland)
+    other = w.session.selected
+    assert other != pid
+    before = w.session.db.masks(other)
+    user.key(Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)  # nothing of pid's strokes to undo here
+    user.key(Qt.Key.Key_Comma)
+    assert w.session.selected == pid
+    user.saved()
+    np.testing.assert_array_equal(w.session.db.masks(pid)[0], kept)
+    assert same_masks({0: w.session.db.masks(other)}, {0: before})
+
+
+def test_verify_and_delete_from_keys_and_buttons(make_napari_viewer, db_path, qtbot, monkeypatch):
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QMessageBox
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    pid = w.session.selected
+    w.verifier.setText("bob")
+    user.key(Qt.Key.Key_K)
+    record = [lp for lp in w.session.label_pairs() if lp.id == pid][0]
+    assert record.status == "verified" and record.verifier == "bob"
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    count = len(w.session.label_pairs())
+    user.press("Delete…")
+    assert len(w.session.label_pairs()) == count - 1 and pid not in [lp.id for lp in w.session.label_pairs()]
+    assert w.labels.count() == count - 1
+
+
+def test_errors_become_one_notification_and_a_status_line(make_napari_viewer, db_path, qtbot, monkeypatch):
+    from qtpy.QtCore import Qt
+
     from napari_labelreg._widgets import _common
 
     shown = []
     monkeypatch.setattr(_common, "show_error", shown.append)
-    viewer = make_napari_viewer()
-    w = make_widget(viewer, db_path)
-    w.add_label_pair("apex")  # nothing painted yet: cannot be verified
-    w.verifier.setText("bob")
-    w._verify()
-    assert shown and "incomplete" in shown[0]
-
-
-def test_screenshot_shows_both_images_and_the_widget(make_napari_viewer, db_path):
     viewer = make_napari_viewer(show=True)
-    make_widget(viewer, db_path)
-    shot = viewer.screenshot(canvas_only=False, flash=False)
-    assert shot.ndim == 3 and shot[..., :3].std() > 5
+    w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)  # nothing painted yet: cannot be verified
+    user.key(Qt.Key.Key_K)
+    assert len(shown) == 1 and "incomplete" in shown[0]
+    w.model_dir.setText(str(db_path.parent / "no such run"))
+    user.stroke("moving", around(viewer.dims.point))
+    user.press("Propose TRUS")
+    qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
+    assert len(shown) == 2 and "the proposal failed" in shown[1] and "no such run" in w.status.text()
+
+
+def test_propose_accept_and_reject(make_napari_viewer, db_path, qtbot, trained_run):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)
+    pid = w.session.selected
+    user.stroke("moving", around(np.asarray(viewer.dims.point), n=4))
+    w.model_dir.setText(str(trained_run))
+    user.press("Propose TRUS")
+    proposal = w.workspace.layers["fixed", "proposal"]
+    qtbot.waitUntil(lambda: proposal.visible, timeout=60_000)
+    shown = proposal.data > 0
+    assert shown.any() and w.session.db.masks(pid)[1] is None  # not saved until accepted
+    user.press("Reject")
+    assert not proposal.visible and w.session.db.masks(pid)[1] is None
+    user.press("Propose TRUS")
+    qtbot.waitUntil(lambda: proposal.visible, timeout=60_000)
+    user.press("Accept proposal")
+    user.saved()
+    np.testing.assert_array_equal(w.session.db.masks(pid)[1], shown)
+    assert [lp.status for lp in w.session.label_pairs() if lp.id == pid] == ["complete"]
+
+
+def test_inspect_on_another_pair_never_touches_the_annotation(make_napari_viewer, db_path, qtbot, trained_run):
+    from napari_labelreg._widgets.inspect import InspectWidget
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    first, second = [p.id for p in w.session.pairs]
+    masks_of_second = masks_of(db_path, second)
+    shown = {key: np.array(layer.data, copy=True) for key, layer in w.workspace.layers.items()
+             if key[1] in ("image", "selected")}
+    inspect = InspectWidget(viewer)
+    viewer.window.add_dock_widget(inspect, tabify=True)
+    inspect.results_viewer = make_napari_viewer(show=True)  # the window it would open, owned by the fixture
+    inspect.model_dir.setText(str(trained_run))
+    inspect.db_path.setText(str(db_path))
+    inspect.pair_index.setValue(1)  # the other image pair
+    inspect.register()
+    qtbot.waitUntil(lambda: "phantom001: Jacobian determinant" in inspect.results_viewer.layers, timeout=60_000)
+    for key, data in shown.items():
+        layer = w.workspace.layers[key]
+        np.testing.assert_array_equal(layer.data, data)
+        assert layer.metadata["image_pair_id"] == first and layer in viewer.layers
+    assert not any(layer.metadata.get("inspection") for layer in viewer.layers)
+    before = w.session.db.masks(w.session.selected)[1].sum()
+    user.stroke("fixed", around(np.asarray(viewer.dims.point) + [0, 12, 12]))
+    user.saved()
+    assert w.session.pair.id == first
+    assert w.session.db.masks(w.session.selected)[1].sum() > before  # saved to the pair being annotated
+    assert same_masks(masks_of(db_path, second), masks_of_second)
+
+
+def test_close_and_reopen_shows_exactly_what_was_saved(make_napari_viewer, db_path, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)
+    pid = w.session.selected
+    user.stroke("moving", around(viewer.dims.point))
+    user.stroke("fixed", around(viewer.dims.point))
+    viewer.close()  # within the save delay of the last stroke: closing saves it
+    fresh = make_napari_viewer(show=True)
+    w2, _ = make_widget(fresh, db_path, qtbot, annotator="bob")
+    w2.select_label_pair(pid)
+    saved_m, saved_f = w2.session.db.masks(pid)
+    np.testing.assert_array_equal(w2.workspace.layers["moving", "selected"].data > 0, saved_m)
+    np.testing.assert_array_equal(w2.workspace.layers["fixed", "selected"].data > 0, saved_f)
+    assert saved_m.any() and saved_f.any()
+
+
+def test_the_workspace_shows_corresponding_titled_colour_matched_panels(make_napari_viewer, db_path, qtbot):
+    from napari_labelreg._widgets.workspace import SIDES
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    ws = w.workspace
+    for side in SIDES:
+        image = ws.layers[side, "image"]
+        assert image.name_overlay.visible and image.bounding_box.visible
+    # corresponding anatomy at one display position: the gland centroids of both sides nearly coincide
+    gland = w.session.label_pairs()[0].id
+    assert np.linalg.norm(ws.centroid(gland, "moving") - ws.centroid(gland, "fixed")) < 8.0
+    # every other label pair in the 'all' layers, one value (colour) per pair, the same on both sides
+    others = [lp for lp in w.session.label_pairs() if lp.id != w.session.selected]
+    for side in SIDES:
+        values = set(np.unique(ws.layers[side, "all"].data)) - {0}
+        assert values == {lp.position + 1 for lp in others}
+    # every painted pair has a landmark marker on both sides, the selected one larger
+    for side in SIDES:
+        marks = ws.layers[side, "landmarks"]
+        assert len(marks.data) == len(w.session.label_pairs())
+        assert marks.size.max() > marks.size.min()
     canvas = viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(float)
     left, right = np.array_split(canvas, 2, axis=1)
     assert left.std() > 5 and right.std() > 5  # both grid cells drew an image

@@ -31,18 +31,6 @@ def tiny_db(tmp_path_factory):
     return root / "labels.db"
 
 
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    from napari_labelreg.phantom import make_phantom
-    from napari_labelreg.training.loop import train
-
-    run = tmp_path_factory.mktemp("model")
-    cfg = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=2, learning_rate=1e-4,
-                      augment=AugmentConfig(enabled=False))
-    list(train([make_phantom(s).pair for s in range(2)], cfg, run))
-    return run
-
-
 def tiny_form(widget, db, out, iterations):
     widget.db_path.setText(str(db))
     widget.out_dir.setText(str(out))
@@ -109,12 +97,12 @@ def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     w = InspectWidget(viewer)
     w.model_dir.setText(str(trained_run))
     worker = w.register()
-    qtbot.waitUntil(lambda: "Jacobian determinant" in viewer.layers, timeout=60_000)
-    names = {layer.name for layer in viewer.layers}
+    qtbot.waitUntil(lambda: "phantom1000: Jacobian determinant" in viewer.layers, timeout=60_000)
+    names = {layer.name.split(": ", 1)[1] for layer in viewer.layers}
     assert {"TRUS image (fixed)", "warped MR (moving on fixed)", "displacement magnitude (mm)",
             "displacement gradient norm", "DDF (fixed -> moving, mm)", "landmark centroids (warped MR)"} <= names
-    fixed_shape = viewer.layers["TRUS image (fixed)"].data.shape
-    assert viewer.layers["Jacobian determinant"].data.shape == fixed_shape
+    fixed_shape = viewer.layers["phantom1000: TRUS image (fixed)"].data.shape
+    assert viewer.layers["phantom1000: Jacobian determinant"].data.shape == fixed_shape
     assert "landmark TRE" in w.summary.text() and w.errors.count() > 0
     del worker
     # the network weight: the run's unless set; 0 asks for the located glands alone, which this run has not

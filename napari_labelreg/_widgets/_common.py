@@ -19,3 +19,24 @@ def reports_errors(method):
             return None
 
     return wrapper
+
+
+def start_worker(func, *args, done, what: str, status=None, failed=None):
+    """A (not yet started) thread worker running ``func(*args)``; ``done(result)`` runs on the GUI thread.
+
+    An error ends in exactly one notification and, when ``status`` (a QLabel) is
+    given, a status line saying what failed; never a traceback printing arrays.
+    superqt's worker is used rather than napari's, which would add a second
+    notification with the traceback.
+    """
+    from superqt.utils import thread_worker
+
+    def errored(exc: Exception) -> None:
+        message = f"{what} failed: {exc}"
+        show_error(message)
+        if status is not None:
+            status.setText(message)
+        if failed is not None:
+            failed()
+
+    return thread_worker(func, start_thread=False, connect={"returned": reports_errors(done), "errored": errored})(*args)

@@ -1,12 +1,21 @@
-"""The annotation widget: paint corresponding landmark pairs on MR and TRUS, saved as you go."""
+"""The annotation widget: paint corresponding landmark pairs on MR and TRUS, saved as you go.
+
+The widget holds the controls; :class:`~napari_labelreg._widgets.workspace.Workspace`
+holds the layers; :class:`~napari_labelreg.annotation.AnnotationSession` holds
+the state and talks to the database.  Loading a pair and proposing a side run
+in worker threads; a stroke is saved a quarter second after it ends, only into
+the label pair and image pair its layer shows.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from napari.utils.notifications import show_info
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -15,20 +24,31 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMessageBox,
+    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
 )
 
-from ..annotation import SIDES, AnnotationSession
+from ..annotation import AnnotationSession, ball
 from ..database import LABEL_TYPES
 from ..settings import load_settings, save_setting
-from ._common import reports_errors
+from ._common import reports_errors, start_worker
+from .workspace import SIDES, TITLES, Workspace
 
-IMAGE_LAYERS = {"moving": "MR image (moving)", "fixed": "TRUS image (fixed)"}
-LABEL_LAYERS = {"moving": "MR label (moving)", "fixed": "TRUS label (fixed)"}
-PROPOSAL_LAYER = "proposal from model (TRUS)"
 SAVE_DELAY_MS = 250  # a stroke is saved this long after it ends
+LABEL_PAIR_ID = Qt.ItemDataRole.UserRole  # where a list item keeps its label pair's id
+# (key, what it does, method): bound on the viewer, listed in the widget
+SHORTCUTS = (
+    ("PageDown", "next image pair", "next_pair"),
+    ("PageUp", "previous image pair", "previous_pair"),
+    (".", "next label pair", "next_label_pair"),
+    (",", "previous label pair", "previous_label_pair"),
+    ("N", "new label pair of the type shown", "new_label_pair"),
+    ("K", "mark the label pair verified", "verify"),
+    ("J", "jump to the partner (other panel)", "jump_to_partner"),
+    ("O", "point mode on / off", "toggle_point_mode"),
+)
 
 
 class AnnotateWidget(QWidget):
@@ -38,76 +58,70 @@ class AnnotateWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.session: AnnotationSession | None = None
+        self.workspace = Workspace(napari_viewer)
+        self.loading: int | None = None  # the image pair id a worker is loading
+        self.workers: set = set()
         self._timers = {side: self._make_timer(side) for side in SIDES}
-        self._loaded_pair: int | None = None
-        self._stored: dict[str, np.ndarray | None] = {}  # the masks as the database holds them
+        self._hooked: set[int] = set()
         self._build()
+        self._bind_keys()
+        napari_viewer.cursor.events.viewbox.connect(self._follow_cursor)
         if session is not None:
             self.set_session(session)
 
     # ---- layout -----------------------------------------------------------------
     def _build(self) -> None:
         self.db_path = QLineEdit(placeholderText="labels.db")
-        open_btn = QPushButton("Open…")
-        open_btn.clicked.connect(self._browse)
-        self.db_path.returnPressed.connect(lambda: self.open_database(self.db_path.text()))
+        open_btn = _button("Open…", self._browse)
+        self.db_path.returnPressed.connect(reports_errors(lambda: self.open_database(self.db_path.text())))
         self.annotator = QLineEdit(load_settings().get("annotator", ""), placeholderText="your name")
         self.annotator.editingFinished.connect(self._annotator_changed)
         self.pair_label = QLabel("no database open")
-        prev_btn, next_btn = QPushButton("◀ Previous"), QPushButton("Next ▶")
-        prev_btn.clicked.connect(lambda: self._go(-1))
-        next_btn.clicked.connect(lambda: self._go(+1))
         self.labels = QListWidget()
+        self.labels.setMaximumHeight(140)
         self.labels.currentItemChanged.connect(self._label_clicked)
         self.new_type = QComboBox()
         self.new_type.addItems(LABEL_TYPES)
         self.new_name = QLineEdit(placeholderText="name (optional)")
-        add_btn = QPushButton("Add label pair")
-        add_btn.clicked.connect(self._add)
-        delete_btn = QPushButton("Delete…")
-        delete_btn.clicked.connect(self._confirm_delete)
         self.verifier = QLineEdit(placeholderText="verifier name")
-        verify_btn = QPushButton("Mark verified")
-        verify_btn.clicked.connect(self._verify)
-        self.status = QLabel("")
+        self.brush_mm = _spin(3.0, 0.5, 30.0, "brush diameter in mm (each panel converts it to its voxels)")
+        self.brush_mm.valueChanged.connect(lambda _v: self._set_brush())
+        self.point_mode = QCheckBox("point mode")
+        self.point_mode.setToolTip("a click places a sphere of the radius beside it, instead of painting")
+        self.point_mode.toggled.connect(self._point_mode_changed)
+        self.point_radius = _spin(2.0, 0.5, 15.0, "radius of the sphere a click places, mm")
         self.model_dir = QLineEdit(placeholderText="trained model run folder (optional)")
-        propose_btn, accept_btn, reject_btn = (QPushButton(text) for text in ("Propose TRUS side", "Accept", "Reject"))
-        propose_btn.clicked.connect(self._propose)
-        accept_btn.clicked.connect(self.accept_proposal)
-        reject_btn.clicked.connect(self.reject_proposal)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumHeight(8)
+        self.busy.setTextVisible(False)
+        self.busy.hide()
 
         form = QFormLayout()
-        row = QHBoxLayout()
-        row.addWidget(self.db_path)
-        row.addWidget(open_btn)
-        form.addRow("Database", row)
+        form.addRow("Database", _row(self.db_path, open_btn))
         form.addRow("Annotator", self.annotator)
-        nav = QHBoxLayout()
-        nav.addWidget(prev_btn)
-        nav.addWidget(next_btn)
-        new = QHBoxLayout()
-        new.addWidget(self.new_type)
-        new.addWidget(self.new_name)
-        new.addWidget(add_btn)
-        ver = QHBoxLayout()
-        ver.addWidget(self.verifier)
-        ver.addWidget(verify_btn)
-        ver.addWidget(delete_btn)
+        form.addRow("Image pair", _row(_button("◀", self.previous_pair), self.pair_label, _button("▶", self.next_pair)))
+        self.setMaximumWidth(440)  # leaves the two panels their room on a 1366-px screen
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(self.pair_label)
-        layout.addLayout(nav)
         layout.addWidget(QLabel("Label pairs (type · name · annotator · status)"))
         layout.addWidget(self.labels)
-        layout.addLayout(new)
-        layout.addLayout(ver)
-        layout.addWidget(QLabel("Model-assisted: warp the MR label onto the TRUS"))
-        layout.addWidget(self.model_dir)
-        assist = QHBoxLayout()
-        for b in (propose_btn, accept_btn, reject_btn):
-            assist.addWidget(b)
-        layout.addLayout(assist)
+        layout.addLayout(_row(self.new_type, self.new_name, _button("Add", self.new_label_pair)))
+        layout.addLayout(_row(self.verifier, _button("Verify", self.verify), _button("Delete…", self._confirm_delete)))
+        layout.addLayout(_row(QLabel("Brush mm"), self.brush_mm, self.point_mode, QLabel("radius mm"),
+                              self.point_radius))
+        layout.addLayout(_row(_button("Jump to partner", self.jump_to_partner)))
+        layout.addLayout(_row(self.model_dir, _button("Propose TRUS", self.propose_from_run)))
+        layout.addLayout(_row(_button("Accept proposal", self.accept_proposal),
+                              _button("Reject", self.reject_proposal)))
+        keys = QLabel("Keys: " + " · ".join(f"<b>{key}</b> {what}" for key, what, _ in SHORTCUTS))
+        keys.setWordWrap(True)
+        layout.addWidget(keys)
+        layout.addWidget(self.busy)
         layout.addWidget(self.status)
+        layout.addStretch(1)
 
     def _make_timer(self, side: str) -> QTimer:
         timer = QTimer(self)
@@ -116,7 +130,12 @@ class AnnotateWidget(QWidget):
         timer.timeout.connect(lambda: self.save_side(side))
         return timer
 
-    # ---- actions (each one a thin call into AnnotationSession) -----------------
+    def _bind_keys(self) -> None:
+        for key, _what, method in SHORTCUTS:
+            action = reports_errors(getattr(self, method))
+            self.viewer.bind_key(key, lambda _viewer, action=action: action(), overwrite=True)
+
+    # ---- opening ------------------------------------------------------------------
     @reports_errors
     def open_database(self, location: str) -> None:
         self.set_session(AnnotationSession.open(location, self.annotator.text().strip()))
@@ -125,12 +144,15 @@ class AnnotateWidget(QWidget):
         self.flush()
         self.session = session
         self.db_path.setText(session.db.location)
+        save_setting("database", session.db.location)  # the Train widget starts from it
         if session.annotator:
             self.annotator.setText(session.annotator)
         session.annotator = self.annotator.text().strip()
-        if session.pairs:
-            session.select_pair(session.pair_index)
-        self.refresh(reload_images=True)
+        if not session.pairs:
+            self.pair_label.setText("the database holds no image pairs")
+            return
+        session.select_pair(session.pair_index)
+        self._load()
 
     @reports_errors
     def _browse(self, *_):
@@ -145,39 +167,107 @@ class AnnotateWidget(QWidget):
         if self.session:
             self.session.annotator = name
 
-    @reports_errors
-    def _go(self, step: int) -> None:
-        self.go_to_pair(self.session.pair_index + step)
+    # ---- image pairs ----------------------------------------------------------------
+    def next_pair(self) -> None:
+        self.go_to_pair(self._session().pair_index + 1)
+
+    def previous_pair(self) -> None:
+        self.go_to_pair(self._session().pair_index - 1)
 
     def go_to_pair(self, index: int) -> None:
         self.flush()
-        self.session.select_pair(index)
-        self.refresh(reload_images=True)
+        self._session().select_pair(index)
+        self._load()
 
-    @reports_errors
-    def _add(self, *_):
-        self.add_label_pair(self.new_type.currentText(), self.new_name.text().strip())
+    def _load(self) -> None:
+        """Load the session's current pair in a worker; painting waits until it is shown."""
+        pair = self.session.pair
+        self.loading = pair.id
+        self.pair_label.setText(f"{pair.name} · {self.session.pair_index + 1}/{len(self.session.pairs)} (loading…)")
+        for side in SIDES:
+            layer = self.workspace.layers.get((side, "selected"))
+            if layer is not None and layer in self.viewer.layers:
+                layer.editable = False
+        self._start(self.session.view, pair.id, done=self._show_view, what=f"loading {pair.name}",
+                    failed=lambda: setattr(self, "loading", None))
+
+    def _show_view(self, view) -> None:
+        if self.session is None or view.record.id != self.session.pair.id:
+            return  # a later pair switch has its own worker
+        self.loading = None
+        self.workspace.show(view, self.session.selected)
+        self._hook_layers()
+        self._reset_history()
+        self._set_brush()
+        self._fill_list()
+        rec = view.record
+        self.pair_label.setText(f"{rec.name} · {self.session.pair_index + 1}/{len(self.session.pairs)} "
+                                f"(subject {rec.subject}, {rec.convention})")
+        self.status.setText("" if view.exact else f"{rec.name}: the MR is shown without its rotation to the TRUS "
+                            "(panels slice along array axes); correspondence is approximate")
+        self._jump_to_selected()
+
+    def _hook_layers(self) -> None:
+        for side in SIDES:
+            layer = self.workspace.layers[side, "selected"]
+            if id(layer) in self._hooked:
+                continue
+            self._hooked.add(id(layer))
+            # strokes emit paint; undo and redo set_data or labels_update (which slicing emits too,
+            # so a save happens only when the mask really differs from the stored one)
+            for event in (layer.events.paint, layer.events.data, layer.events.set_data, layer.events.labels_update):
+                event.connect(lambda _e, side=side: self._painted(side))
+            layer.mouse_drag_callbacks.append(self._place_point)
+            layer.mode = "paint"
+        self.viewer.layers.selection.active = self.workspace.layers["moving", "selected"]
+
+    # ---- label pairs ------------------------------------------------------------------
+    def next_label_pair(self) -> None:
+        self._step_label_pair(+1)
+
+    def previous_label_pair(self) -> None:
+        self._step_label_pair(-1)
+
+    def _step_label_pair(self, step: int) -> None:
+        self._ready()
+        self.flush()
+        self.session.step_label_pair(step)
+        self._selection_changed()
+
+    def new_label_pair(self) -> int:
+        """Add a label pair of the type (and name) in the form to this image pair and select it."""
+        pid = self.add_label_pair(self.new_type.currentText(), self.new_name.text().strip())
         self.new_name.clear()
+        return pid
 
     def add_label_pair(self, type: str, name: str = "") -> int:
+        self._ready()
         self.flush()
         pid = self.session.create_label_pair(type, name)
-        self.refresh()
+        self.workspace.update_records(self.session.label_pairs())
+        self._selection_changed(jump=False)
         return pid
 
     def _label_clicked(self, item, _previous=None) -> None:
         if item is None or self.session is None:
             return
-        pid = item.data(256)
+        pid = item.data(LABEL_PAIR_ID)
         if pid != self.session.selected:
-            self.select_label_pair(pid)
+            reports_errors(self.select_label_pair)(pid)
 
-    @reports_errors
     def select_label_pair(self, label_pair_id: int) -> None:
+        self._ready()
         self.flush()
         self.session.select_label_pair(label_pair_id)
-        self._show_masks()
+        self._selection_changed()
+
+    def _selection_changed(self, jump: bool = True) -> None:
+        self.reject_proposal()
+        self.workspace.select(self.session.selected)
+        self._reset_history()
         self._fill_list()
+        if jump:
+            self._jump_to_selected()
 
     @reports_errors
     def _confirm_delete(self, *_):
@@ -188,63 +278,174 @@ class AnnotateWidget(QWidget):
             self.delete_selected()
 
     def delete_selected(self) -> None:
+        self._ready()
         self.flush()
         self.session.delete_selected()
-        self.refresh()
+        self.workspace.update_records(self.session.label_pairs())
+        self._selection_changed()
 
-    @reports_errors
-    def _verify(self, *_):
+    def verify(self) -> None:
+        self._ready()
         self.flush()
-        self.session.verify_selected(self.verifier.text().strip())
-        self.refresh()
+        self.session.verify_selected(self.verifier.text().strip() or self.annotator.text().strip())
+        self.workspace.update_records(self.session.label_pairs())
+        self._fill_list()
+        self.status.setText(f"label pair {self.session.selected} verified")
 
-    @reports_errors
-    def _propose(self, *_):
-        from ..inference import Registrator
+    # ---- finding a label pair ------------------------------------------------------------
+    def jump_to(self, label_pair_id: int, side: str) -> None:
+        """Move the slice (and centre the view) to the label pair's centroid on ``side``."""
+        centre = self.workspace.centroid(label_pair_id, side)
+        if centre is None:
+            raise ValueError(f"label pair {label_pair_id} is not painted on the {TITLES[side]} side yet")
+        dims = self.viewer.dims
+        sliced = [axis for axis in range(dims.ndim) if axis not in dims.displayed]
+        dims.point = tuple(centre[a] if a in sliced else p for a, p in enumerate(dims.point))
+        self.viewer.scene.camera.center = tuple(centre[a] for a in dims.displayed)
 
+    def jump_to_partner(self) -> None:
+        """Jump to the selected pair on the other panel than the one being painted."""
+        self._ready()
+        if self.session.selected is None:
+            raise ValueError("no label pair selected")
+        active = self.viewer.layers.selection.active
+        side = "fixed" if active is not self.workspace.layers["fixed", "selected"] else "moving"
+        self.jump_to(self.session.selected, side)
+
+    def _jump_to_selected(self) -> None:
+        pid = self.session.selected
+        for side in SIDES:
+            if pid is not None and self.workspace.centroid(pid, side) is not None:
+                self.jump_to(pid, side)
+                return
+
+    def _follow_cursor(self, event) -> None:
+        """The panel under the mouse picks the layer that is painted."""
+        cell = event.value
+        if cell is None or not self.workspace.complete() or self.viewer.canvas.grid.shape != (1, 2):
+            return
+        active = self.viewer.layers.selection.active
+        painted = [self.workspace.layers[side, "selected"] for side in SIDES]
+        if active not in painted:
+            return  # the user chose another layer: leave it
+        target = painted[cell[1]] if cell[1] < 2 else active
+        if target is not active:
+            target.mode = active.mode
+            self.viewer.layers.selection.active = target
+
+    # ---- brush and point mode ---------------------------------------------------------------
+    def _set_brush(self) -> None:
+        for side in SIDES:
+            layer = self.workspace.layers.get((side, "selected"))
+            if layer is None:
+                continue
+            spacing = np.abs(np.diag(layer.affine.affine_matrix)[:3])
+            in_plane = spacing[list(self.viewer.dims.displayed)[-2:]] if self.viewer.dims.ndim >= 3 else spacing
+            layer.brush_size = max(1, int(round(self.brush_mm.value() / float(np.min(in_plane)))))
+
+    def toggle_point_mode(self) -> None:
+        self.point_mode.setChecked(not self.point_mode.isChecked())
+
+    def _point_mode_changed(self, on: bool) -> None:
+        for side in SIDES:
+            layer = self.workspace.layers.get((side, "selected"))
+            if layer is not None and layer.editable:
+                layer.mode = "pan_zoom" if on else "paint"
+
+    def _place_point(self, layer, event):
+        if not self.point_mode.isChecked() or event.type != "mouse_press" or not layer.editable:
+            return
+        side = "moving" if layer is self.workspace.layers["moving", "selected"] else "fixed"
+        centre = np.asarray(layer.world_to_data(event.position))[-3:]
+        spacing = np.abs(np.diag(layer.affine.affine_matrix)[:3])
+        try:
+            where = ball(layer.data.shape, spacing, centre, self.point_radius.value())
+        except ValueError as exc:
+            self.status.setText(str(exc))
+            return
+        layer.data_setitem(where, layer.selected_label)
+        self._painted(side)
+        event.handled = True
+
+    # ---- model-assisted annotation ---------------------------------------------------------------
+    def propose_from_run(self) -> None:
+        """Warp the selected MR mask onto the TRUS with the trained model in the Model field (in a worker)."""
+        run = self.model_dir.text().strip()
+        if not run:
+            raise ValueError("give the run folder of a trained model first")
+
+        def propose():
+            from ..inference import Registrator
+
+            return self.session.propose_fixed(Registrator.from_run(run))
+
+        self.propose(propose)
+
+    def propose(self, compute) -> None:
+        """Run ``compute()`` (returning a TRUS mask) in a worker; show it in the TRUS proposal layer."""
+        self._ready()
         self.flush()
-        self.propose(Registrator.from_run(self.model_dir.text().strip()))
+        wanted = (self.session.pair.id, self.session.selected)
+        if wanted[1] is None:
+            raise ValueError("select or add a label pair first")
 
-    def propose(self, registrator) -> None:
-        """Show the model's proposal for the TRUS side in its own layer."""
-        proposal = self.session.propose_fixed(registrator)
-        self.reject_proposal()
-        fixed = self._layer(LABEL_LAYERS["fixed"])
-        self.viewer.add_labels(proposal.astype(np.uint8) * 2, name=PROPOSAL_LAYER, scale=fixed.scale, opacity=0.5)
-        self.status.setText(f"proposal: {int(proposal.sum())} voxels; Accept, correct after accepting, or Reject")
+        def show(mask):
+            if (self.session.pair.id, self.session.selected) != wanted or self.loading is not None:
+                self.status.setText("proposal discarded: another label pair is selected now")
+                return
+            layer = self.workspace.layers["fixed", "proposal"]
+            layer.data = np.asarray(mask, bool).astype(np.uint16) * self.workspace.layers["fixed", "selected"].selected_label
+            layer.visible = True
+            self.status.setText(f"proposal: {int(np.count_nonzero(mask))} voxels; Accept, then correct, or Reject")
 
-    @reports_errors
-    def accept_proposal(self, *_) -> None:
-        layer = self._layer(PROPOSAL_LAYER)
-        if layer is None:
+        self._start(compute, done=show, what="the proposal")
+
+    def accept_proposal(self) -> None:
+        layer = self.workspace.layers.get(("fixed", "proposal"))
+        if layer is None or not layer.visible:
             raise ValueError("no proposal to accept")
-        self._layer(LABEL_LAYERS["fixed"]).data = (np.asarray(layer.data) > 0).astype(np.uint8)
-        self.viewer.layers.remove(PROPOSAL_LAYER)
+        target = self.workspace.layers["fixed", "selected"]
+        where = np.nonzero(np.asarray(layer.data) > 0)
+        target.data_setitem(where, target.selected_label)  # undoable like a stroke
+        self.reject_proposal()
         self.save_side("fixed")
 
-    def reject_proposal(self, *_) -> None:
-        if PROPOSAL_LAYER in self.viewer.layers:
-            self.viewer.layers.remove(PROPOSAL_LAYER)
+    def reject_proposal(self) -> None:
+        layer = self.workspace.layers.get(("fixed", "proposal"))
+        if layer is not None and layer.visible:
+            layer.visible = False
+            layer.data = np.zeros_like(layer.data)
 
     # ---- saving -----------------------------------------------------------------
     def _painted(self, side: str) -> None:
-        if self.session is not None and self.session.selected is not None:
+        if self.session is not None and self.session.selected is not None and self.loading is None:
             self._timers[side].start()
 
     @reports_errors
     def save_side(self, side: str) -> None:
         """Write one side's mask now (normally called by the debounce timer)."""
         self._timers[side].stop()
-        layer = self._layer(LABEL_LAYERS[side])
-        if layer is None or self.session is None or self.session.selected is None:
+        layer = self.workspace.layers.get((side, "selected"))
+        s = self.session
+        if layer is None or s is None or s.selected is None or self.workspace.view is None:
             return
         mask = np.asarray(layer.data) > 0
-        if self._stored.get(side) is not None and np.array_equal(mask, self._stored[side]):
+        stored = self.workspace.stored(side)
+        if stored is not None and np.array_equal(mask, stored):
             return
-        self.session.save_mask(side, mask)
-        self._stored[side] = mask
+        shown = (layer.metadata.get("image_pair_id"), layer.metadata.get("label_pair_id"))
+        if shown != (s.pair.id, s.selected) or self.workspace.selected != s.selected:
+            raise RuntimeError(f"not saved: the {TITLES[side]} layer shows {layer.metadata.get('image_pair')} "
+                               f"label pair {shown[1]}, but {s.pair.name} label pair {s.selected} is selected")
+        s.save_mask(side, mask)
+        self.workspace.record_saved(side, mask)
         self._fill_list()
-        self.status.setText(f"saved {side} mask of label pair {self.session.selected}")
+        self.status.setText(f"saved the {TITLES[side]} side of label pair {s.selected}")
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Closing the window (or hiding the dock) saves strokes still waiting for their timer."""
+        self.flush()
+        super().hideEvent(event)
 
     def flush(self) -> None:
         """Save any stroke still waiting for its timer."""
@@ -252,87 +453,101 @@ class AnnotateWidget(QWidget):
             if timer.isActive():
                 self.save_side(side)
 
-    # ---- view -------------------------------------------------------------------
-    def refresh(self, reload_images: bool = False) -> None:
-        s = self.session
-        if s is None or s.pair is None:
-            self.pair_label.setText("the database holds no image pairs" if s else "no database open")
-            return
-        rec = s.pair
-        self.pair_label.setText(f"pair {s.pair_index + 1}/{len(s.pairs)}: {rec.name} (subject {rec.subject})")
-        if reload_images or self._loaded_pair != rec.id:
-            self._show_images()
-        self._show_masks()
-        self._fill_list()
+    # ---- helpers -------------------------------------------------------------------------
+    def _session(self) -> AnnotationSession:
+        if self.session is None:
+            raise ValueError("open a label database first")
+        return self.session
+
+    def _ready(self) -> None:
+        self._session()
+        if self.loading is not None or self.workspace.view is None:
+            raise ValueError("the image pair is still loading")
+
+    def _reset_history(self) -> None:
+        """Undo stays within one label pair: a layer's history restarts when it is made editable."""
+        for side in SIDES:
+            layer = self.workspace.layers[side, "selected"]
+            mode = layer.mode
+            layer.editable = False
+            layer.editable = self.session.selected is not None
+            if layer.editable:
+                layer.mode = "pan_zoom" if self.point_mode.isChecked() else (mode if mode != "pan_zoom" else "paint")
 
     def _fill_list(self) -> None:
         self.labels.blockSignals(True)
         self.labels.clear()
+        painted = self.workspace.layers.get(("moving", "selected"))
         for lp in self.session.label_pairs():
             text = f"{lp.type} · {lp.name or '-'} · {lp.annotator or '-'} · {lp.status}"
             if lp.status == "incomplete":
-                text += f" (paint the {'fixed' if lp.has_moving else 'moving'} side)"
+                text += f" (paint the {'TRUS' if lp.has_moving else 'MR'} side)"
             item = QListWidgetItem(text)
-            item.setData(256, lp.id)
+            item.setData(LABEL_PAIR_ID, lp.id)
+            if painted is not None:
+                colour = painted.get_color(lp.position + 1)
+                if colour is not None:
+                    from qtpy.QtGui import QColor
+
+                    item.setForeground(QColor.fromRgbF(*[float(c) for c in colour[:3]]))
             self.labels.addItem(item)
             if lp.id == self.session.selected:
                 self.labels.setCurrentItem(item)
         self.labels.blockSignals(False)
 
-    def _layer(self, name):
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+    def _start(self, func, *args, done, what: str, failed=None):
+        worker = start_worker(func, *args, done=done, what=what, status=self.status, failed=failed)
+        self.workers.add(worker)
+        self.busy.show()
 
-    def _show_images(self) -> None:
-        moving, fixed = self.session.images()
-        for name in (*IMAGE_LAYERS.values(), *LABEL_LAYERS.values()):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-        for side, vol in (("moving", moving), ("fixed", fixed)):
-            self.viewer.add_image(vol.data, name=IMAGE_LAYERS[side], scale=vol.grid.spacing, colormap="gray")
-            labels = self.viewer.add_labels(np.zeros(vol.grid.shape, np.uint8), name=LABEL_LAYERS[side],
-                                            scale=vol.grid.spacing, opacity=0.6)
-            labels.brush_size = 3
-            labels.selected_label = 1
-            # strokes emit paint; undo and redo only set_data (which slicing emits too,
-            # so a save happens only when the mask really differs from the stored one)
-            for event in (labels.events.paint, labels.events.data, labels.events.set_data):
-                event.connect(lambda _e, side=side: self._painted(side))
-        self.viewer.canvas.grid.enabled = True
-        self.viewer.canvas.grid.stride = 2
-        self.viewer.canvas.grid.shape = (1, 2)
-        self._loaded_pair = self.session.pair.id
-        self.viewer.reset_view()
+        def finished():
+            self.workers.discard(worker)
+            self.busy.setVisible(bool(self.workers))
 
-    def _show_masks(self) -> None:
-        moving, fixed = self.session.masks()
-        self._stored = {"moving": moving, "fixed": fixed}
-        for side, mask in (("moving", moving), ("fixed", fixed)):
-            layer = self._layer(LABEL_LAYERS[side])
-            if layer is None:
-                continue
-            with layer.events.data.blocker():
-                layer.data = mask.astype(np.uint8)
-            layer.editable = self.session.selected is not None
-            layer._undo_history.clear()  # undo stays within one label pair
-            layer._redo_history.clear()
+        worker.finished.connect(finished)
+        worker.start()
+        return worker
+
+
+def _button(text: str, action) -> QPushButton:
+    button = QPushButton(text)
+    button.clicked.connect(lambda *_: reports_errors(action)())
+    return button
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row
+
+
+def _spin(value: float, lo: float, hi: float, tip: str) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(0.5)
+    spin.setDecimals(1)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
 
 
 def launch(viewer, db: str | None, pair_id: int | None = None, annotator: str | None = None) -> AnnotateWidget:
-    """Dock the widget in ``viewer`` with ``db`` open (a phantom database when None)."""
+    """Dock the three widgets (tabbed) in ``viewer`` with ``db`` open (a phantom database when None)."""
     from ..annotation import phantom_database
     from ..settings import user_data_dir
+    from .inspect import InspectWidget
+    from .train import TrainWidget
 
     if db is None:
         db = str(phantom_database(user_data_dir() / "phantom"))
         show_info(f"no database given: opened the phantom database at {db}")
         print(f"napari-labelreg annotate: no --db given; using the phantom database at {db}")
     session = AnnotationSession.open(db, annotator or load_settings().get("annotator", ""))
-    widget = AnnotateWidget(viewer, session)
     if pair_id is not None:
         session.select_pair_id(pair_id)
-        widget.refresh(reload_images=True)
+    widget = AnnotateWidget(viewer, session)
     viewer.window.add_dock_widget(widget, name="Label pairs", area="right")
-    from qtpy.QtCore import QTimer
-
-    QTimer.singleShot(0, viewer.reset_view)  # fit both grid cells once the dock has taken its room
+    viewer.window.add_dock_widget(TrainWidget(viewer), name="Train", area="right", tabify=True)
+    viewer.window.add_dock_widget(InspectWidget(viewer), name="Inspect", area="right", tabify=True)
     return widget

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from napari.qt.threading import thread_worker
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
@@ -18,7 +17,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..jobs import export_registration
-from ._common import reports_errors
+from ._common import reports_errors, start_worker
 
 
 def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int = 0,
@@ -52,6 +51,7 @@ class InspectWidget(QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
+        self.results_viewer = None
         self.registration = None
         self.model_dir = QLineEdit(placeholderText="run folder of a trained model")
         self.db_path = QLineEdit(placeholderText="label database (empty: a phantom pair)")
@@ -84,14 +84,25 @@ class InspectWidget(QWidget):
         layout.addWidget(export_btn)
 
     def register(self) -> None:
-        worker = thread_worker(register_for_inspection, start_thread=False)(
-            self.model_dir.text().strip(), self.db_path.text().strip() or None, self.pair_index.value(),
-            self.weight())
-        worker.returned.connect(self.show_result)
-        worker.errored.connect(lambda exc: show_error(f"registration failed: {exc}"))
+        worker = start_worker(register_for_inspection, self.model_dir.text().strip(),
+                              self.db_path.text().strip() or None, self.pair_index.value(), self.weight(),
+                              done=self.show_result, what="registration", status=self.summary)
         self.summary.setText("registering…")
         worker.start()
         return worker
+
+    def target_viewer(self):
+        """Where results go: this viewer, or a viewer of their own while it holds an annotation workspace.
+
+        Inspection never writes into (or regroups the grid of) the layers an annotator is painting.
+        """
+        if not any("image_pair_id" in layer.metadata for layer in self.viewer.layers):
+            return self.viewer
+        if self.results_viewer is None or self.results_viewer.window._qt_window is None:
+            import napari
+
+            self.results_viewer = napari.Viewer(title="napari-labelreg: inspection")
+        return self.results_viewer
 
     def weight(self) -> float | None:
         """The network weight asked for; None: the run's."""
@@ -100,11 +111,13 @@ class InspectWidget(QWidget):
 
     def show_result(self, result) -> None:
         self.registration, pair, layers = result
+        viewer = self.target_viewer()
+        for layer in [layer for layer in viewer.layers if layer.metadata.get("inspection")]:
+            viewer.layers.remove(layer)  # only this widget's own layers, never another widget's
         for data, kwargs, kind in layers:
-            name = kwargs["name"]
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
-            getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            kwargs = {**kwargs, "name": f"{pair.name}: {kwargs['name']}",
+                      "metadata": {**kwargs.get("metadata", {}), "inspection": True}}
+            getattr(viewer, f"add_{kind}")(data, **kwargs)
         meta = layers[0][1]["metadata"]
         text = f"{pair.name}: folding voxels {meta['folding_voxels']}"
         if "tre_mm" in meta:

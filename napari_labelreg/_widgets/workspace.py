@@ -1,0 +1,201 @@
+"""The annotation workspace: MR and TRUS side by side in corresponding, titled grid cells.
+
+Each side has five layers, created once and then updated in place (napari does
+not survive removing a Labels layer that is being painted):
+
+* ``image``: the volume, placed so the pair's initial correspondence is the
+  identity: one display position shows corresponding anatomy in both cells;
+* ``all``: every label pair of the image pair but the selected one, each in
+  its own colour, the same colour on both sides (the value is the label
+  pair's position + 1);
+* ``selected``: the selected label pair, the layer that is painted;
+* ``proposal``: a model's proposal for this side, hidden when there is none;
+* ``landmarks``: one marker per label pair at its centroid, drawn on every
+  slice (a ring when the centroid lies on another slice, with the number of
+  slices to it), so a partner is always findable.
+
+Every layer carries the image pair's id in its metadata; the widget checks it
+before each save.  Nothing outside the annotate widget writes into them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..annotation import PairView
+from ..geometry import apply_affine
+
+SIDES = ("moving", "fixed")
+TITLES = {"moving": "MR (moving)", "fixed": "TRUS (fixed)"}
+FRAME_COLOURS = {"moving": "orange", "fixed": "deepskyblue"}
+ROLES = ("image", "all", "selected", "proposal", "landmarks")  # one grid cell per side, layers in this order
+CONTRAST_PERCENTILES = {"moving": (0.5, 99.5), "fixed": (1.0, 99.0)}  # MR: full range; TRUS: clip speckle highs
+
+
+def colour_value(position: int) -> int:
+    """The label value (and so the colour) of the label pair at ``position``, the same on both sides."""
+    return position + 1
+
+
+class Workspace:
+    """The ten layers of the workspace in ``viewer`` and how a :class:`PairView` fills them."""
+
+    def __init__(self, viewer) -> None:
+        self.viewer = viewer
+        self.layers: dict[tuple[str, str], object] = {}
+        self.view: PairView | None = None
+        self.selected: int | None = None
+        self.masks: dict[int, list[np.ndarray]] = {}  # label pair id -> [moving, fixed], as saved
+        viewer.dims.events.point.connect(self._update_landmarks)
+
+    # ---- building -------------------------------------------------------------------
+    def complete(self) -> bool:
+        return len(self.layers) == 2 * len(ROLES) and all(layer in self.viewer.layers for layer in self.layers.values())
+
+    def _create(self, view: PairView) -> None:
+        for layer in self.layers.values():  # only after a user deleted one of them
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.layers = {}
+        for side in SIDES:
+            vol, affine = view.volume(side), view.affine(side)
+            zeros = np.zeros(vol.grid.shape, np.uint16)
+            image = self.viewer.add_image(vol.data, affine=affine, colormap="gray", name=TITLES[side])
+            image.name_overlay.visible = True
+            image.bounding_box.visible = True
+            image.bounding_box.points = False
+            image.bounding_box.line_color = FRAME_COLOURS[side]
+            image.bounding_box.line_thickness = 2
+            everything = self.viewer.add_labels(zeros, affine=affine, opacity=0.35, name=f"{TITLES[side]}: label pairs")
+            everything.editable = False
+            selected = self.viewer.add_labels(zeros.copy(), affine=affine, opacity=0.8,
+                                              name=f"{TITLES[side]}: selected pair")
+            proposal = self.viewer.add_labels(zeros.copy(), affine=affine, opacity=0.5, visible=False,
+                                              name=f"{TITLES[side]}: proposal")
+            proposal.editable = False
+            landmarks = self.viewer.add_points(
+                np.empty((0, 3)), ndim=3, size=4, name=f"{TITLES[side]}: landmarks",
+                features={"label": np.array([], str)},
+                text={"string": "{label}", "color": "white", "size": 9, "anchor": "upper_left"})
+            landmarks.editable = False
+            for role, layer in zip(ROLES, (image, everything, selected, proposal, landmarks)):
+                self.layers[side, role] = layer
+        ours = [self.viewer.layers.index(layer) for layer in self.layers.values()]
+        self.viewer.layers.move_multiple(ours, 0)  # the two cells come first whatever else is open
+        grid = self.viewer.canvas.grid
+        grid.stride, grid.shape, grid.enabled = len(ROLES), (1, 2), True
+        self.viewer.reset_view()
+
+    # ---- showing a pair -------------------------------------------------------------
+    def show(self, view: PairView, selected: int | None) -> None:
+        """Fill every layer from ``view`` in place (zoom and slice stay where they are)."""
+        first = not self.complete()
+        if first:
+            self._create(view)
+        self.view = view
+        self.masks = {pid: list(pair) for pid, pair in view.masks.items()}
+        name = view.record.name
+        for side in SIDES:
+            vol, affine = view.volume(side), view.affine(side)
+            image = self.layers[side, "image"]
+            image.data = vol.data
+            image.affine = affine
+            finite = vol.data[np.isfinite(vol.data)]
+            lo, hi = np.percentile(finite, CONTRAST_PERCENTILES[side]) if finite.size else (0.0, 1.0)
+            image.contrast_limits_range = (float(finite.min()), float(finite.max())) if finite.size else (0, 1)
+            image.contrast_limits = (float(lo), float(max(hi, lo + 1e-6)))
+            image.name = f"{TITLES[side]} · {name}"
+            for role in ROLES:
+                layer = self.layers[side, role]
+                layer.metadata["image_pair_id"] = view.record.id
+                layer.metadata["image_pair"] = name
+                if role in ("all", "selected", "proposal"):
+                    layer.data = np.zeros(vol.grid.shape, np.uint16)
+                    layer.affine = affine
+            self.layers[side, "proposal"].visible = False
+        self.select(selected)
+        if first:
+            self.viewer.reset_view()
+
+    def select(self, selected: int | None) -> None:
+        """Show ``selected`` in the painted layers and every other label pair beside it."""
+        self.selected = selected
+        view = self.view
+        records = {lp.id: lp for lp in view.label_pairs}
+        for k, side in enumerate(SIDES):
+            shape = view.volume(side).grid.shape
+            everything = np.zeros(shape, np.uint16)
+            others = [pid for pid in self.masks if pid != selected]
+            for pid in sorted(others, key=lambda p: -int(self.masks[p][k].sum())):  # small ones drawn on top
+                everything[self.masks[pid][k]] = colour_value(records[pid].position)
+            self.layers[side, "all"].data = everything
+            layer = self.layers[side, "selected"]
+            layer.metadata["label_pair_id"] = selected
+            if selected is None:
+                layer.data = np.zeros(shape, np.uint16)
+            else:
+                value = colour_value(records[selected].position)
+                layer.data = self.masks[selected][k].astype(np.uint16) * value
+                layer.selected_label = value
+        self._update_landmarks()
+
+    def update_records(self, view_records) -> None:
+        """New label pair records (added, renamed, verified, deleted) for the pair shown."""
+        view = self.view
+        self.view = PairView(view.record, view.moving, view.fixed, view.moving_affine, view.fixed_affine, view.exact,
+                             list(view_records), view.masks)
+        known = {lp.id for lp in view_records}
+        shapes = (view.moving.grid.shape, view.fixed.grid.shape)
+        self.masks = {pid: self.masks.get(pid, [np.zeros(shapes[0], bool), np.zeros(shapes[1], bool)])
+                      for pid in known}
+
+    def stored(self, side: str) -> np.ndarray | None:
+        return None if self.selected is None else self.masks[self.selected][SIDES.index(side)]
+
+    def record_saved(self, side: str, mask: np.ndarray) -> None:
+        self.masks[self.selected][SIDES.index(side)] = mask
+        self._update_landmarks()
+
+    # ---- landmarks --------------------------------------------------------------------
+    def centroid(self, label_pair_id: int, side: str) -> np.ndarray | None:
+        """The label pair's centroid on ``side`` in display mm, None where that side is unpainted."""
+        mask = self.masks[label_pair_id][SIDES.index(side)]
+        if not mask.any():
+            return None
+        return apply_affine(self.view.affine(side), np.argwhere(mask).mean(0)[None])[0]
+
+    def _update_landmarks(self, _event=None) -> None:
+        if self.view is None or not self.complete():
+            return
+        dims = self.viewer.dims
+        point = np.asarray(dims.point[-3:], float)
+        sliced = [axis for axis in range(3) if axis not in dims.displayed[-2:]] if dims.ndim >= 3 else []
+        records = {lp.id: lp for lp in self.view.label_pairs}
+        for side in SIDES:
+            layer = self.layers[side, "landmarks"]
+            spacing = np.abs(np.diag(self.view.affine(side))[:3])
+            rows, labels, colours, sizes, symbols = [], [], [], [], []
+            for pid, lp in records.items():
+                centre = self.centroid(pid, side) if pid in self.masks else None
+                if centre is None:
+                    continue
+                away = [int(round((centre[a] - point[a]) / spacing[a])) for a in sliced]
+                shown = centre.copy()
+                for a in sliced:
+                    shown[a] = point[a]
+                offset = ", ".join(f"{d:+d}" for d in away if d)
+                name = (lp.name or lp.type) + (f" ({offset} slices)" if offset else "")
+                labels.append(name if pid == self.selected else "")  # one caption: the selected pair's
+                rows.append(shown)
+                colour = self.layers[side, "selected"].get_color(colour_value(lp.position))
+                colours.append(colour if colour is not None else (1, 1, 1, 1))
+                sizes.append(7.0 if pid == self.selected else 4.0)
+                symbols.append("disc" if not offset else "ring")
+            layer.data = np.asarray(rows, float).reshape(-1, 3)
+            layer.features = {"label": np.asarray(labels, str)}
+            if rows:
+                layer.face_color = np.asarray(colours, float)
+                layer.size = np.asarray(sizes)
+                layer.symbol = symbols
+                layer.border_color = "white"
+            layer.refresh()
