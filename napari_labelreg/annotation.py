@@ -120,7 +120,8 @@ class AnnotationSession:
             m, f = self.db.masks(lp.id)
             masks[lp.id] = (m if m is not None else np.zeros(rec.moving_shape, bool),
                             f if f is not None else np.zeros(rec.fixed_shape, bool))
-        return PairView(rec, moving, fixed, moving_affine, fixed_affine, exact, records, masks)
+        return PairView(rec, moving, fixed, moving_affine, fixed_affine, exact, records, masks,
+                        {"moving": window(moving.data, MR_WINDOW), "fixed": window(fixed.data, TRUS_WINDOW)})
 
     def masks(self) -> tuple[np.ndarray, np.ndarray]:
         """The selected pair's (moving, fixed) masks; zeros where unpainted."""
@@ -187,12 +188,26 @@ class PairView:
     exact: bool
     label_pairs: list[LabelPairRecord]
     masks: dict[int, tuple[np.ndarray, np.ndarray]]
+    windows: dict[str, tuple[float, float, float, float]]  # side -> (low, high, min, max) display intensities
 
     def volume(self, side: str) -> Volume:
         return self.moving if side == "moving" else self.fixed
 
     def affine(self, side: str) -> np.ndarray:
         return self.moving_affine if side == "moving" else self.fixed_affine
+
+
+MR_WINDOW = (0.5, 99.5)  # percentiles: MR keeps nearly its full range
+TRUS_WINDOW = (1.0, 99.0)  # TRUS: speckle's bright tail clipped
+
+
+def window(data: np.ndarray, percentiles: tuple[float, float]) -> tuple[float, float, float, float]:
+    """Display window of an image: (low, high) at ``percentiles`` of its finite values, then its (min, max)."""
+    finite = data[np.isfinite(data)]
+    if not finite.size:
+        return 0.0, 1.0, 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(finite, percentiles))
+    return low, max(high, low + 1e-6), float(finite.min()), max(float(finite.max()), low + 1e-6)
 
 
 def ball(shape: tuple[int, int, int], spacing, centre_voxel, radius_mm: float) -> tuple[np.ndarray, ...]:

@@ -28,16 +28,26 @@ def _label_stack(masks: np.ndarray) -> np.ndarray:
 
 
 def ddf_vectors(ddf_mm: np.ndarray, pair_grid, step: int = 4) -> np.ndarray:
-    """napari vectors ``(N, 2, 3)``: every ``step``-th voxel's position and displacement, in layer units (mm)."""
+    """napari vectors ``(N, 2, 3)``: a decimated set of voxels' positions and displacements, in layer units (mm).
+
+    The voxels kept are those with ``(j - i) % step == 0`` and ``(k - i) % step == 0``: every slice
+    along every axis holds a ``step``-spaced lattice of them, so vectors show on whichever slice is
+    viewed (a plain ``[::step]`` subsample leaves three slices in four empty).
+    """
     spacing = pair_grid.spacing
-    sub = ddf_mm[::step, ::step, ::step]
-    idx = np.stack(np.meshgrid(*[np.arange(0, n, step) for n in ddf_mm.shape[:3]], indexing="ij"), -1)
-    along_axes = ddf_mm_to_voxels(sub, pair_grid) * spacing  # mm along the array axes
-    return np.stack([idx.reshape(-1, 3) * spacing, along_axes.reshape(-1, 3)], axis=1)
+    i, j, k = np.meshgrid(*[np.arange(n) for n in ddf_mm.shape[:3]], indexing="ij")
+    keep = ((j - i) % step == 0) & ((k - i) % step == 0)
+    idx = np.stack([i[keep], j[keep], k[keep]], -1)
+    along_axes = ddf_mm_to_voxels(ddf_mm[keep], pair_grid) * spacing  # mm along the array axes
+    return np.stack([idx * spacing, along_axes], axis=1)
 
 
-def inspection_layers(registration: Registration, pair: Pair, *, vector_step: int = 4) -> list[tuple]:
-    """Layer tuples for a registered pair; metrics go into the first layer's ``metadata``."""
+def inspection_layers(registration: Registration, pair: Pair, *, vector_step: int = 4,
+                      names: list[str] | None = None) -> list[tuple]:
+    """Layer tuples for a registered pair; metrics go into the first layer's ``metadata``.
+
+    ``names``: what to call each label pair in the landmark errors (default: from ``pair.label_names``).
+    """
     grid = pair.fixed.grid
     scale = tuple(float(s) for s in grid.spacing)
     ddf = registration.ddf_mm
@@ -51,29 +61,30 @@ def inspection_layers(registration: Registration, pair: Pair, *, vector_step: in
         (registration.warped, {**base, "name": "warped MR (moving on fixed)", "colormap": "magenta",
                                "blending": "additive", "opacity": 0.6}, "image"),
         (metrics.displacement_magnitude(ddf), {**base, "name": "displacement magnitude (mm)", "colormap": "viridis",
-                                               "visible": False}, "image"),
+                                               "visible": False, "metadata": {"colorbar": True}}, "image"),
         (det, {**base, "name": "Jacobian determinant", "colormap": "bwr", "contrast_limits": (1 - spread, 1 + spread),
-               "visible": False}, "image"),
+               "visible": False, "metadata": {"colorbar": True}}, "image"),
         (folding.astype(np.uint8), {**base, "name": f"folding voxels (det <= 0): {int(folding.sum())}",
                                     "opacity": 0.8}, "labels"),
         (metrics.gradient_norm(ddf, grid), {**base, "name": "displacement gradient norm", "colormap": "inferno",
-                                            "visible": False}, "image"),
+                                            "visible": False, "metadata": {"colorbar": True}}, "image"),
         (ddf_vectors(ddf, grid, vector_step), {"name": "DDF (fixed -> moving, mm)", "edge_width": 0.3,
                                                "edge_color": "yellow", "visible": False}, "vectors"),
     ]
     if pair.num_labels:
-        layers += _label_layers(registration, pair, base)
+        layers += _label_layers(registration, pair, base, names)
     return layers
 
 
-def _label_layers(registration: Registration, pair: Pair, base: dict) -> list[tuple]:
+def _label_layers(registration: Registration, pair: Pair, base: dict, names: list[str] | None) -> list[tuple]:
     grid = pair.fixed.grid
     warped = registration.warp_labels(pair.moving_labels) >= 0.5
     errors = metrics.centroid_errors(warped, pair.fixed_labels, grid)
     to_layer = lambda mask: (np.argwhere(mask).mean(0) if mask.any() else np.full(3, np.nan)) * grid.spacing  # noqa: E731
     moved = np.array([to_layer(m) for m in warped])
     target = np.array([to_layer(m) for m in pair.fixed_labels])
-    names = [n.split(":", 1)[-1] for n in pair.label_names] or [f"label {k}" for k in range(pair.num_labels)]
+    if names is None:
+        names = [n.split(":", 1)[-1] for n in pair.label_names] or [f"label {k}" for k in range(pair.num_labels)]
     features = {"label": names, "error_mm": errors, "gland": np.arange(pair.num_labels) == pair.gland_index}
     return [
         (_label_stack(pair.fixed_labels), {**base, "name": "TRUS labels (fixed)", "opacity": 0.4}, "labels"),

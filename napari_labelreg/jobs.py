@@ -70,6 +70,27 @@ def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, ty
         run.close()  # writes the checkpoint now, in this thread
 
 
+PHASES = ("locator", "prior", "registration")  # the order a run trains its parts in
+
+
+def overall_fraction(progress, config: TrainConfig) -> float:
+    """How much of the whole budget (gland locator, prior and registration together) ``progress`` has used, in [0, 1].
+
+    With an iterations budget the locator and prior take their shares of the iterations as
+    steps before the registration's ``iterations`` steps; with a minutes budget every phase
+    takes its share of the minutes.
+    """
+    shares = {"locator": config.locator, "prior": config.prior}
+    if config.iterations:
+        steps = {phase: round(share * config.iterations) for phase, share in shares.items()}
+        steps["registration"] = config.iterations
+        before = sum(steps[p] for p in PHASES[: PHASES.index(progress.phase)])
+        return min(1.0, (before + progress.step) / sum(steps.values()))
+    shares["registration"] = 1.0 - config.locator - config.prior
+    before = sum(shares[p] for p in PHASES[: PHASES.index(progress.phase)])
+    return min(1.0, before + progress.elapsed_s / (60.0 * config.minutes))
+
+
 def export_registration(registration, folder: str | os.PathLike) -> list[Path]:
     """Write ``ddf.nii.gz`` and ``warped.nii.gz`` of a registration to ``folder``."""
     folder = Path(folder)

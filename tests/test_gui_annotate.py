@@ -303,3 +303,151 @@ def test_annotate_command_opens_the_phantom_pair_and_closes(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "phantom database" in out.stdout
     assert (tmp_path / "d" / "napari-labelreg" / "phantom" / "labels.db").is_file()
+
+
+def test_the_three_widgets_dock_as_tabs_that_fit_a_laptop_screen(make_napari_viewer, db_path, qtbot):
+    from qtpy.QtWidgets import QTabBar
+
+    from napari_labelreg._widgets.annotate import launch
+
+    viewer = make_napari_viewer(show=True)
+    w = launch(viewer, str(db_path))
+    User = __import__("gui_user").User
+    User(viewer, w, qtbot).wait_loaded()
+    window = viewer.window._qt_window
+    window.resize(1366, 768)
+    qtbot.wait(50)
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 1366 and hint.height() <= 768, hint
+    assert window.width() <= 1366 and window.height() <= 768
+    tabs = [bar.tabText(i) for bar in window.findChildren(QTabBar) for i in range(bar.count())]
+    assert {"Label pairs", "Train", "Inspect"} <= set(tabs)
+    train = viewer.window.dock_widgets["Train"]
+    assert train.db_path.text() == w.session.db.location  # Train starts from the database being annotated
+
+
+def test_screenshots_of_a_labelling_session(make_napari_viewer, db_path, qtbot, trained_run, tmp_path):
+    """A short session whose screenshots the README shows (scripts/screenshots.sh writes them to docs/images)."""
+    import os
+
+    from qtpy.QtCore import Qt
+    from skimage.io import imsave
+
+    from napari_labelreg._widgets.annotate import launch
+
+    out = Path(os.environ.get("LABELREG_SCREENSHOTS", tmp_path))
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1366, 768)
+    w = launch(viewer, str(db_path))
+    user = __import__("gui_user").User(viewer, w, qtbot)
+    user.wait_loaded()
+    qtbot.wait(100)  # the annotation tab comes to the front after the event loop ran once
+    user.key(Qt.Key.Key_Period)  # a landmark pair: it and its partner are found on their slice
+    user.key(Qt.Key.Key_Period)
+    viewer.scene.camera.zoom *= 1.3
+    qtbot.wait(200)
+    shot = viewer.screenshot(canvas_only=False, flash=False)
+    imsave(out / "annotate.png", shot, check_contrast=False)
+    marks = w.workspace.layers["fixed", "landmarks"]
+    assert len(marks.data) == len(w.session.label_pairs()) >= 3
+    assert shot[..., :3].std() > 5
+
+    from napari_labelreg._widgets.inspect import InspectWidget
+
+    results = make_napari_viewer(show=True)
+    results.window.resize(1366, 768)
+    inspect = InspectWidget(results)
+    results.window.add_dock_widget(inspect, name="Inspect")
+    inspect.model_dir.setText(str(trained_run))
+    inspect.db_path.setText(str(db_path))
+    inspect.register()
+    qtbot.waitUntil(lambda: "phantom000: Jacobian determinant" in results.layers, timeout=60_000)
+    results.layers["phantom000: Jacobian determinant"].visible = True
+    results.layers["phantom000: warped MR (moving on fixed)"].visible = False
+    qtbot.wait(200)
+    imsave(out / "inspect.png", results.screenshot(canvas_only=False, flash=False), check_contrast=False)
+    assert inspect.errors.item(0).text().startswith("label 0 (gland): ")  # landmark errors by label name and type
+
+
+@pytest.mark.data
+def test_pair_switch_on_the_public_pairs(make_napari_viewer, qtbot, tmp_path):
+    """Next through eight public MR-TRUS pairs by key; prints the time from key press to the pair shown.
+
+    The figure is printed, not asserted: a test must not depend on the machine's speed.
+    """
+    import statistics
+    import time
+
+    from conftest import DATA
+    from qtpy.QtCore import Qt
+
+    from napari_labelreg.database.transfer import import_folder
+    from napari_labelreg.io import FOLDERS, list_folder_pairs
+
+    names = list_folder_pairs(DATA)[:8]
+    for folder in FOLDERS:
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for name in names:
+            (tmp_path / "data" / folder / f"{name}.nii.gz").symlink_to(DATA / folder / f"{name}.nii.gz")
+    with LabelDB.open(tmp_path / "labels.db") as db:
+        import_folder(db, tmp_path / "data", convention="centred")
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, tmp_path / "labels.db", qtbot)
+    times, zoom = [], viewer.scene.camera.zoom
+    for k in range(1, 2 * len(names)):
+        t0 = time.perf_counter()
+        user.key(Qt.Key.Key_PageDown)
+        user.wait_loaded()
+        times.append(1000 * (time.perf_counter() - t0))
+        assert w.session.pair.name == names[k % len(names)] and w.workspace.view.record.name == names[k % len(names)]
+        assert w.workspace.layers["fixed", "all"].data.max() > 0  # its label pairs are shown
+    print(f"\npair switch on the public pairs: median {statistics.median(times):.0f} ms, "
+          f"max {max(times):.0f} ms over {len(times)} switches")
+    assert viewer.scene.camera.zoom == pytest.approx(zoom)  # switching keeps the zoom
+
+
+def test_unlinked_slicing_moves_only_the_painted_panel_and_relinking_restores(make_napari_viewer, db_path, qtbot):
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    image = {side: w.workspace.layers[side, "image"] for side in ("moving", "fixed")}
+    axis = [a for a in range(3) if a not in viewer.dims.displayed][0]
+    slice_of = lambda side: image[side].world_to_data(viewer.dims.point)[axis]  # noqa: E731
+    user.hover("moving", viewer.dims.point)  # painting the MR panel
+    user.key(Qt.Key.Key_Right)  # onto the slider's own steps
+    start = {side: slice_of(side) for side in image}
+    w.linked.setChecked(False)
+    for _ in range(3):
+        user.key(Qt.Key.Key_Right)  # napari's next-slice key
+    assert slice_of("moving") == pytest.approx(start["moving"] + 3)
+    assert slice_of("fixed") == pytest.approx(start["fixed"])  # the TRUS panel stayed
+    w.linked.setChecked(True)
+    assert slice_of("fixed") == pytest.approx(start["fixed"] + 3)  # back to the correspondence
+    user.key(Qt.Key.Key_Left)
+    assert slice_of("moving") == pytest.approx(start["moving"] + 2)
+    assert slice_of("fixed") == pytest.approx(start["fixed"] + 2)
+
+
+def test_point_mode_click_places_a_sphere_of_the_set_radius(make_napari_viewer, db_path, qtbot):
+    from qtpy.QtCore import Qt
+
+    from napari_labelreg.annotation import ball
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)
+    user.key(Qt.Key.Key_O)  # point mode
+    w.point_radius.setValue(3.0)
+    target = np.asarray(viewer.dims.point, float) + [0, 3, -3]
+    user.click("fixed", target)
+    user.saved()
+    layer = w.workspace.layers["fixed", "selected"]
+    centre = np.asarray(layer.world_to_data(user.canvas._map_canvas2world(
+        np.array([user.pixel("fixed", target).x(), user.pixel("fixed", target).y()]), user.canvas.grid_views[1])))
+    saved = w.session.db.masks(w.session.selected)[1]
+    inner, outer = np.zeros(layer.data.shape, bool), np.zeros(layer.data.shape, bool)
+    inner[ball(layer.data.shape, np.abs(layer.scale), centre, 2.5)] = True
+    outer[ball(layer.data.shape, np.abs(layer.scale), centre, 3.5)] = True
+    assert saved[inner].all() and not saved[~outer].any()  # a 3-mm sphere, to the half-pixel the click has
+    assert w.session.db.masks(w.session.selected)[0] is None and user.actions == 3

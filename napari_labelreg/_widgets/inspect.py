@@ -36,13 +36,16 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
             records = db.image_pairs()
             if not records:
                 raise ValueError(f"{db_path}: no image pairs")
-            pair = db.load_pair(records[pair_index % len(records)].id)
+            record = records[pair_index % len(records)]
+            pair = db.load_pair(record.id)
+            named = {lp.id: f"{lp.name or lp.type} ({lp.type})" for lp in db.label_pairs(record.id)}
+        names = [named[int(n.split(":", 1)[0])] for n in pair.label_names]  # load_pair names them "id:type"
     else:
         from ..phantom import make_phantom
 
-        pair = make_phantom(1000 + pair_index).pair
+        pair, names = make_phantom(1000 + pair_index).pair, None
     registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair)
-    return registration, pair, inspection_layers(registration, pair)
+    return registration, pair, inspection_layers(registration, pair, names=names)
 
 
 class InspectWidget(QWidget):
@@ -117,7 +120,9 @@ class InspectWidget(QWidget):
         for data, kwargs, kind in layers:
             kwargs = {**kwargs, "name": f"{pair.name}: {kwargs['name']}",
                       "metadata": {**kwargs.get("metadata", {}), "inspection": True}}
-            getattr(viewer, f"add_{kind}")(data, **kwargs)
+            layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+            if kwargs["metadata"].get("colorbar"):
+                layer.colorbar.visible = True  # drawn while the map is shown
         meta = layers[0][1]["metadata"]
         text = f"{pair.name}: folding voxels {meta['folding_voxels']}"
         if "tre_mm" in meta:

@@ -12,9 +12,10 @@ COLOURS = ("#4fc3f7", "#ffb74d", "#81c784", "#e57373")
 class CurvePlot(QWidget):
     """Named series of (x, y) points drawn as lines, each scaled to its own range."""
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent=None, x_label: str = "step") -> None:
         super().__init__(parent)
         self.series: dict[str, list[tuple[float, float]]] = {}
+        self.x_label = x_label
         self.setMinimumHeight(120)
 
     def add(self, name: str, x: float, y: float) -> None:
@@ -28,11 +29,16 @@ class CurvePlot(QWidget):
     def paintEvent(self, _event) -> None:  # noqa: N802 (Qt's name)
         painter = QPainter(self)
         painter.fillRect(self.rect(), QColor("#262930"))
-        w, h, pad = self.width(), self.height(), 6
+        w, h, pad = self.width(), self.height() - 16, 6  # the bottom 16 px: the x axis' labels
         xs = [x for pts in self.series.values() for x, _ in pts]
         if not xs:
             return
         x0, x1 = min(xs), max(max(xs), min(xs) + 1)
+        painter.setPen(QPen(QColor("#aaaaaa"), 1))
+        painter.drawLine(QPointF(pad, h - pad), QPointF(w - pad, h - pad))
+        painter.drawText(pad, h + 10, f"{x0:.0f}")
+        painter.drawText(w // 2 - 40, h + 10, self.x_label)
+        painter.drawText(w - pad - 40, h + 10, f"{x1:.0f}")
         for i, (name, pts) in enumerate(self.series.items()):
             ys = [y for _, y in pts]
             y0, y1 = min(ys), max(max(ys), min(ys) + 1e-9)
@@ -43,5 +49,6 @@ class CurvePlot(QWidget):
                       for x, y in pts]
             for a, b in zip(points, points[1:]):
                 painter.drawLine(a, b)
-            painter.drawText(pad + 4, 14 + 14 * i, f"{name}: {ys[-1]:.4g}")
+            # each series has its own y scale: its legend gives the range the height spans
+            painter.drawText(pad + 4, 14 + 14 * i, f"{name}: {ys[-1]:.4g}  (axis {y0:.3g} to {y1:.3g})")
         painter.end()

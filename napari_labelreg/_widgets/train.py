@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import QScrollArea
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -26,8 +27,12 @@ from qtpy.QtWidgets import (
 
 from ..config import PRESETS, REGULARISERS, SIMILARITIES, VARIANTS, TrainConfig
 from ..database import LABEL_TYPES
-from ..jobs import training_job
+from ..jobs import overall_fraction, training_job
+from ..settings import load_settings
 from .plot import CurvePlot
+
+PROGRESS_STEPS = 1000  # the progress bar's resolution over the whole budget
+VALIDATIONS = 20  # validation points over a run's registration steps
 
 
 class TrainWidget(QWidget):
@@ -38,10 +43,12 @@ class TrainWidget(QWidget):
         self.viewer = napari_viewer
         self.worker = None
         self.last_progress = None
+        self.outcome = ""  # "finished", "cancelled" or "failed: ..." once a run has ended
+        self._config = None
         self._build()
 
     def _build(self) -> None:
-        self.db_path = QLineEdit(placeholderText="labels.db")
+        self.db_path = QLineEdit(load_settings().get("database", ""), placeholderText="labels.db")
         self.types = QLineEdit(placeholderText=f"all types (or e.g. {LABEL_TYPES[0]}, {LABEL_TYPES[1]})")
         self.verified_only = QCheckBox("verified label pairs only")
         self.preset = _combo(sorted(PRESETS), "cpu")
@@ -64,8 +71,11 @@ class TrainWidget(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.cancel_btn.setEnabled(False)
         self.progress = QProgressBar()
+        self.progress.setMaximum(PROGRESS_STEPS)
+        self.progress.setFormat("%p% of the budget")
         self.status = QLabel("")
-        self.plot = CurvePlot()
+        self.status.setWordWrap(True)
+        self.plot = CurvePlot(x_label="registration step")
 
         form = QFormLayout()
         for label, widget in (("Database", self.db_path), ("Label types", self.types), ("", self.verified_only),
@@ -79,8 +89,13 @@ class TrainWidget(QWidget):
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.resume_btn, self.cancel_btn):
             buttons.addWidget(b)
+        fields = QWidget()
+        fields.setLayout(form)
+        scroll = QScrollArea()  # the form scrolls; buttons, progress and curve stay in view on a small screen
+        scroll.setWidget(fields)
+        scroll.setWidgetResizable(True)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(scroll)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.plot)
@@ -115,16 +130,17 @@ class TrainWidget(QWidget):
                                  iterations=config.iterations, minutes=config.minutes)
         except Exception as exc:  # noqa: BLE001
             show_error(str(exc))
+            self.status.setText(str(exc))
             return
         self.plot.clear() if not resume else None
-        self.progress.setMaximum(config.iterations or 0)
+        self.progress.setValue(0)
+        self._config, self.outcome, self.last_progress = config, "", None
         self._stop = threading.Event()
-        job = thread_worker(training_job, progress=False, start_thread=False)(
+        job = thread_worker(training_job, progress=False, start_thread=False, connect={"errored": self._on_error})(
             db, config, out, types=types, verified_only=self.verified_only.isChecked(),
             validation_fraction=self.validation.value(), resume=resume, device=self.device.currentText(),
-            validate_every=max(1, min(50, config.iterations or 50)), stop=self._stop)
+            validate_every=max(1, (config.iterations or 1000) // VALIDATIONS), stop=self._stop)
         job.yielded.connect(self._on_progress)
-        job.errored.connect(lambda exc: show_error(f"training stopped: {exc}"))
         job.finished.connect(self._on_finished)
         self.worker = job
         self._running(True)
@@ -138,23 +154,39 @@ class TrainWidget(QWidget):
             self._stop.set()
 
     def _on_progress(self, p) -> None:
-        if p.phase != "registration":  # the gland locator (and prior) train first; the plot is the registration's
-            self.status.setText(f"gland {p.phase}, step {p.step}: loss {p.loss:.4f}")
-            return
         self.last_progress = p
-        self.progress.setValue(p.step)
+        self.progress.setValue(round(PROGRESS_STEPS * overall_fraction(p, self._config)))
+        of = f"/{p.total}" if p.total else ""
+        if p.phase != "registration":  # the gland locator (and prior) train first; the curve is the registration's
+            self.status.setText(f"gland {p.phase}: step {p.step}{of}, loss {p.loss:.4f}")
+            return
         self.plot.add("loss", p.step, p.loss)
         if p.val_dice is not None:
-            self.plot.add("val Dice", p.step, p.val_dice)
-            self.plot.add("val TRE mm", p.step, p.val_tre_mm)
-        self.status.setText(f"step {p.step}: loss {p.loss:.4f} ({p.step_s:.2f} s/step)")
+            self.plot.add("validation gland Dice", p.step, p.val_dice)
+            self.plot.add("validation TRE (mm)", p.step, p.val_tre_mm)
+        self.status.setText(f"registration: step {p.step}{of}, loss {p.loss:.4f} ({p.step_s:.2f} s/step)")
+
+    def _on_error(self, exc: Exception) -> None:
+        self.outcome = f"failed: {exc}"
+        show_error(f"training failed: {exc}")
 
     def _on_finished(self) -> None:
         self.worker = None
         self._running(False)
-        step = self.last_progress.step if self.last_progress else 0
-        self.status.setText(f"stopped at step {step}; checkpoint in {self.out_dir.text()}")
-        show_info(f"training stopped at step {step}")
+        p = self.last_progress
+        if self.outcome.startswith("failed"):
+            self.status.setText(f"training {self.outcome}")
+            return
+        if self._stop.is_set():
+            self.outcome = "cancelled"
+            where = f"{p.phase} step {p.step}" if p else "before the first step"
+            text = f"cancelled at {where}; checkpoint in {self.out_dir.text()}: Resume continues it"
+        else:
+            self.outcome = "finished"
+            self.progress.setValue(PROGRESS_STEPS)
+            text = f"finished ({p.step if p else 0} registration steps); the model is in {self.out_dir.text()}"
+        self.status.setText(text)
+        show_info(f"training {text}")
 
     def _running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)

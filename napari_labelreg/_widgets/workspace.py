@@ -20,6 +20,8 @@ before each save.  Nothing outside the annotate widget writes into them.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from ..annotation import PairView
@@ -29,7 +31,16 @@ SIDES = ("moving", "fixed")
 TITLES = {"moving": "MR (moving)", "fixed": "TRUS (fixed)"}
 FRAME_COLOURS = {"moving": "orange", "fixed": "deepskyblue"}
 ROLES = ("image", "all", "selected", "proposal", "landmarks")  # one grid cell per side, layers in this order
-CONTRAST_PERCENTILES = {"moving": (0.5, 99.5), "fixed": (1.0, 99.0)}  # MR: full range; TRUS: clip speckle highs
+
+
+def place(layer, affine: np.ndarray) -> None:
+    """Put ``layer`` where the diagonal voxel -> display ``affine`` says, as napari scale and translate.
+
+    (Scale rather than an affine: napari's slider steps by the layers' scale, one slice at a time.)
+    """
+    scale, translate = np.diag(affine)[:3].copy(), affine[:3, 3].copy()
+    if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
+        layer.scale, layer.translate = scale, translate
 
 
 def colour_value(position: int) -> int:
@@ -46,6 +57,8 @@ class Workspace:
         self.view: PairView | None = None
         self.selected: int | None = None
         self.masks: dict[int, list[np.ndarray]] = {}  # label pair id -> [moving, fixed], as saved
+        self.offsets = {side: np.zeros(3) for side in SIDES}  # display shifts of unlinked slicing, mm
+        self._centroids: dict[tuple[int, str], np.ndarray | None] = {}  # in voxels, computed once per mask
         viewer.dims.events.point.connect(self._update_landmarks)
 
     # ---- building -------------------------------------------------------------------
@@ -60,21 +73,22 @@ class Workspace:
         for side in SIDES:
             vol, affine = view.volume(side), view.affine(side)
             zeros = np.zeros(vol.grid.shape, np.uint16)
-            image = self.viewer.add_image(vol.data, affine=affine, colormap="gray", name=TITLES[side])
+            placed = {"scale": np.diag(affine)[:3], "translate": affine[:3, 3]}
+            image = self.viewer.add_image(vol.data, colormap="gray", name=TITLES[side], **placed)
             image.name_overlay.visible = True
             image.bounding_box.visible = True
             image.bounding_box.points = False
             image.bounding_box.line_color = FRAME_COLOURS[side]
             image.bounding_box.line_thickness = 2
-            everything = self.viewer.add_labels(zeros, affine=affine, opacity=0.35, name=f"{TITLES[side]}: label pairs")
+            everything = self.viewer.add_labels(zeros, opacity=0.35, **placed, name=f"{TITLES[side]}: label pairs")
             everything.editable = False
-            selected = self.viewer.add_labels(zeros.copy(), affine=affine, opacity=0.8,
+            selected = self.viewer.add_labels(zeros.copy(), opacity=0.8, **placed,
                                               name=f"{TITLES[side]}: selected pair")
-            proposal = self.viewer.add_labels(zeros.copy(), affine=affine, opacity=0.5, visible=False,
+            proposal = self.viewer.add_labels(zeros.copy(), opacity=0.5, visible=False, **placed,
                                               name=f"{TITLES[side]}: proposal")
             proposal.editable = False
             landmarks = self.viewer.add_points(
-                np.empty((0, 3)), ndim=3, size=4, name=f"{TITLES[side]}: landmarks",
+                np.empty((0, 3)), ndim=3, size=4.0, name=f"{TITLES[side]}: landmarks", **placed,
                 features={"label": np.array([], str)},
                 text={"string": "{label}", "color": "white", "size": 9, "anchor": "upper_left"})
             landmarks.editable = False
@@ -94,28 +108,50 @@ class Workspace:
             self._create(view)
         self.view = view
         self.masks = {pid: list(pair) for pid, pair in view.masks.items()}
+        self._centroids = {}
+        self.offsets = {side: np.zeros(3) for side in SIDES}
         name = view.record.name
         for side in SIDES:
-            vol, affine = view.volume(side), view.affine(side)
+            vol, affine = view.volume(side), self.placement(side)
             image = self.layers[side, "image"]
             image.data = vol.data
-            image.affine = affine
-            finite = vol.data[np.isfinite(vol.data)]
-            lo, hi = np.percentile(finite, CONTRAST_PERCENTILES[side]) if finite.size else (0.0, 1.0)
-            image.contrast_limits_range = (float(finite.min()), float(finite.max())) if finite.size else (0, 1)
-            image.contrast_limits = (float(lo), float(max(hi, lo + 1e-6)))
+            place(image, affine)
+            low, high, least, most = view.windows[side]
+            image.contrast_limits_range = (least, most)
+            image.contrast_limits = (low, high)
             image.name = f"{TITLES[side]} · {name}"
             for role in ROLES:
                 layer = self.layers[side, role]
                 layer.metadata["image_pair_id"] = view.record.id
                 layer.metadata["image_pair"] = name
-                if role in ("all", "selected", "proposal"):
-                    layer.data = np.zeros(vol.grid.shape, np.uint16)
-                    layer.affine = affine
-            self.layers[side, "proposal"].visible = False
+                if role != "image":
+                    place(layer, affine)
+            proposal = self.layers[side, "proposal"]
+            if proposal.visible or proposal.data.shape != vol.grid.shape:
+                proposal.visible = False
+                proposal.data = np.zeros(vol.grid.shape, np.uint16)
         self.select(selected)
         if first:
             self.viewer.reset_view()
+
+    def placement(self, side: str) -> np.ndarray:
+        """``side``'s voxel -> display affine: the correspondence, shifted while slicing is unlinked."""
+        shifted = self.view.affine(side).copy()
+        shifted[:3, 3] += self.offsets[side]
+        return shifted
+
+    def shift(self, side: str, delta_mm) -> None:
+        """Move ``side``'s layers by ``delta_mm`` in display space (unlinked slicing); zero offset relinks."""
+        self.offsets[side] = self.offsets[side] + np.asarray(delta_mm, float)
+        affine = self.placement(side)
+        for role in ROLES:
+            place(self.layers[side, role], affine)
+        self._update_landmarks()
+
+    def relink(self) -> None:
+        for side in SIDES:
+            if self.offsets[side].any():
+                self.shift(side, -self.offsets[side])
 
     def select(self, selected: int | None) -> None:
         """Show ``selected`` in the painted layers and every other label pair beside it."""
@@ -142,8 +178,7 @@ class Workspace:
     def update_records(self, view_records) -> None:
         """New label pair records (added, renamed, verified, deleted) for the pair shown."""
         view = self.view
-        self.view = PairView(view.record, view.moving, view.fixed, view.moving_affine, view.fixed_affine, view.exact,
-                             list(view_records), view.masks)
+        self.view = dataclasses.replace(view, label_pairs=list(view_records))
         known = {lp.id for lp in view_records}
         shapes = (view.moving.grid.shape, view.fixed.grid.shape)
         self.masks = {pid: self.masks.get(pid, [np.zeros(shapes[0], bool), np.zeros(shapes[1], bool)])
@@ -154,15 +189,18 @@ class Workspace:
 
     def record_saved(self, side: str, mask: np.ndarray) -> None:
         self.masks[self.selected][SIDES.index(side)] = mask
+        self._centroids.pop((self.selected, side), None)
         self._update_landmarks()
 
     # ---- landmarks --------------------------------------------------------------------
     def centroid(self, label_pair_id: int, side: str) -> np.ndarray | None:
         """The label pair's centroid on ``side`` in display mm, None where that side is unpainted."""
-        mask = self.masks[label_pair_id][SIDES.index(side)]
-        if not mask.any():
-            return None
-        return apply_affine(self.view.affine(side), np.argwhere(mask).mean(0)[None])[0]
+        key = (label_pair_id, side)
+        if key not in self._centroids:
+            mask = self.masks[label_pair_id][SIDES.index(side)]
+            self._centroids[key] = np.argwhere(mask).mean(0) if mask.any() else None
+        voxel = self._centroids[key]
+        return None if voxel is None else apply_affine(self.placement(side), voxel[None])[0]
 
     def _update_landmarks(self, _event=None) -> None:
         if self.view is None or not self.complete():
@@ -173,7 +211,7 @@ class Workspace:
         records = {lp.id: lp for lp in self.view.label_pairs}
         for side in SIDES:
             layer = self.layers[side, "landmarks"]
-            spacing = np.abs(np.diag(self.view.affine(side))[:3])
+            spacing = np.abs(np.diag(self.placement(side))[:3])
             rows, labels, colours, sizes, symbols = [], [], [], [], []
             for pid, lp in records.items():
                 centre = self.centroid(pid, side) if pid in self.masks else None
@@ -189,13 +227,18 @@ class Workspace:
                 rows.append(shown)
                 colour = self.layers[side, "selected"].get_color(colour_value(lp.position))
                 colours.append(colour if colour is not None else (1, 1, 1, 1))
-                sizes.append(7.0 if pid == self.selected else 4.0)
+                sizes.append(5.0 if pid == self.selected else 3.0)
                 symbols.append("disc" if not offset else "ring")
-            layer.data = np.asarray(rows, float).reshape(-1, 3)
-            layer.features = {"label": np.asarray(labels, str)}
-            if rows:
-                layer.face_color = np.asarray(colours, float)
-                layer.size = np.asarray(sizes)
-                layer.symbol = symbols
-                layer.border_color = "white"
+            placement = self.placement(side)  # the markers share their side's scale, so the slider's step too
+            place(layer, placement)
+            rows = (np.asarray(rows, float).reshape(-1, 3) - placement[:3, 3]) / np.diag(placement)[:3]
+            with layer.events.blocker_all():  # one redraw below instead of one per property
+                layer.data = rows
+                layer.features = {"label": np.asarray(labels, str)}
+                if rows.size:
+                    layer.face_color = np.asarray(colours, float)
+                    layer.symbol = symbols
+                    layer.border_color = "white"
+            if rows.size:
+                layer.size = np.asarray(sizes) / float(np.abs(np.diag(placement)[:3]).mean())  # mm
             layer.refresh()
