@@ -130,12 +130,16 @@ class AnnotationSession:
         return (moving if moving is not None else np.zeros(rec.moving_shape, bool),
                 fixed if fixed is not None else np.zeros(rec.fixed_shape, bool))
 
-    def save_mask(self, side: str, mask: np.ndarray) -> None:
-        """Store one side of the selected label pair; an empty mask clears that side."""
-        if self.selected is None:
+    def save_mask(self, side: str, mask: np.ndarray, label_pair_id: int | None = None) -> None:
+        """Store one side of a label pair (default: the selected one); an empty mask clears that side.
+
+        Safe to call from a worker thread with an explicit ``label_pair_id``.
+        """
+        label_pair_id = self.selected if label_pair_id is None else label_pair_id
+        if label_pair_id is None:
             raise ValueError("select or create a label pair before painting")
         mask = np.asarray(mask) > 0
-        self.db.set_mask(self.selected, side, mask if mask.any() else None)
+        self.db.set_mask(label_pair_id, side, mask if mask.any() else None)
         self._emit("saved")
 
     def propose_fixed(self, registrator) -> np.ndarray:

@@ -88,4 +88,6 @@ class User:
 
     def saved(self) -> None:
         """Wait for the debounced saves of the strokes made."""
-        self.qtbot.waitUntil(lambda: not any(t.isActive() for t in self.widget._timers.values()), timeout=10_000)
+        self.qtbot.waitUntil(lambda: not any(t.isActive() for t in self.widget._timers.values())
+                             and not self.widget.saver.busy, timeout=10_000)
+        self.qtbot.wait(10)  # the write's report to the GUI thread

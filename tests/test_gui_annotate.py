@@ -165,14 +165,17 @@ def test_errors_become_one_notification_and_a_status_line(make_napari_viewer, db
     monkeypatch.setattr(_common, "show_error", shown.append)
     viewer = make_napari_viewer(show=True)
     w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_K)  # no verifier named yet
+    assert len(shown) == 1 and "verifier's name" in shown[0]
+    w.verifier.setText("bob")
     user.key(Qt.Key.Key_N)  # nothing painted yet: cannot be verified
     user.key(Qt.Key.Key_K)
-    assert len(shown) == 1 and "incomplete" in shown[0]
+    assert len(shown) == 2 and "incomplete" in shown[1]
     w.model_dir.setText(str(db_path.parent / "no such run"))
     user.stroke("moving", around(viewer.dims.point))
     user.press("Propose TRUS")
     qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
-    assert len(shown) == 2 and "the proposal failed" in shown[1] and "no such run" in w.status.text()
+    assert len(shown) == 3 and "the proposal failed" in shown[2] and "no such run" in w.status.text()
 
 
 def test_propose_accept_and_reject(make_napari_viewer, db_path, qtbot, trained_run):
@@ -451,3 +454,33 @@ def test_point_mode_click_places_a_sphere_of_the_set_radius(make_napari_viewer, 
     outer[ball(layer.data.shape, np.abs(layer.scale), centre, 3.5)] = True
     assert saved[inner].all() and not saved[~outer].any()  # a 3-mm sphere, to the half-pixel the click has
     assert w.session.db.masks(w.session.selected)[0] is None and user.actions == 3
+
+
+def test_a_failed_write_is_reported_once_and_the_next_stroke_writes_everything(make_napari_viewer, db_path, qtbot,
+                                                                               monkeypatch):
+    from qtpy.QtCore import Qt
+
+    from napari_labelreg._widgets import annotate
+
+    shown = []
+    monkeypatch.setattr(annotate, "show_error", shown.append)
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)
+    pid = w.session.selected
+    real = w.session.db.set_mask
+
+    def locked(*args, **kwargs):
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(w.session.db, "set_mask", locked)
+    user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, -3, -2]))
+    user.saved()
+    assert len(shown) == 1 and "was not saved: database is locked" in shown[0] and "not saved" in w.status.text()
+    assert w.session.db.masks(pid)[0] is None
+    monkeypatch.setattr(w.session.db, "set_mask", real)
+    user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, 3, -2]))
+    user.saved()
+    layer = w.workspace.layers["moving", "selected"]
+    np.testing.assert_array_equal(w.session.db.masks(pid)[0], layer.data > 0)  # both strokes, none lost
+    assert len(shown) == 1

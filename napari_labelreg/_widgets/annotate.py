@@ -10,7 +10,7 @@ the label pair and image pair its layer shows.
 from __future__ import annotations
 
 import numpy as np
-from napari.utils.notifications import show_info
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -35,7 +35,7 @@ from ..annotation import AnnotationSession, ball
 from ..database import LABEL_TYPES
 from ..settings import load_settings, save_setting
 from ._common import reports_errors, start_worker
-from .workspace import SIDES, TITLES, Workspace
+from .workspace import SIDES, TITLES, Workspace, colour_of
 
 SAVE_DELAY_MS = 250  # a stroke is saved this long after it ends
 LABEL_PAIR_ID = Qt.ItemDataRole.UserRole  # where a list item keeps its label pair's id
@@ -63,6 +63,7 @@ class AnnotateWidget(QWidget):
         self.loading: int | None = None  # the image pair id a worker is loading
         self.workers: set = set()
         self._timers = {side: self._make_timer(side) for side in SIDES}
+        self.saver = MaskWriter(self._saved)
         self._hooked: set[int] = set()
         self._build()
         self._bind_keys()
@@ -83,6 +84,8 @@ class AnnotateWidget(QWidget):
         self.labels.currentItemChanged.connect(self._label_clicked)
         self.new_type = QComboBox()
         self.new_type.addItems(LABEL_TYPES)
+        self.new_type.setCurrentText(load_settings().get("label_type", "other"))  # a landmark, not a second gland
+        self.new_type.currentTextChanged.connect(lambda text: save_setting("label_type", text))
         self.new_name = QLineEdit(placeholderText="name (optional)")
         self.verifier = QLineEdit(placeholderText="verifier name")
         self.brush_mm = _spin(3.0, 0.5, 30.0, "brush diameter in mm (each panel converts it to its voxels)")
@@ -297,7 +300,10 @@ class AnnotateWidget(QWidget):
     def verify(self) -> None:
         self._ready()
         self.flush()
-        self.session.verify_selected(self.verifier.text().strip() or self.annotator.text().strip())
+        verifier = self.verifier.text().strip()
+        if not verifier:
+            raise ValueError("type the verifier's name first: someone other than the label pair's author")
+        self.session.verify_selected(verifier)
         self.workspace.update_records(self.session.label_pairs())
         self._fill_list()
         self.status.setText(f"label pair {self.session.selected} verified")
@@ -314,7 +320,7 @@ class AnnotateWidget(QWidget):
             dims.point = tuple(centre[a] if a in sliced else p for a, p in enumerate(dims.point))
         else:  # unlinked: bring that side's slice to the one shown, leaving the other panel where it is
             self.workspace.shift(side, [dims.point[a] - centre[a] if a in sliced else 0.0 for a in range(3)])
-        self.viewer.scene.camera.center = tuple(centre[a] for a in dims.displayed)
+        # the slice only: re-centring the camera moves both panels and can push one off the canvas
 
     def jump_to_partner(self) -> None:
         """Jump to the selected pair on the other panel than the one being painted."""
@@ -470,10 +476,25 @@ class AnnotateWidget(QWidget):
         if shown != (s.pair.id, s.selected) or self.workspace.selected != s.selected:
             raise RuntimeError(f"not saved: the {TITLES[side]} layer shows {layer.metadata.get('image_pair')} "
                                f"label pair {shown[1]}, but {s.pair.name} label pair {s.selected} is selected")
-        s.save_mask(side, mask)
-        self.workspace.record_saved(side, mask)
-        self._fill_list()
-        self.status.setText(f"saved the {TITLES[side]} side of label pair {s.selected}")
+        self.workspace.record_saved(side, mask)  # what the database will hold once the write below lands
+        self.saver.submit(s, side, mask, s.selected, f"the {TITLES[side]} side of {s.pair.name} label pair "
+                                                      f"{s.selected}")
+
+    def _saved(self, what: str, error: Exception | None) -> None:
+        """A write has landed (or failed): say so; the list shows the label pair's new status."""
+        try:
+            self.status.text()
+        except RuntimeError:  # the widget went with its window while the write landed: nothing to tell
+            return
+        if error is not None:
+            self.workspace.forget_saved()  # the next stroke or action writes the layer again
+            message = f"{what} was not saved: {error}"
+            show_error(message)
+            self.status.setText(message)
+            return
+        self.status.setText(f"saved {what}")
+        if self.session is not None and self.workspace.view is not None:
+            self._fill_list()
 
     def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
         """Closing the window (or hiding the dock) saves strokes still waiting for their timer."""
@@ -481,10 +502,15 @@ class AnnotateWidget(QWidget):
         super().hideEvent(event)
 
     def flush(self) -> None:
-        """Save any stroke still waiting for its timer."""
+        """Save any stroke still waiting for its timer, and wait for the writes under way to land.
+
+        Strokes are written in a background thread; any action that changes what is selected or
+        shown first lets those writes finish (milliseconds), so the database sees every write in order.
+        """
         for side, timer in self._timers.items():
             if timer.isActive():
                 self.save_side(side)
+        self.saver.wait()
 
     # ---- helpers -------------------------------------------------------------------------
     def _session(self) -> AnnotationSession:
@@ -510,19 +536,12 @@ class AnnotateWidget(QWidget):
     def _fill_list(self) -> None:
         self.labels.blockSignals(True)
         self.labels.clear()
-        painted = self.workspace.layers.get(("moving", "selected"))
         for lp in self.session.label_pairs():
             text = f"{lp.type} · {lp.name or '-'} · {lp.annotator or '-'} · {lp.status}"
             if lp.status == "incomplete":
                 text += f" (paint the {'TRUS' if lp.has_moving else 'MR'} side)"
-            item = QListWidgetItem(text)
+            item = QListWidgetItem(_swatch(colour_of(lp.position)), text)  # its colour in the panels
             item.setData(LABEL_PAIR_ID, lp.id)
-            if painted is not None:
-                colour = painted.get_color(lp.position + 1)
-                if colour is not None:
-                    from qtpy.QtGui import QColor
-
-                    item.setForeground(QColor.fromRgbF(*[float(c) for c in colour[:3]]))
             self.labels.addItem(item)
             if lp.id == self.session.selected:
                 self.labels.setCurrentItem(item)
@@ -540,6 +559,52 @@ class AnnotateWidget(QWidget):
         worker.finished.connect(finished)
         worker.start()
         return worker
+
+
+class MaskWriter:
+    """Writes masks to the database in one background thread, in the order the strokes were made.
+
+    One thread keeps the order: a later stroke's mask never loses to an earlier one's.  ``done(what,
+    error)`` runs on the GUI thread after each write.
+    """
+
+    def __init__(self, done) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from superqt.utils import ensure_main_thread
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelreg-save")
+        self.pending: list = []
+        self._done = ensure_main_thread(done)
+
+    def submit(self, session: AnnotationSession, side: str, mask: np.ndarray, label_pair_id: int, what: str) -> None:
+        def write():
+            try:
+                session.save_mask(side, mask, label_pair_id)
+            except Exception as exc:  # noqa: BLE001 - reported on the GUI thread
+                self._done(what, exc)
+                return
+            self._done(what, None)
+
+        self.pending = [f for f in self.pending if not f.done()] + [self.pool.submit(write)]
+
+    def wait(self) -> None:
+        from concurrent.futures import wait
+
+        wait(self.pending)
+        self.pending = []
+
+    @property
+    def busy(self) -> bool:
+        return any(not f.done() for f in self.pending)
+
+
+def _swatch(colour: str):
+    from qtpy.QtGui import QColor, QIcon, QPixmap
+
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(QColor(colour))
+    return QIcon(pixmap)
 
 
 def _button(text: str, action) -> QPushButton:

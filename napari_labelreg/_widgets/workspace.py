@@ -43,6 +43,22 @@ def place(layer, affine: np.ndarray) -> None:
         layer.scale, layer.translate = scale, translate
 
 
+# one bright, distinct colour per label pair, cycled; the same on both sides (Okabe-Ito and Tableau hues)
+PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#ff4040",
+           "#7fff7f", "#bf7fff", "#00e5e5", "#ffb0b0")
+
+
+def label_colormap():
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    return CyclicLabelColormap(colors=["transparent", *PALETTE], name="labelreg")
+
+
+def colour_of(position: int) -> str:
+    """The colour of the label pair at ``position``, as the layers draw it."""
+    return PALETTE[position % len(PALETTE)]
+
+
 def colour_value(position: int) -> int:
     """The label value (and so the colour) of the label pair at ``position``, the same on both sides."""
     return position + 1
@@ -59,6 +75,7 @@ class Workspace:
         self.masks: dict[int, list[np.ndarray]] = {}  # label pair id -> [moving, fixed], as saved
         self.offsets = {side: np.zeros(3) for side in SIDES}  # display shifts of unlinked slicing, mm
         self._centroids: dict[tuple[int, str], np.ndarray | None] = {}  # in voxels, computed once per mask
+        self._stale = False  # a write failed: what the database holds is not known here
         viewer.dims.events.point.connect(self._update_landmarks)
 
     # ---- building -------------------------------------------------------------------
@@ -80,17 +97,21 @@ class Workspace:
             image.bounding_box.points = False
             image.bounding_box.line_color = FRAME_COLOURS[side]
             image.bounding_box.line_thickness = 2
-            everything = self.viewer.add_labels(zeros, opacity=0.35, **placed, name=f"{TITLES[side]}: label pairs")
+            # the other pairs as outlines (their hue reads on bright MR and dark TRUS alike), the selected filled
+            everything = self.viewer.add_labels(zeros, opacity=0.9, **placed, name=f"{TITLES[side]}: label pairs",
+                                                colormap=label_colormap())
+            everything.contour = 1
             everything.editable = False
-            selected = self.viewer.add_labels(zeros.copy(), opacity=0.8, **placed,
+            selected = self.viewer.add_labels(zeros.copy(), opacity=0.6, **placed, colormap=label_colormap(),
                                               name=f"{TITLES[side]}: selected pair")
             proposal = self.viewer.add_labels(zeros.copy(), opacity=0.5, visible=False, **placed,
-                                              name=f"{TITLES[side]}: proposal")
+                                              colormap=label_colormap(), name=f"{TITLES[side]}: proposal")
             proposal.editable = False
             landmarks = self.viewer.add_points(
                 np.empty((0, 3)), ndim=3, size=4.0, name=f"{TITLES[side]}: landmarks", **placed,
                 features={"label": np.array([], str)},
-                text={"string": "{label}", "color": "white", "size": 9, "anchor": "upper_left"})
+                text={"string": "{label}", "color": "white", "size": 9, "anchor": "lower_left",
+                      "translation": [0, -2, 2]})
             landmarks.editable = False
             for role, layer in zip(ROLES, (image, everything, selected, proposal, landmarks)):
                 self.layers[side, role] = layer
@@ -98,6 +119,7 @@ class Workspace:
         self.viewer.layers.move_multiple(ours, 0)  # the two cells come first whatever else is open
         grid = self.viewer.canvas.grid
         grid.stride, grid.shape, grid.enabled = len(ROLES), (1, 2), True
+        self.viewer.dims.axis_labels = ("i", "j", "k")  # array axes, as nibabel returns them
         self.viewer.reset_view()
 
     # ---- showing a pair -------------------------------------------------------------
@@ -185,10 +207,18 @@ class Workspace:
                       for pid in known}
 
     def stored(self, side: str) -> np.ndarray | None:
-        return None if self.selected is None else self.masks[self.selected][SIDES.index(side)]
+        """The selected pair's mask on ``side`` as last written (None: unknown, write again)."""
+        if self.selected is None or self._stale:
+            return None
+        return self.masks[self.selected][SIDES.index(side)]
+
+    def forget_saved(self) -> None:
+        """After a failed write: no mask counts as saved, so the next save writes the layer again."""
+        self._stale = True
 
     def record_saved(self, side: str, mask: np.ndarray) -> None:
         self.masks[self.selected][SIDES.index(side)] = mask
+        self._stale = False
         self._centroids.pop((self.selected, side), None)
         self._update_landmarks()
 
@@ -222,11 +252,10 @@ class Workspace:
                 for a in sliced:
                     shown[a] = point[a]
                 offset = ", ".join(f"{d:+d}" for d in away if d)
-                name = (lp.name or lp.type) + (f" ({offset} slices)" if offset else "")
+                name = (lp.name or lp.type) + (f" ({offset})" if offset else "")  # "label 2 (-3)": 3 slices back
                 labels.append(name if pid == self.selected else "")  # one caption: the selected pair's
                 rows.append(shown)
-                colour = self.layers[side, "selected"].get_color(colour_value(lp.position))
-                colours.append(colour if colour is not None else (1, 1, 1, 1))
+                colours.append(colour_of(lp.position))
                 sizes.append(5.0 if pid == self.selected else 3.0)
                 symbols.append("disc" if not offset else "ring")
             placement = self.placement(side)  # the markers share their side's scale, so the slider's step too
@@ -236,7 +265,7 @@ class Workspace:
                 layer.data = rows
                 layer.features = {"label": np.asarray(labels, str)}
                 if rows.size:
-                    layer.face_color = np.asarray(colours, float)
+                    layer.face_color = colours
                     layer.symbol = symbols
                     layer.border_color = "white"
             if rows.size:
