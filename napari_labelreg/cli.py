@@ -14,56 +14,86 @@ from dataclasses import replace
 from pathlib import Path
 
 from .config import LABEL_SAMPLING, PRESETS, REGULARISERS, SCHEDULES, SIMILARITIES, VARIANTS, AugmentConfig
+from .database.schema import LABEL_TYPES
 from .geometry import CONVENTIONS
 from .io import DataError, atomic_write
 
 
+def _preset_value(name: str, path: str):
+    value = PRESETS[name]
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _default(path: str) -> str:
+    """The defaults the presets give a setting, read from them (so ``--help`` cannot drift from the code)."""
+    values = {name: _preset_value(name, path) for name in ("cpu", "paper")}
+    shown = {name: "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for name, v in values.items()}
+    if shown["cpu"] == shown["paper"]:
+        return f"default {shown['cpu']}"
+    return f"default {shown['cpu']} in the cpu preset, {shown['paper']} in the paper one"
+
+
+# option dest -> the TrainConfig setting it replaces
+TRAINING_SETTINGS = {
+    "variant": "model.variant", "width": "model.width", "loss": "loss.similarity", "regulariser": "loss.regulariser",
+    "weight": "loss.weight", "folding": "loss.folding", "prefilter": "loss.prefilter",
+    "translation": "augment.translation_mm", "elastic": "augment.elastic_mm", "iterations": "iterations",
+    "minutes": "minutes", "batch_size": "batch_size", "lr": "learning_rate", "schedule": "schedule",
+    "label_sampling": "label_sampling", "cross_subject": "cross_subject", "locator": "locator", "prior": "prior",
+    "network_weight": "network_weight", "spacing": "spacing_mm", "members": "members", "precision": "precision",
+    "seed": "seed", "checkpoint_every": "checkpoint_every",
+}
+
+
 def _training_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("training")
+    g = p.add_argument_group("training (each default is the preset's; an option replaces it)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="cpu",
                    help="starting settings: 'paper' (Hu et al. 2018) or 'cpu' (fast on a CPU; default)")
-    g.add_argument("--variant", choices=VARIANTS, help="network (default baseline)")
-    g.add_argument("--width", type=int, help="first-level channels n0")
-    g.add_argument("--loss", choices=SIMILARITIES, help="label similarity (default msdice)")
-    g.add_argument("--regulariser", choices=REGULARISERS, help="deformation regulariser (default bending)")
-    g.add_argument("--weight", type=float, help="regulariser weight alpha (default 0.5)")
-    g.add_argument("--folding", type=float, metavar="W",
-                   help="weight of a penalty on the DDF's folding (negative Jacobian determinants; the cpu preset's 1, "
-                        "the paper's 0)")
-    g.add_argument("--prefilter", action=argparse.BooleanOptionalAction,
-                   help="filter the labels once at every scale, then warp them (the paper's preFilt variant)")
+
+    def option(flag, help, **kwargs):
+        dest = flag.lstrip("-").replace("-", "_")
+        g.add_argument(flag, help=f"{help} ({_default(TRAINING_SETTINGS[dest])})", **kwargs)
+
+    option("--variant", "network: the paper's variants", choices=VARIANTS)
+    option("--width", "first-level channels n0", type=int)
+    option("--loss", "label similarity", choices=SIMILARITIES)
+    option("--regulariser", "deformation regulariser", choices=REGULARISERS)
+    option("--weight", "regulariser weight alpha", type=float)
+    option("--folding", "weight of a penalty on the DDF's folding (negative Jacobian determinants)", type=float,
+           metavar="W")
+    option("--prefilter", "filter the labels once at every scale, then warp them (the paper's preFilt variant)",
+           action=argparse.BooleanOptionalAction)
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
-    g.add_argument("--translation", type=float, help="augmentation: translation range in mm, per image and axis")
-    g.add_argument("--elastic", type=float, metavar="MM",
-                   help="augmentation: smooth random deformation of the fixed side, std in mm (default 0)")
-    g.add_argument("--iterations", type=int, help="budget in iterations")
-    g.add_argument("--minutes", type=float, help="budget in wall-clock minutes")
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float, help="Adam learning rate")
-    g.add_argument("--schedule", choices=SCHEDULES, help="learning rate over the budget: constant or cosine")
-    g.add_argument("--label-sampling", choices=LABEL_SAMPLING,
-                   help="per image pair, train on one random label pair (the paper) or all of them averaged")
-    g.add_argument("--cross-subject", type=float, metavar="FRACTION",
-                   help="fraction of minibatch entries pairing two subjects' images by their glands (default 0)")
-    g.add_argument("--locator", type=float, metavar="SHARE",
-                   help="share of the budget for a gland locator that starts registration from the located glands "
-                        "(default 0: the paper)")
-    g.add_argument("--prior", type=float, metavar="SHARE",
-                   help="share of the budget for a gland prior, the training pairs' mean deformation about the "
-                        "gland, to which the network's DDF is added (needs --locator; default 0: the paper)")
-    g.add_argument("--network-weight", type=float, metavar="W",
-                   help="registration: weight of the network's DDF on top of the located glands and prior, recorded "
-                        "with the run (default 1: the paper)")
-    g.add_argument("--spacing", type=float, help="network grid voxel size in mm (0: the fixed grid)")
-    g.add_argument("--members", type=int, metavar="N",
-                   help="registration networks trained one after another in the budget, their DDFs averaged "
-                        "(default 1: the paper)")
-    g.add_argument("--precision", choices=("bf16", "fp32"))
-    g.add_argument("--seed", type=int)
-    g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1...")
+    option("--translation", "augmentation: translation range in mm, per image and axis", type=float)
+    option("--elastic", "augmentation: smooth random deformation of the fixed side, std in mm", type=float,
+           metavar="MM")
+    option("--iterations", "budget in registration steps (the locator and prior add their shares of it)", type=int)
+    option("--minutes", "budget in wall-clock minutes (all parts together)", type=float)
+    option("--batch-size", "image pairs per minibatch (per process under torchrun)", type=int)
+    option("--lr", "Adam learning rate", type=float)
+    option("--schedule", "learning rate over the budget", choices=SCHEDULES)
+    option("--label-sampling", "per image pair, train on one random label pair (the paper) or all of them averaged",
+           choices=LABEL_SAMPLING)
+    option("--cross-subject", "fraction of minibatch entries pairing two subjects' images by their glands",
+           type=float, metavar="FRACTION")
+    option("--locator", "share of the budget for a gland locator that starts registration from the located glands",
+           type=float, metavar="SHARE")
+    option("--prior", "share of the budget for a gland prior, the training pairs' mean deformation about the gland, "
+           "to which the network's DDF is added (needs --locator)", type=float, metavar="SHARE")
+    option("--network-weight", "registration: weight of the network's DDF on top of the located glands and prior, "
+           "recorded with the run", type=float, metavar="W")
+    option("--spacing", "network grid voxel size in mm (0: the fixed grid)", type=float)
+    option("--members", "registration networks trained one after another in the budget, their DDFs averaged",
+           type=int, metavar="N")
+    option("--precision", "arithmetic of training and registration", choices=("bf16", "fp32"))
+    option("--seed", "random seed of weights, sampling and augmentation", type=int)
+    g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1... "
+                   "(default auto)")
     g.add_argument("--geometry", choices=CONVENTIONS, default="world",
                    help="initial correspondence (default world; centred suits the mrus_prostate data)")
-    g.add_argument("--checkpoint-every", type=int)
+    option("--checkpoint-every", "registration steps between checkpoints", type=int)
 
 
 def config_from_args(args) -> "TrainConfig":  # noqa: F821
@@ -116,7 +146,14 @@ def cmd_train(args) -> None:
         return
     listing = {p.name: list(p.label_names) or p.num_labels for p in pairs}
     atomic_write(out / "training_set.json", lambda tmp: Path(tmp).write_text(json.dumps(listing, indent=1)))
-    _drive(reports, config.iterations)
+    steps = _drive(reports, config.iterations)
+    parts = ", ".join(f"{name} {steps[phase]} steps" for phase, name in
+                      (("locator", "gland locator"), ("prior", "gland prior"), ("registration", "registration network"))
+                      if phase in steps)
+    source = f"--data {args.data}" if args.data else f"--db {args.db}"
+    print(f"run in {out}: geometry {config.geometry}; {parts or 'no steps'}; network weight {config.network_weight:g}.\n"
+          f"next: napari-labelreg evaluate --model {out} {source} --out {out / 'results.csv'}  "
+          f"(held-out pairs; this run trained on {len(pairs)}), or napari-labelreg register --model {out} ...")
 
 
 def training_pairs(args):
@@ -134,11 +171,13 @@ def training_pairs(args):
     return pairs
 
 
-def _drive(reports, total) -> None:
+def _drive(reports, total) -> dict[str, int]:
+    """Progress bars over ``reports``; returns the last step of each phase."""
     from tqdm import tqdm
 
-    bar, phase = None, None
+    bar, phase, steps = None, None, {}
     for r in reports:
+        steps[r.phase] = r.step
         if r.phase != phase:  # the gland locator's and prior's steps come first, each with its own bar
             if bar is not None:
                 bar.close()
@@ -150,6 +189,7 @@ def _drive(reports, total) -> None:
         bar.refresh()
     if bar is not None:
         bar.close()
+    return steps
 
 
 def cmd_register(args) -> None:
@@ -175,23 +215,58 @@ def cmd_register(args) -> None:
 def cmd_evaluate(args) -> None:
     from tqdm import tqdm
 
-    from .data import iter_folder_pairs
     from .evaluation import evaluate, summary
     from .inference import Registrator, identity_registration
-    from .io import list_folder_pairs
 
-    names = list_folder_pairs(args.data)
+    names, load = _evaluation_pairs(args)
     if args.model:
         reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
         register = lambda p: reg.register_pair(p, geometry=args.geometry)  # noqa: E731
+        _warn_if_trained_on(Path(args.model), names)
     else:
         register = lambda p: identity_registration(p.moving, p.fixed, args.geometry or "world")  # noqa: E731
     with tqdm(total=len(names), unit="pair") as bar:
-        results = evaluate(register, iter_folder_pairs(args.data, names), progress=lambda _: bar.update())
+        results = evaluate(register, (load(name) for name in names), progress=lambda _: bar.update())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out, index=False)
+    atomic_write(args.out, lambda tmp: results.to_csv(tmp, index=False))
     print(summary(results).round(3).to_string())
     print(f"per-pair results: {args.out}")
+
+
+def _evaluation_pairs(args):
+    """(pair names, name -> Pair) of a folder or of a database through train's filters, cut to ``--pairs``."""
+    if args.data:
+        from .io import list_folder_pairs, load_folder_pair
+
+        names = list_folder_pairs(args.data)
+        load = lambda name: load_folder_pair(args.data, name)  # noqa: E731
+    else:
+        from .cli_db import _open
+
+        with _open(args.db) as db:
+            pairs = {p.name: p for p in db.training_pairs(types=args.types, statuses=args.statuses,
+                                                           annotators=args.annotators)}
+        if not pairs:
+            raise DataError(f"{args.db}: no complete label pairs pass the filters")
+        names, load = list(pairs), pairs.__getitem__
+    if args.pairs:
+        unknown = [n for n in args.pairs if n not in names]
+        if unknown:
+            raise DataError(f"{args.data or args.db}: no pair named {', '.join(unknown)} (with these filters)")
+        names = [n for n in names if n in args.pairs]
+    return names, load
+
+
+def _warn_if_trained_on(run: Path, names: list[str]) -> None:
+    """Say so when pairs being scored were among the run's training pairs (its training_set.json)."""
+    listing = run / "training_set.json" if run.is_dir() else run.parent / "training_set.json"
+    if not listing.is_file():
+        return
+    seen = sorted(set(names) & set(json.loads(listing.read_text())))
+    if seen:
+        shown = ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else "")
+        print(f"napari-labelreg evaluate: warning: {len(seen)} of the {len(names)} pairs scored were used to train "
+              f"{run} ({shown}): their figures are not held out", file=sys.stderr)
 
 
 def cmd_annotate(args) -> None:
@@ -213,18 +288,25 @@ def cmd_demo(args) -> None:
     run_demo(Path(args.out), iterations=args.iterations, device=args.device)
 
 
+def _pair_source(p: argparse.ArgumentParser) -> None:
+    """--data or --db, with the database's filters: train and evaluate read pairs alike."""
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder with moving_images/, fixed_images/, *_labels/")
+    source.add_argument("--db", help="label database (file or SQLAlchemy URL)")
+    p.add_argument("--types", nargs="+", choices=LABEL_TYPES, metavar="TYPE",
+                   help=f"with --db: only these label types ({', '.join(LABEL_TYPES)})")
+    p.add_argument("--statuses", nargs="+", choices=("complete", "verified"),
+                   help="with --db: only label pairs of these statuses (default both)")
+    p.add_argument("--annotators", nargs="+", help="with --db: only these annotators' label pairs (default all)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-labelreg",
                                      description="Weakly-supervised MR-to-TRUS registration (Hu et al. 2018).")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a registration network (headless)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="folder with moving_images/, fixed_images/, *_labels/")
-    source.add_argument("--db", help="label database (file or SQLAlchemy URL)")
-    p.add_argument("--types", nargs="+", help="with --db: only these label types")
-    p.add_argument("--statuses", nargs="+", choices=("complete", "verified"), help="with --db: e.g. verified")
-    p.add_argument("--annotators", nargs="+", help="with --db: only these annotators' label pairs")
+    _pair_source(p)
     p.add_argument("--out", required=True, help="run folder (checkpoint, config, log)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     _training_options(p)
@@ -245,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="TRE and gland Dice of a model (or of no model) on labelled pairs")
     p.add_argument("--model", help="run folder; omitted: the initial correspondence alone")
-    p.add_argument("--data", required=True)
+    _pair_source(p)
+    p.add_argument("--pairs", nargs="+", metavar="NAME", help="only these pairs (default: all that pass the filters)")
     p.add_argument("--out", required=True, help="per-pair CSV")
     p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
     p.add_argument("--network-weight", type=float, metavar="W",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from .geometry import CONVENTIONS
+
 
 def add_db_commands(sub) -> None:
     db = sub.add_parser("db", help="the label database: import, export, summary, check")
@@ -13,8 +15,9 @@ def add_db_commands(sub) -> None:
     p.add_argument("folder")
     p.add_argument("--db", required=True, help="database file (created if new) or SQLAlchemy URL")
     p.add_argument("--subjects", help="CSV with columns pair,subject (default: one subject per pair)")
-    p.add_argument("--convention", choices=("world", "centred", "fov"), default="centred",
-                   help="initial correspondence recorded for the pairs (default centred)")
+    p.add_argument("--geometry", "--convention", dest="convention", choices=CONVENTIONS, default="centred",
+                   help="initial correspondence recorded for the pairs, as train's --geometry (default centred; "
+                        "--convention is the same option)")
     p.set_defaults(func=cmd_import)
 
     p = dsub.add_parser("export", help="export to the folder layout (or one NIfTI per label)")

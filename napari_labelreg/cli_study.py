@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .geometry import CONVENTIONS
 from .io import DataError
 
 
@@ -111,7 +112,8 @@ def add_baseline_command(sub) -> None:
     source.add_argument("--db")
     source.add_argument("--data")
     p.add_argument("--out", required=True, help="folder for results.csv (use with compare)")
-    p.add_argument("--geometry", choices=("centred", "fov", "world"), default="centred")
+    p.add_argument("--geometry", choices=CONVENTIONS, default="centred",
+                   help="initial correspondence (default centred, as the mrus_prostate data need)")
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.set_defaults(func=cmd_baseline, types=None, statuses=None, annotators=None)
 

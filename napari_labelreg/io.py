@@ -64,6 +64,8 @@ class Pair:
 
 def _load(path: str | os.PathLike) -> nib.Nifti1Image:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path}: dangling symbolic link (to {os.readlink(path)})")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -175,7 +177,8 @@ def folder_pair_paths(root: str | os.PathLike, name: str) -> dict[str, Path | No
     root = Path(root)
     out: dict[str, Path | None] = {}
     for folder in FOLDERS:
-        hits = [root / folder / (name + s) for s in NIFTI_SUFFIXES if (root / folder / (name + s)).exists()]
+        candidates = [root / folder / (name + s) for s in NIFTI_SUFFIXES]
+        hits = [c for c in candidates if c.exists() or c.is_symlink()]  # a dangling link is named when read
         out[folder] = hits[0] if hits else None
     return out
 
@@ -186,8 +189,21 @@ def load_folder_pair(root: str | os.PathLike, name: str) -> Pair:
     return load_pair(p["moving_images"], p["fixed_images"], p["moving_labels"], p["fixed_labels"], name=name)
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)  # read it the only way POSIX offers, once, at import (single-threaded then)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _process_umask()
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp_path)`` then move the file into place atomically."""
+    """Call ``write(tmp_path)`` then move the file into place atomically.
+
+    The file gets the permissions the user's umask gives a new file (``mkstemp`` alone would
+    leave it ``-rw-------``, unreadable to colleagues on a shared server).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
@@ -195,6 +211,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -107,6 +107,11 @@ def _break(data, how):
     elif how == "unreadable":
         lab.write_bytes(b"\x1f\x8b garbage")
         return lab
+    elif how == "dangling":
+        image = data / "fixed_images/obs001.nii.gz"
+        image.unlink()
+        image.symlink_to(data / "gone" / "obs001.nii.gz")
+        return image
     nib.save(nib.Nifti1Image(arr, img.affine), lab)
     return lab
 
@@ -114,6 +119,7 @@ def _break(data, how):
 @pytest.mark.parametrize("how,words", [
     ("count", "moving labels but"), ("empty", "empty"), ("nonbinary", "not binary"),
     ("2d", "label stack"), ("nan", "NaN"), ("missing", "missing partner"), ("unreadable", "cannot read"),
+    ("dangling", "dangling symbolic link"),
 ])
 def test_bad_input_is_one_clear_line_naming_the_file(tmp_path, how, words, capsys):
     from conftest import write_phantom_folder
@@ -141,6 +147,17 @@ def test_db_commands_and_train_from_a_filtered_database(phantom_folder, tmp_path
     assert main(["train", "--db", str(db), "--types", "gland", "--out", str(run), *TINY]) == 0
     used = json.loads((run / "training_set.json").read_text())
     assert len(used) == 3 and all(len(v) == 1 and v[0].endswith(":gland") for v in used.values())
+    out = capsys.readouterr().out
+    assert f"run in {run}: geometry centred" in out and "registration network 2 steps" in out
+    assert f"next: napari-labelreg evaluate --model {run} --db {db}" in out
+    # evaluate reads the database as train does, a subset of its pairs, and says they were trained on
+    scores = tmp_path / "scores.csv"
+    assert main(["evaluate", "--model", str(run), "--db", str(db), "--types", "gland", "--pairs", "obs001",
+                 "--geometry", "centred", "--out", str(scores)]) == 0
+    assert list(pd.read_csv(scores)["pair"]) == ["obs001"]
+    assert "1 of the 1 pairs scored were used to train" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(run), "--db", str(db), "--pairs", "obs009", "--out", str(scores)]) == 2
+    assert "no pair named obs009" in capsys.readouterr().err
     assert main(["db", "export", str(tmp_path / "out"), "--db", str(db)]) == 0
     assert main(["db", "summary", "--db", str(tmp_path / "missing.db")]) == 2
 
@@ -156,3 +173,42 @@ def test_headless_train_needs_no_qt(phantom_folder, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_written_files_follow_the_umask(trained, tmp_path):
+    import os
+
+    data, run = trained
+    out = tmp_path / "reg"
+    previous = os.umask(0o027)  # this process's umask is read at import; a subprocess reads its own
+    try:
+        done = subprocess.run([sys.executable, "-m", "napari_labelreg", "register", "--model", str(run), "--moving",
+                               str(data / "moving_images/obs000.nii.gz"), "--fixed",
+                               str(data / "fixed_images/obs000.nii.gz"), "--out", str(out)],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        os.umask(previous)
+    assert done.returncode == 0, done.stderr
+    for name in ("ddf.nii.gz", "warped.nii.gz"):
+        assert (out / name).stat().st_mode & 0o777 == 0o640, oct((out / name).stat().st_mode)
+    assert (run / "checkpoint.pt").stat().st_mode & 0o777 == 0o666 & ~io.UMASK
+
+
+def test_train_help_states_the_presets_defaults_for_every_option():
+    import re
+
+    from napari_labelreg.cli import TRAINING_SETTINGS, _preset_value, build_parser
+    from napari_labelreg.config import PRESETS
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    actions = {a.dest: a for a in train._actions}
+    assert all(a.help for a in train._actions), [a.dest for a in train._actions if not a.help]  # every option
+    assert set(TRAINING_SETTINGS) <= set(actions)
+    for dest, path in TRAINING_SETTINGS.items():
+        text = " ".join(actions[dest].help.split())
+        for name in ("cpu", "paper"):
+            value = _preset_value(name, path)
+            shown = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+            assert re.search(rf"default {re.escape(shown)}\b", text) or f"{shown} in the {name}" in text, (dest, text)
+    assert "default 0.3 in the cpu preset, 0 in the paper one" in actions["locator"].help
+    assert PRESETS["cpu"].locator == 0.3

@@ -140,7 +140,8 @@ def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     assert "landmark TRE" in w.summary.text() and w.errors.count() > 0
     del worker
     # the network weight: the run's unless set; 0 asks for the located glands alone, which this run has not
-    assert w.weight() is None
+    assert w.weight() is None and not w.network_weight.isEnabled()
+    w.runs_weight.setChecked(False)
     w.network_weight.setValue(0.0)
     assert w.weight() == 0.0
     with pytest.raises(ValueError, match="no gland locator"):

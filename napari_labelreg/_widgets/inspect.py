@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
+    QCheckBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -60,13 +62,17 @@ class InspectWidget(QWidget):
         self.db_path = QLineEdit(placeholderText="label database (empty: a phantom pair)")
         self.pair_index = QSpinBox()
         self.pair_index.setRange(0, 100000)
-        self.network_weight = QDoubleSpinBox()  # its minimum stands for the run's own weight
-        self.network_weight.setRange(-0.05, 1.0)
+        self.runs_weight = QCheckBox("the run's")
+        self.runs_weight.setChecked(True)
+        self.runs_weight.setToolTip("register with the network weight the run was trained to be used with")
+        self.network_weight = QDoubleSpinBox()
+        self.network_weight.setRange(0.0, 1.0)
         self.network_weight.setSingleStep(0.05)
-        self.network_weight.setSpecialValueText("the run's")
-        self.network_weight.setValue(-0.05)
+        self.network_weight.setValue(1.0)
+        self.network_weight.setEnabled(False)
         self.network_weight.setToolTip("weight of the network's DDF over the located glands and gland prior; "
                                        "0: without the network, 1: the paper")
+        self.runs_weight.toggled.connect(lambda own: self.network_weight.setEnabled(not own))
         register_btn = QPushButton("Register")
         register_btn.clicked.connect(self.register)
         export_btn = QPushButton("Export DDF and warped MR…")
@@ -77,7 +83,10 @@ class InspectWidget(QWidget):
         form.addRow("Model", self.model_dir)
         form.addRow("Database", self.db_path)
         form.addRow("Pair index", self.pair_index)
-        form.addRow("Network weight", self.network_weight)
+        weight = QHBoxLayout()
+        weight.addWidget(self.runs_weight)
+        weight.addWidget(self.network_weight)
+        form.addRow("Network weight", weight)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(register_btn)
@@ -109,8 +118,7 @@ class InspectWidget(QWidget):
 
     def weight(self) -> float | None:
         """The network weight asked for; None: the run's."""
-        value = self.network_weight.value()
-        return None if value < 0 else value
+        return None if self.runs_weight.isChecked() else self.network_weight.value()
 
     def show_result(self, result) -> None:
         self.registration, pair, layers = result
