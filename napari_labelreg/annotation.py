@@ -60,7 +60,8 @@ class AnnotationSession:
         self.selected = None
         ids = [lp.id for lp in self.label_pairs()]
         remembered = self.remembered.get(self.pair.id)
-        self.selected = remembered if remembered in ids else (ids[0] if ids else None)
+        # a pair not visited yet opens with nothing selected: no stray stroke lands in its gland
+        self.selected = remembered if remembered in ids else None
         self._emit("pair")
 
     def select_pair_id(self, pair_id: int) -> None:

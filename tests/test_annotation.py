@@ -66,7 +66,7 @@ def test_the_session_remembers_the_label_pair_of_each_image_pair_and_steps_cycli
     assert session.selected == ids[0]  # cyclic
     session.step_label_pair(-1)
     session.next_pair()
-    assert session.selected == session.label_pairs()[0].id
+    assert session.selected is None  # not visited yet: nothing selected, so no stray stroke edits its gland
     session.previous_pair()
     assert session.selected == ids[3]  # back where we were
     view = session.view(session.pair.id)

@@ -144,11 +144,18 @@ def test_verify_and_delete_from_keys_and_buttons(make_napari_viewer, db_path, qt
 
     viewer = make_napari_viewer(show=True)
     w, user = make_widget(viewer, db_path, qtbot)
+    assert w.session.selected is None  # a pair not visited yet: nothing to paint into by mistake
+    user.key(Qt.Key.Key_Period)
     pid = w.session.selected
     w.verifier.setText("bob")
     user.key(Qt.Key.Key_K)
     record = [lp for lp in w.session.label_pairs() if lp.id == pid][0]
     assert record.status == "verified" and record.verifier == "bob"
+    user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, 15, 12]))  # an edit withdraws the verification
+    user.saved()
+    assert [lp.status for lp in w.session.label_pairs() if lp.id == pid] == ["complete"]
+    assert "withdrew its verification" in w.status.text()
+    user.key(Qt.Key.Key_K)
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     count = len(w.session.label_pairs())
     user.press("Delete…")
@@ -165,17 +172,27 @@ def test_errors_become_one_notification_and_a_status_line(make_napari_viewer, db
     monkeypatch.setattr(_common, "show_error", shown.append)
     viewer = make_napari_viewer(show=True)
     w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_K)  # no label pair selected yet
+    assert len(shown) == 1 and "no label pair selected" in shown[0] and w.status.text() == shown[0]
+    w.annotator.setText("")
+    w.annotator.editingFinished.emit()
+    user.key(Qt.Key.Key_N)  # who drew it must be known
+    assert len(shown) == 2 and "type your name in Annotator" in shown[1]
+    w.annotator.setText("alice")
+    w.annotator.editingFinished.emit()
+    user.key(Qt.Key.Key_Period)
     user.key(Qt.Key.Key_K)  # no verifier named yet
-    assert len(shown) == 1 and "verifier's name" in shown[0]
+    assert len(shown) == 3 and "verifier's name" in shown[2]
+    shown.clear()
     w.verifier.setText("bob")
     user.key(Qt.Key.Key_N)  # nothing painted yet: cannot be verified
     user.key(Qt.Key.Key_K)
-    assert len(shown) == 2 and "incomplete" in shown[1]
+    assert len(shown) == 1 and "incomplete" in shown[0]
     w.model_dir.setText(str(db_path.parent / "no such run"))
     user.stroke("moving", around(viewer.dims.point))
     user.press("Propose TRUS")
     qtbot.waitUntil(lambda: not w.workers, timeout=20_000)
-    assert len(shown) == 3 and "the proposal failed" in shown[2] and "no such run" in w.status.text()
+    assert len(shown) == 2 and "the proposal failed" in shown[1] and "no such run" in w.status.text()
 
 
 def test_propose_accept_and_reject(make_napari_viewer, db_path, qtbot, trained_run):
@@ -203,12 +220,16 @@ def test_propose_accept_and_reject(make_napari_viewer, db_path, qtbot, trained_r
 
 
 def test_inspect_on_another_pair_never_touches_the_annotation(make_napari_viewer, db_path, qtbot, trained_run):
+    from qtpy.QtCore import Qt
+
     from napari_labelreg._widgets.inspect import InspectWidget
 
     viewer = make_napari_viewer(show=True)
     w, user = make_widget(viewer, db_path, qtbot)
     first, second = [p.id for p in w.session.pairs]
     masks_of_second = masks_of(db_path, second)
+    user.key(Qt.Key.Key_Period)
+    user.key(Qt.Key.Key_Period)  # a small landmark: a stroke beside it adds voxels
     shown = {key: np.array(layer.data, copy=True) for key, layer in w.workspace.layers.items()
              if key[1] in ("image", "selected")}
     inspect = InspectWidget(viewer)
@@ -225,7 +246,7 @@ def test_inspect_on_another_pair_never_touches_the_annotation(make_napari_viewer
         assert layer.metadata["image_pair_id"] == first and layer in viewer.layers
     assert not any(layer.metadata.get("inspection") for layer in viewer.layers)
     before = w.session.db.masks(w.session.selected)[1].sum()
-    user.stroke("fixed", around(np.asarray(viewer.dims.point) + [0, 12, 12]))
+    user.stroke("fixed", around(np.asarray(viewer.dims.point) + [0, 5, -3]))
     user.saved()
     assert w.session.pair.id == first
     assert w.session.db.masks(w.session.selected)[1].sum() > before  # saved to the pair being annotated
@@ -252,10 +273,13 @@ def test_close_and_reopen_shows_exactly_what_was_saved(make_napari_viewer, db_pa
 
 
 def test_the_workspace_shows_corresponding_titled_colour_matched_panels(make_napari_viewer, db_path, qtbot):
+    from qtpy.QtCore import Qt
+
     from napari_labelreg._widgets.workspace import SIDES
 
     viewer = make_napari_viewer(show=True)
     w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_Period)
     ws = w.workspace
     for side in SIDES:
         image = ws.layers[side, "image"]

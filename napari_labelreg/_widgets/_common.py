@@ -7,15 +7,23 @@ import functools
 from napari.utils.notifications import show_error
 
 
-def reports_errors(method):
-    """Turn an exception in a widget action into a napari notification (no bare traceback)."""
+def reports_errors(method, status=None):
+    """Turn an exception in a widget action into one napari notification (no bare traceback).
+
+    The message also goes to ``status`` (a QLabel), or to the widget's own ``status`` label when
+    ``method`` is a method of a widget that has one, so it stays after the notification fades.
+    """
 
     @functools.wraps(method)
     def wrapper(*args, **kwargs):
         try:
             return method(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the user
-            show_error(f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc))
+            message = f"{type(exc).__name__}: {exc}" if not str(exc) else str(exc)
+            show_error(message)
+            label = status if status is not None else getattr(args[0], "status", None) if args else None
+            if hasattr(label, "setText"):
+                label.setText(message)
             return None
 
     return wrapper

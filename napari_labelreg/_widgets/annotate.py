@@ -9,6 +9,8 @@ the label pair and image pair its layer shows.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
@@ -75,7 +77,7 @@ class AnnotateWidget(QWidget):
     def _build(self) -> None:
         self.db_path = QLineEdit(placeholderText="labels.db")
         open_btn = _button("Open…", self._browse)
-        self.db_path.returnPressed.connect(reports_errors(lambda: self.open_database(self.db_path.text())))
+        self.db_path.returnPressed.connect(lambda: self.open_database(self.db_path.text()))
         self.annotator = QLineEdit(load_settings().get("annotator", ""), placeholderText="your name")
         self.annotator.editingFinished.connect(self._annotator_changed)
         self.pair_label = QLabel("no database open")
@@ -143,7 +145,7 @@ class AnnotateWidget(QWidget):
 
     def _bind_keys(self) -> None:
         for key, _what, method in SHORTCUTS:
-            action = reports_errors(getattr(self, method))
+            action = reports_errors(getattr(self, method), self.status)
             self.viewer.bind_key(key, lambda _viewer, action=action: action(), overwrite=True)
 
     # ---- opening ------------------------------------------------------------------
@@ -181,9 +183,13 @@ class AnnotateWidget(QWidget):
     # ---- image pairs ----------------------------------------------------------------
     def next_pair(self) -> None:
         self.go_to_pair(self._session().pair_index + 1)
+        if self.session.pair_index == 0:
+            self.status.setText("past the last image pair: back to the first")
 
     def previous_pair(self) -> None:
         self.go_to_pair(self._session().pair_index - 1)
+        if self.session.pair_index == len(self.session.pairs) - 1:
+            self.status.setText("before the first image pair: on to the last")
 
     def go_to_pair(self, index: int) -> None:
         self.flush()
@@ -215,8 +221,11 @@ class AnnotateWidget(QWidget):
         rec = view.record
         self.pair_label.setText(f"{rec.name} · {self.session.pair_index + 1}/{len(self.session.pairs)}")
         self.pair_label.setToolTip(f"subject {rec.subject}; initial correspondence: {rec.convention}")
-        self.status.setText("" if view.exact else f"{rec.name}: the MR is shown without its rotation to the TRUS "
-                            "(panels slice along array axes); correspondence is approximate")
+        if not view.exact:
+            self.status.setText(f"{rec.name}: the MR is shown without its rotation to the TRUS (panels slice along "
+                                "array axes); correspondence is approximate")
+        elif self.session.selected is None:
+            self.status.setText("choose a label pair to paint ('.' or the list) or add one (N)")
         if first:
             self._jump_to_selected()  # later switches keep the slice and zoom the annotator chose
 
@@ -255,6 +264,8 @@ class AnnotateWidget(QWidget):
 
     def add_label_pair(self, type: str, name: str = "") -> int:
         self._ready()
+        if not self.session.annotator:
+            raise ValueError("type your name in Annotator first: every label pair records who drew it")
         self.flush()
         pid = self.session.create_label_pair(type, name)
         self.workspace.update_records(self.session.label_pairs())
@@ -266,7 +277,7 @@ class AnnotateWidget(QWidget):
             return
         pid = item.data(LABEL_PAIR_ID)
         if pid != self.session.selected:
-            reports_errors(self.select_label_pair)(pid)
+            reports_errors(self.select_label_pair, self.status)(pid)
 
     def select_label_pair(self, label_pair_id: int) -> None:
         self._ready()
@@ -277,6 +288,9 @@ class AnnotateWidget(QWidget):
     def _selection_changed(self, jump: bool = True) -> None:
         self.reject_proposal()
         self.workspace.select(self.session.selected)
+        chosen = [lp for lp in self.workspace.view.label_pairs if lp.id == self.session.selected]
+        self.status.setText(f"painting {chosen[0].type} · {chosen[0].name or '-'}" if chosen else
+                            "choose a label pair to paint ('.' or the list) or add one (N)")
         self._reset_history()
         self._fill_list()
         if jump:
@@ -300,6 +314,8 @@ class AnnotateWidget(QWidget):
     def verify(self) -> None:
         self._ready()
         self.flush()
+        if self.session.selected is None:
+            raise ValueError("no label pair selected: choose one ('.' or the list) first")
         verifier = self.verifier.text().strip()
         if not verifier:
             raise ValueError("type the verifier's name first: someone other than the label pair's author")
@@ -477,8 +493,14 @@ class AnnotateWidget(QWidget):
             raise RuntimeError(f"not saved: the {TITLES[side]} layer shows {layer.metadata.get('image_pair')} "
                                f"label pair {shown[1]}, but {s.pair.name} label pair {s.selected} is selected")
         self.workspace.record_saved(side, mask)  # what the database will hold once the write below lands
-        self.saver.submit(s, side, mask, s.selected, f"the {TITLES[side]} side of {s.pair.name} label pair "
-                                                      f"{s.selected}")
+        was_verified = any(lp.id == s.selected and lp.status == "verified" for lp in self.workspace.view.label_pairs)
+        what = f"the {TITLES[side]} side of {s.pair.name} label pair {s.selected}"
+        if was_verified:
+            what += " (the edit withdrew its verification: verify it again)"
+            self.workspace.update_records(
+                [dataclasses.replace(lp, status="complete") if lp.id == s.selected else lp
+                 for lp in self.workspace.view.label_pairs])
+        self.saver.submit(s, side, mask, s.selected, what)
 
     def _saved(self, what: str, error: Exception | None) -> None:
         """A write has landed (or failed): say so; the list shows the label pair's new status."""
@@ -609,7 +631,8 @@ def _swatch(colour: str):
 
 def _button(text: str, action) -> QPushButton:
     button = QPushButton(text)
-    button.clicked.connect(lambda *_: reports_errors(action)())
+    owner = getattr(action, "__self__", None)
+    button.clicked.connect(lambda *_: reports_errors(action, getattr(owner, "status", None))())
     return button
 
 

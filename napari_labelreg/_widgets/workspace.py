@@ -43,9 +43,10 @@ def place(layer, affine: np.ndarray) -> None:
         layer.scale, layer.translate = scale, translate
 
 
-# one bright, distinct colour per label pair, cycled; the same on both sides (Okabe-Ito and Tableau hues)
-PALETTE = ("#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#ff4040",
-           "#7fff7f", "#bf7fff", "#00e5e5", "#ffb0b0")
+# one bright colour per label pair, cycled, the same on both sides: twelve hues far apart on the colour
+# wheel and light enough to read on dark TRUS and on bright MR alike
+PALETTE = ("#ff8c00", "#00e5ff", "#76ff03", "#ff4081", "#ffea00", "#b388ff", "#1de9b6", "#ff5252",
+           "#448aff", "#eeff41", "#ea80fc", "#ffab40")
 
 
 def label_colormap():
@@ -111,7 +112,7 @@ class Workspace:
                 np.empty((0, 3)), ndim=3, size=4.0, name=f"{TITLES[side]}: landmarks", **placed,
                 features={"label": np.array([], str)},
                 text={"string": "{label}", "color": "white", "size": 9, "anchor": "lower_left",
-                      "translation": [0, -2, 2]})
+                      "translation": [0, -5, 5]})  # beside the selected ring, clear of the stroke
             landmarks.editable = False
             for role, layer in zip(ROLES, (image, everything, selected, proposal, landmarks)):
                 self.layers[side, role] = layer
@@ -256,8 +257,9 @@ class Workspace:
                 labels.append(name if pid == self.selected else "")  # one caption: the selected pair's
                 rows.append(shown)
                 colours.append(colour_of(lp.position))
-                sizes.append(5.0 if pid == self.selected else 3.0)
-                symbols.append("disc" if not offset else "ring")
+                # rings, not discs: the stroke inside stays visible; the selected pair's ring is wider
+                sizes.append(9.0 if pid == self.selected else 4.0)
+                symbols.append("disc" if not offset else "square")
             placement = self.placement(side)  # the markers share their side's scale, so the slider's step too
             place(layer, placement)
             rows = (np.asarray(rows, float).reshape(-1, 3) - placement[:3, 3]) / np.diag(placement)[:3]
@@ -265,9 +267,10 @@ class Workspace:
                 layer.data = rows
                 layer.features = {"label": np.asarray(labels, str)}
                 if rows.size:
-                    layer.face_color = colours
+                    layer.face_color = "transparent"
+                    layer.border_color = colours
+                    layer.border_width = 0.18
                     layer.symbol = symbols
-                    layer.border_color = "white"
             if rows.size:
                 layer.size = np.asarray(sizes) / float(np.abs(np.diag(placement)[:3]).mean())  # mm
             layer.refresh()
