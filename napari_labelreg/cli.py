@@ -39,10 +39,10 @@ def _default(path: str) -> str:
 TRAINING_SETTINGS = {
     "variant": "model.variant", "width": "model.width", "loss": "loss.similarity", "regulariser": "loss.regulariser",
     "weight": "loss.weight", "folding": "loss.folding", "prefilter": "loss.prefilter",
-    "translation": "augment.translation_mm", "elastic": "augment.elastic_mm", "iterations": "iterations",
+    "translation": "augment.translation_mm", "iterations": "iterations",
     "minutes": "minutes", "batch_size": "batch_size", "lr": "learning_rate", "schedule": "schedule",
     "label_sampling": "label_sampling", "cross_subject": "cross_subject", "locator": "locator", "prior": "prior",
-    "network_weight": "network_weight", "spacing": "spacing_mm", "members": "members", "precision": "precision",
+    "network_weight": "network_weight", "spacing": "spacing_mm", "precision": "precision",
     "seed": "seed", "checkpoint_every": "checkpoint_every",
 }
 
@@ -67,8 +67,6 @@ def _training_options(p: argparse.ArgumentParser) -> None:
            action=argparse.BooleanOptionalAction)
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
     option("--translation", "augmentation: translation range in mm, per image and axis", type=float)
-    option("--elastic", "augmentation: smooth random deformation of the fixed side, std in mm", type=float,
-           metavar="MM")
     option("--iterations", "budget in registration steps (the locator and prior add their shares of it)", type=int)
     option("--minutes", "budget in wall-clock minutes (all parts together)", type=float)
     option("--batch-size", "image pairs per minibatch (per process under torchrun)", type=int)
@@ -85,8 +83,6 @@ def _training_options(p: argparse.ArgumentParser) -> None:
     option("--network-weight", "registration: weight of the network's DDF on top of the located glands and prior, "
            "recorded with the run", type=float, metavar="W")
     option("--spacing", "network grid voxel size in mm (0: the fixed grid)", type=float)
-    option("--members", "registration networks trained one after another in the budget, their DDFs averaged",
-           type=int, metavar="N")
     option("--precision", "arithmetic of training and registration", choices=("bf16", "fp32"))
     option("--seed", "random seed of weights, sampling and augmentation", type=int)
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1... "
@@ -103,7 +99,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
                                             folding=args.folding))
     if args.prefilter is not None:
         loss = replace(loss, prefilter=args.prefilter)
-    augment = replace(base.augment, **_given(translation_mm=args.translation, elastic_mm=args.elastic))
+    augment = replace(base.augment, **_given(translation_mm=args.translation))
     if args.no_augment:
         augment = AugmentConfig(enabled=False)
     lr = args.lr
@@ -116,7 +112,7 @@ def config_from_args(args) -> "TrainConfig":  # noqa: F821
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **_given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
                             cross_subject=args.cross_subject, locator=args.locator, prior=args.prior,
-                            members=args.members, network_weight=args.network_weight,
+                            network_weight=args.network_weight,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
 

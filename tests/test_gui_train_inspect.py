@@ -2,13 +2,11 @@
 
 from dataclasses import replace
 
-import numpy as np
 import pytest
 
 pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 
-from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -111,17 +109,15 @@ def test_whole_budget_progress_counts_the_locator_and_prior():
     assert prog("registration", 300) == pytest.approx(0.35 + 0.5)
 
 
-def test_the_train_form_sets_how_many_networks_are_averaged(qtbot):
+def test_the_train_form_describes_the_preset_with_its_budget(qtbot):
     from napari_labelreg._widgets.train import TrainWidget
 
     w = TrainWidget(None)
     qtbot.addWidget(w)
-    assert w.config().members == 1
-    w.members.setValue(3)
     w.iterations.setValue(30)
-    assert w.config().members == 3 and w.config().iterations == 30
-    w.preset.setCurrentText("paper")  # a preset brings its own count back
-    assert w.members.value() == 1 and w.config().learning_rate == 1e-5
+    assert w.config().iterations == 30 and w.config().locator == 0.3  # the cpu preset's gland locator
+    w.preset.setCurrentText("paper")
+    assert w.config().learning_rate == 1e-5 and w.config().locator == 0.0 and w.config().iterations == 30
 
 
 def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):

@@ -14,7 +14,7 @@ from napari_labelreg.nn.warp import moving_coordinates, sample
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
 from napari_labelreg.training.loop import build_losses, train
-from napari_labelreg.training.sampling import affine_matrix, draw_affine, draw_elastic, draw_quartets, step_generator
+from napari_labelreg.training.sampling import affine_matrix, draw_affine, draw_quartets, step_generator
 
 TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)
 
@@ -262,36 +262,3 @@ def test_cross_subject_entries_pair_one_subjects_fixed_gland_with_anothers_movin
     assert len(seen) > 1
     with pytest.raises(ValueError, match="cross_subject"):
         tiny_config(cross_subject=1.5)
-
-
-def test_elastic_field_interpolates_its_control_lattice_in_mm():
-    grid = Grid.from_spacing((9, 5, 3), (2.5, 5.0, 10.0))  # 20 x 20 x 20 mm: a 3 x 3 x 3 lattice at 10 mm
-    cfg = AugmentConfig(elastic_mm=4.0, elastic_grid_mm=10.0)
-    field = draw_elastic(cfg, grid, step_generator(0, 0, 3))
-    g = step_generator(0, 0, 3)
-    lattice = torch.randn((1, 3, 3, 3, 3), generator=g, dtype=torch.float64) * 4.0
-    mm = field[0].double() * torch.tensor(grid.spacing).view(3, 1, 1, 1)
-    assert field.shape == (1, 3, 9, 5, 3)
-    torch.testing.assert_close(mm[:, ::4, ::2, ::1], lattice[0], rtol=0, atol=1e-5)  # lattice points
-    torch.testing.assert_close(mm[:, 2, 0, 0], (lattice[0, :, 0, 0, 0] + lattice[0, :, 1, 0, 0]) / 2, rtol=0, atol=1e-5)
-    assert draw_elastic(AugmentConfig(), grid, g) is None
-    assert draw_elastic(replace(cfg, enabled=False), grid, g) is None
-    with pytest.raises(ValueError, match="elastic"):
-        AugmentConfig(elastic_mm=-1.0)
-
-
-def test_elastic_augmentation_deforms_the_fixed_image_and_its_labels_alike():
-    from napari_labelreg.training.loop import Batcher
-
-    prepared = prepare_pairs([make_phantom(s, **TINY).pair for s in range(2)], "centred", None)
-    for pp in prepared:  # the fixed image is its first label: any mismatch in sampling shows
-        pp.fixed_image = pp.fixed_labels[:1].clone()
-    still = AugmentConfig(rotation_deg=0, scale=0, shear=0, translation_mm=0)
-    for elastic, moved in ((0.0, False), (3.0, True)):
-        cfg = tiny_config(batch_size=4, label_sampling="all", precision="fp32",
-                          augment=replace(still, elastic_mm=elastic, elastic_grid_mm=10.0))
-        inputs, fixed_labels, _, _, _ = Batcher(prepared, cfg, torch.device("cpu"))(1)
-        for b in range(4):
-            torch.testing.assert_close(inputs[b, 1], fixed_labels[b][0, 0], rtol=0, atol=1e-6)
-            unmoved = [torch.allclose(inputs[b, 1], pp.fixed_labels[0], atol=1e-4) for pp in prepared]
-            assert any(unmoved) != moved

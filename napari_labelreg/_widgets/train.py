@@ -59,9 +59,6 @@ class TrainWidget(QWidget):
         self.iterations = _spin(QSpinBox(), 500, 1, 10**7)
         self.minutes = _spin(QDoubleSpinBox(), 0.0, 0, 10**5, decimals=1)
         self.minutes.setSpecialValueText("no time limit")
-        self.members = _spin(QSpinBox(), PRESETS["cpu"].members, 1, 16)
-        self.members.setToolTip("networks trained one after another in the budget; registration averages their DDFs")
-        self.preset.currentTextChanged.connect(lambda name: self.members.setValue(PRESETS[name].members))
         self.validation = _spin(QDoubleSpinBox(), 0.0, 0, 0.5, decimals=2)
         self.device = _combo(["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []), "auto")
         self.out_dir = QLineEdit(placeholderText="run folder")
@@ -82,7 +79,6 @@ class TrainWidget(QWidget):
                               ("Preset", self.preset), ("Network", self.variant), ("Similarity", self.loss),
                               ("Regulariser", self.regulariser), ("Weight α", self.weight),
                               ("Iterations", self.iterations), ("Minutes", self.minutes),
-                              ("Networks averaged", self.members),
                               ("Validation fraction", self.validation), ("Device", self.device),
                               ("Output folder", self.out_dir)):
             form.addRow(label, widget)
@@ -110,7 +106,7 @@ class TrainWidget(QWidget):
             model=replace(base.model, variant=self.variant.currentText()),
             loss=replace(base.loss, similarity=self.loss.currentText(), regulariser=self.regulariser.currentText(),
                          weight=self.weight.value()),
-            iterations=self.iterations.value(), minutes=minutes, members=self.members.value(),
+            iterations=self.iterations.value(), minutes=minutes,
             checkpoint_every=max(1, min(base.checkpoint_every, self.iterations.value())),
         )
 

@@ -14,9 +14,12 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..io import DataError, atomic_write
-from .networks import Ensemble, build_model
+from .networks import build_model
 
-FORMAT = 1
+# 2: no averaged members (extra["members"]) and no elastic augmentation settings; a format-1 file
+# loads when it used neither (its config is converted), and is refused by name when it did
+FORMAT = 2
+READS = (1, 2)
 
 
 def save_checkpoint(path, *, config: TrainConfig, model: nn.Module, optimizer=None, step: int = 0,
@@ -43,9 +46,19 @@ def load_checkpoint(path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise DataError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise DataError(f"{path}: not a napari-labelreg checkpoint (format {FORMAT})")
-    state["config"] = TrainConfig.from_dict(state["config"])
+    if not isinstance(state, dict) or "format" not in state or "config" not in state:
+        raise DataError(f"{path}: not a napari-labelreg checkpoint")
+    if state["format"] not in READS:
+        raise DataError(f"{path}: checkpoint format {state['format']}; this napari-labelreg reads formats "
+                        f"{', '.join(map(str, READS))}")
+    if state.get("extra", {}).get("members"):
+        raise DataError(f"{path}: checkpoint format {state['format']} of a run of averaged networks (--members), "
+                        "which this version no longer has; retrain it without")
+    try:
+        state["config"] = TrainConfig.from_dict(state["config"])
+    except ValueError as exc:
+        raise DataError(f"{path}: checkpoint format {state['format']}: {exc}") from None
+    state["format"] = FORMAT  # converted
     return state
 
 
@@ -56,17 +69,9 @@ def load_model(path, device: str | torch.device = "cpu") -> tuple[nn.Module, Tra
 
 
 def model_from_state(state: dict, device: str | torch.device = "cpu") -> nn.Module:
-    """The network of a loaded checkpoint (see :func:`load_checkpoint`), in eval mode.
-
-    A run of several members (``TrainConfig.members``) gives their :class:`Ensemble`: the members it
-    finished (``extra["members"]``) and the one it trained last (``model``).  A run stopped part-way
-    registers with the members it has, as a single network stopped part-way does.
-    """
-    models = []
-    for weights in [*state["extra"].get("members", []), state["model"]]:
-        models.append(build_model(state["config"].model))
-        models[-1].load_state_dict(weights)
-    model = models[0] if len(models) == 1 else Ensemble(models)
+    """The network of a loaded checkpoint (see :func:`load_checkpoint`), in eval mode."""
+    model = build_model(state["config"].model)
+    model.load_state_dict(state["model"])
     return model.to(device).eval()
 
 

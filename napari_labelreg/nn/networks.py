@@ -254,17 +254,6 @@ class CompositeNet(nn.Module):
         return d_global + torch.einsum("bij,bjdhw->bidhw", linear, d_local)
 
 
-class Ensemble(nn.Module):
-    """Networks of one architecture whose displacement fields are averaged (a run's members)."""
-
-    def __init__(self, members: list[nn.Module]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(x) for member in self.members]).mean(0)
-
-
 def build_model(config: ModelConfig) -> nn.Module:
     """The network a :class:`ModelConfig` names, freshly initialised."""
     levels = {"baseline": (0, 1, 2, 3, 4), "delta0": (0,), "delta1-4": (1, 2, 3, 4)}

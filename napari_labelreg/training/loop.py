@@ -30,7 +30,7 @@ from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair, cross_subject_matrix, prepare_pairs
 from .locator import GlandLocator, locator_from_state, train_locator
 from .prior import GlandPrior, prior_from_state, prior_state, train_prior
-from .sampling import affine_matrix, draw_affine, draw_elastic, draw_quartets, step_generator
+from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
 from .schedule import budget_used, cosine
 
 CHECKPOINT = "checkpoint.pt"
@@ -135,8 +135,7 @@ class Batcher:
             t_moving = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))
             t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
             matrix = (to_moving @ t_moving)[None]
-            # the fixed side may also be deformed (image and labels alike): still a corresponding pair
-            fixed_coords = moving_coordinates(t_fixed, self.shape, draw_elastic(self.config.augment, pp.grid, g))
+            fixed_coords = moving_coordinates(t_fixed, self.shape)
             prior = None
             if self.priors is not None:
                 prior = self._prior(p, t_moving) if source is pp else torch.zeros(1, 3, *self.shape)
@@ -187,16 +186,10 @@ class Trainer:
     """A training run: set up on construction, iterated for :class:`Progress` reports.
 
     Iterating writes ``config.json``, ``log.csv`` and ``checkpoint.pt`` (every
-    ``config.checkpoint_every`` steps, at the end, when a member is done, and
-    when the iteration is closed early, as a GUI's cancel does) to ``out_dir``.
-    With ``resume`` it continues from the folder's checkpoint, drawing the same
-    minibatches an uninterrupted run would have drawn.
-
-    With ``config.members`` > 1 the registration budget is shared out equally
-    and the members train one after another; ``step`` counts the steps of all.
-    Member k starts from weights drawn with seed + k, a fresh optimiser and the
-    top of its own cosine; the checkpoint holds the finished members' weights
-    (``extra["members"]``) beside the current one's.
+    ``config.checkpoint_every`` steps, at the end, and when the iteration is
+    closed early, as a GUI's cancel does) to ``out_dir``.  With ``resume`` it
+    continues from the folder's checkpoint, drawing the same minibatches an
+    uninterrupted run would have drawn.
     """
 
     def __init__(self, pairs: Sequence[Pair], config: TrainConfig, out_dir: str | os.PathLike, *,
@@ -217,16 +210,11 @@ class Trainer:
             self.locator = fast_layout(GlandLocator(config.model.width).to(dev), config.precision)
         self.prior = GlandPrior() if config.prior else None
         self.step = 0
-        self.finished: list[dict] = []  # weights of the members trained before the current one
         checkpoint = self.out / CHECKPOINT
         if resume and checkpoint.exists():
             state = load_checkpoint(checkpoint)
             if state["config"].model != config.model:
                 raise ValueError(f"{checkpoint}: network {state['config'].model} differs from {config.model}")
-            if state["config"].members != config.members:
-                raise ValueError(f"{checkpoint}: the run trains {state['config'].members} members, "
-                                 f"not {config.members}")
-            self.finished = list(state["extra"].get("members", []))
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = state["step"]
@@ -253,8 +241,6 @@ class Trainer:
                          locator_spacing_mm=self.locator.spacing_mm)
         if self.prior_fitted:
             extra["prior"] = prior_state(self.prior)
-        if self.finished:
-            extra["members"] = self.finished
         save_checkpoint(self.out / CHECKPOINT, config=self.config, model=self.model, optimizer=self.optimizer,
                         step=self.step, extra=extra)
         return str(self.out / CHECKPOINT)
@@ -283,33 +269,22 @@ class Trainer:
             self.model.train()
 
     def learning_rate(self, elapsed_s: float) -> float:
-        """The rate for the next step: constant, or cosine over the member's budget used so far.
+        """The rate for the next step: constant, or cosine over the budget used so far.
 
-        The budget's fraction is the larger of the member's steps / its share of
-        the iterations and ``elapsed_s`` (seconds since the member's start in
-        this session) / :attr:`budget_s`.
+        The budget's fraction is the larger of steps / iterations and ``elapsed_s``
+        (seconds since the registration's start in this session) / :attr:`budget_s`.
         """
         cfg = self.config
         if cfg.schedule == "constant":
             return cfg.learning_rate
-        first, last = self.member_steps
-        steps = (self.step - first, last - first) if cfg.iterations else (0, None)
+        steps = (self.step, cfg.iterations) if cfg.iterations else (0, None)
         return cosine(cfg.learning_rate, budget_used(*steps, elapsed_s, self.budget_s))
 
     @property
     def budget_s(self) -> float | None:
-        """Seconds of registration steps per member: the minutes budget less the locator's and prior's shares,
-        shared out."""
+        """Seconds of registration steps: the minutes budget less the locator's and prior's shares."""
         cfg = self.config
-        return None if cfg.minutes is None else 60.0 * cfg.minutes * (1.0 - cfg.locator - cfg.prior) / cfg.members
-
-    @property
-    def member_steps(self) -> tuple[int, int] | tuple[None, None]:
-        """First and end step of the current member's share of an iterations budget."""
-        cfg, k = self.config, len(self.finished)
-        if cfg.iterations is None:
-            return None, None
-        return round(k * cfg.iterations / cfg.members), round((k + 1) * cfg.iterations / cfg.members)
+        return None if cfg.minutes is None else 60.0 * cfg.minutes * (1.0 - cfg.locator - cfg.prior)
 
     def _new_network(self, seed: int) -> None:
         """A registration network with weights drawn from ``seed``, its optimiser, and its DDP wrapper."""
@@ -317,13 +292,6 @@ class Trainer:
         self.model = fast_layout(build_model(self.config.model).to(self.device), self.config.precision)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.learning_rate)
         self.net = nn.parallel.DistributedDataParallel(self.model) if self.world > 1 else self.model
-
-    def _next_member(self) -> None:
-        """Keep the current member's weights; start the next (seed + its index); checkpoint."""
-        self.finished.append({k: v.detach().clone() for k, v in self.model.state_dict().items()})
-        self._new_network(self.config.seed + len(self.finished))
-        self.net.train()
-        self.checkpoint()
 
     def _phase(self, phase: str, share: float, fit) -> Iterator[Progress]:
         """Reports of a phase given ``share`` of the budget before the registration's.
@@ -391,29 +359,23 @@ class Trainer:
         budget_s = self.budget_s
         self.net.train()
         try:
-            while True:
-                member_start, end = time.perf_counter(), self.member_steps[1]
-                while end is None or self.step < end:
-                    t0 = time.perf_counter()
-                    elapsed = self._elapsed(t0 - member_start)
-                    if budget_s is not None and elapsed >= budget_s:
-                        break
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = self.learning_rate(elapsed)
-                    loss, sim, reg = self.train_step()
-                    path = None
-                    if self.step % cfg.checkpoint_every == 0:
-                        path, saved = self.checkpoint(), self.step
-                    val = self.validate() if self.validator and self.step % self.validate_every == 0 else {}
-                    report = Progress(self.step, cfg.iterations, loss.item(), sim.item(), reg.item(),
-                                      time.perf_counter() - start, time.perf_counter() - t0, path, **val)
-                    if self.rank == 0:
-                        _log(self.out, report)
-                    yield report
-                if len(self.finished) + 1 >= cfg.members:
+            while cfg.iterations is None or self.step < cfg.iterations:
+                t0 = time.perf_counter()
+                elapsed = self._elapsed(t0 - start)
+                if budget_s is not None and elapsed >= budget_s:
                     break
-                self._next_member()
-                saved = self.step
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.learning_rate(elapsed)
+                loss, sim, reg = self.train_step()
+                path = None
+                if self.step % cfg.checkpoint_every == 0:
+                    path, saved = self.checkpoint(), self.step
+                val = self.validate() if self.validator and self.step % self.validate_every == 0 else {}
+                report = Progress(self.step, cfg.iterations, loss.item(), sim.item(), reg.item(),
+                                  time.perf_counter() - start, time.perf_counter() - t0, path, **val)
+                if self.rank == 0:
+                    _log(self.out, report)
+                yield report
         finally:
             if self.step != saved:
                 self.checkpoint()

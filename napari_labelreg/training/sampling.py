@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import AugmentConfig
 from ..geometry import Grid
@@ -73,18 +72,3 @@ def affine_matrix(params: AffineParams, grid: Grid) -> np.ndarray:
     matrix[:3, 3] = grid.centre - linear @ grid.centre + np.asarray(params.translation) / h
     return matrix
 
-
-def draw_elastic(cfg: AugmentConfig, grid: Grid, g: torch.Generator) -> torch.Tensor | None:
-    """A smooth random displacement ``(1, 3, *grid.shape)`` in grid voxels, or None when off.
-
-    Gaussian displacements (std ``cfg.elastic_mm``, mm) on a control lattice
-    spanning the grid with points at most ``cfg.elastic_grid_mm`` apart,
-    trilinearly interpolated; no draw is made when it is off.
-    """
-    if not cfg.enabled or cfg.elastic_mm == 0:
-        return None
-    extent = (np.asarray(grid.shape) - 1) * grid.spacing
-    lattice = [max(2, math.ceil(e / cfg.elastic_grid_mm) + 1) for e in extent]
-    coarse = torch.randn((1, 3, *lattice), generator=g, dtype=torch.float64) * cfg.elastic_mm
-    field = F.interpolate(coarse, size=tuple(grid.shape), mode="trilinear", align_corners=True)
-    return (field / torch.as_tensor(grid.spacing).view(1, 3, 1, 1, 1)).float()
