@@ -105,7 +105,7 @@ class TrainConfig:
     # registration: the network's DDF enters scaled by this weight (the located shift and the prior in full);
     # training is unaffected.  0.5 is the plain average of the population's prior and the subject-specific
     # network on top of it: on 66 training pairs the network's interior deformation helps some pairs and
-    # harms others, and the average kept most of its gains at less of its cost (benchmarks/README.md).
+    # harms others, and the average kept most of its gains at less of its cost (benchmarks/README.md, HISTORY.md).
     # 1 = the paper
     network_weight: float = 1.0
 
@@ -149,7 +149,7 @@ class TrainConfig:
         return cls(**data)
 
 
-# settings removed because their benchmarks showed no gain (benchmarks/README.md): a config that
+# settings removed because their benchmarks showed no gain (benchmarks/HISTORY.md): a config that
 # used them at their neutral value still loads; one that relied on them is refused by name
 REMOVED = {("members",): (1, "--members (averaged networks)"),
            ("augment", "elastic_mm"): (0.0, "--elastic (elastic augmentation)"),
