@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields, replace
 
+from .geometry import CONVENTIONS
+
 VARIANTS = ("baseline", "delta0", "delta1-4", "global", "composite")
 SIMILARITIES = ("msdice", "msce")
 REGULARISERS = ("bending", "l2")
@@ -113,7 +115,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("label_sampling", self.label_sampling, LABEL_SAMPLING)
-        if self.geometry not in ("world", "centred", "fov"):
+        if self.geometry not in CONVENTIONS:
             raise ValueError(f"geometry must be world, centred or fov, got {self.geometry!r}")
         if self.batch_size < 1 or self.learning_rate <= 0:
             raise ValueError("batch_size must be >= 1 and learning_rate > 0")

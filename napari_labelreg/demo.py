@@ -37,6 +37,8 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
     from . import io
     from .evaluation import score
     from .inference import Registrator, identity_registration
+    from .jobs import export_registration
+    from .nn.checkpoint import CHECKPOINT
     from .phantom import make_phantom
     from .training.loop import train
 
@@ -44,7 +46,7 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
     pairs = [make_phantom(seed, **PHANTOM).pair for seed in range(train_pairs)]
     print(f"demo: training a width-{config.model.width} network on {train_pairs} phantom pairs for "
           f"{iterations} iterations -> {out}")
-    if (out / "run" / "checkpoint.pt").exists():
+    if (out / "run" / CHECKPOINT).exists():
         raise ValueError(f"{out}: holds a demo run already; remove it or pass --out elsewhere")
     with tqdm(total=iterations, unit="step") as bar:
         for report in train(pairs, config, out / "run", device=device):
@@ -65,8 +67,7 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
         "ddf_error_after_mm": dense_error(result.ddf_mm, test.ddf_mm, gland),
         "folding_voxels": after["folding_voxels"],
     }
-    io.save_ddf(out / "ddf.nii.gz", result.ddf_mm, result.fixed)
-    io.save_volume(out / "warped.nii.gz", result.warped, result.fixed)
+    export_registration(result, out)
     io.save_volume(out / "fixed.nii.gz", test.pair.fixed.data, test.pair.fixed.grid)
     print("unseen phantom pair, all labels:      before    after")
     print(f"  landmark TRE (mm)                 {report['tre_before_mm']:7.2f}  {report['tre_after_mm']:7.2f}")

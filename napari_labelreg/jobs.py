@@ -91,9 +91,23 @@ def overall_fraction(progress, config: TrainConfig) -> float:
     return min(1.0, before + progress.elapsed_s / (60.0 * config.minutes))
 
 
-def export_registration(registration, folder: str | os.PathLike) -> list[Path]:
-    """Write ``ddf.nii.gz`` and ``warped.nii.gz`` of a registration to ``folder``."""
+DDF_FILE, WARPED_FILE, WARPED_LABELS_FILE = "ddf.nii.gz", "warped.nii.gz", "warped_labels.nii.gz"
+
+
+def export_registration(registration, folder: str | os.PathLike, moving_labels: np.ndarray | None = None
+                        ) -> list[Path]:
+    """Write a registration's DDF (mm, a NIfTI displacement field) and warped MR to ``folder``.
+
+    With ``moving_labels`` (``(M, *moving shape)``) also the labels warped onto the fixed grid,
+    thresholded at 0.5: one 3-D mask, or a 4-D stack of ``M``.  Returns the paths written.
+    """
     folder = Path(folder)
-    save_ddf(folder / "ddf.nii.gz", registration.ddf_mm, registration.fixed)
-    save_volume(folder / "warped.nii.gz", registration.warped.astype(np.float32), registration.fixed)
-    return [folder / "ddf.nii.gz", folder / "warped.nii.gz"]
+    save_ddf(folder / DDF_FILE, registration.ddf_mm, registration.fixed)
+    save_volume(folder / WARPED_FILE, registration.warped.astype(np.float32), registration.fixed)
+    written = [folder / DDF_FILE, folder / WARPED_FILE]
+    if moving_labels is not None:
+        warped = (registration.warp_labels(moving_labels) >= 0.5).astype(np.uint8)
+        stack = warped[0] if len(warped) == 1 else warped.transpose(1, 2, 3, 0)
+        save_volume(folder / WARPED_LABELS_FILE, stack, registration.fixed)
+        written.append(folder / WARPED_LABELS_FILE)
+    return written

@@ -197,7 +197,7 @@ def test_written_files_follow_the_umask(trained, tmp_path):
 def test_train_help_states_the_presets_defaults_for_every_option():
     import re
 
-    from napari_labelreg.cli import TRAINING_SETTINGS, _preset_value, build_parser
+    from napari_labelreg.cli import TRAINING_SETTINGS, build_parser, preset_value
     from napari_labelreg.config import PRESETS
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
@@ -207,7 +207,7 @@ def test_train_help_states_the_presets_defaults_for_every_option():
     for dest, path in TRAINING_SETTINGS.items():
         text = " ".join(actions[dest].help.split())
         for name in ("cpu", "paper"):
-            value = _preset_value(name, path)
+            value = preset_value(name, path)
             shown = "none" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
             assert re.search(rf"default {re.escape(shown)}\b", text) or f"{shown} in the {name}" in text, (dest, text)
     assert "default 0.3 in the cpu preset, 0 in the paper one" in actions["locator"].help

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QScrollArea
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -20,6 +19,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 from ..config import PRESETS, REGULARISERS, SIMILARITIES, VARIANTS, TrainConfig
 from ..database import LABEL_TYPES
 from ..jobs import overall_fraction, training_job
+from ..nn.checkpoint import CHECKPOINT, load_checkpoint
 from ..settings import load_settings
 from .plot import CurvePlot
 
@@ -119,10 +120,8 @@ class TrainWidget(QWidget):
                 raise ValueError("choose a database and an output folder")
             types = [t.strip() for t in self.types.text().split(",") if t.strip()] or None
             config = self.config()
-            if resume and (Path(out) / "checkpoint.pt").exists():
-                from ..nn.checkpoint import load_checkpoint
-
-                config = replace(load_checkpoint(Path(out) / "checkpoint.pt")["config"],
+            if resume and (Path(out) / CHECKPOINT).exists():
+                config = replace(load_checkpoint(Path(out) / CHECKPOINT)["config"],
                                  iterations=config.iterations, minutes=config.minutes)
         except Exception as exc:  # noqa: BLE001
             show_error(str(exc))

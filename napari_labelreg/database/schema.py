@@ -25,10 +25,11 @@ from sqlalchemy import (
     text,
 )
 
+from ..geometry import CONVENTIONS  # noqa: F401 - re-exported: the database records one of these
+
 SCHEMA_VERSION = 1
 LABEL_TYPES = ("gland", "apex", "base", "urethra", "zonal boundary", "calcification", "cyst", "lesion", "other")
 STATUSES = ("incomplete", "complete", "verified")
-CONVENTIONS = ("world", "centred", "fov")
 
 metadata = MetaData()
 

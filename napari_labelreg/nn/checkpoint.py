@@ -20,6 +20,7 @@ from .networks import build_model
 # loads when it used neither (its config is converted), and is refused by name when it did
 FORMAT = 2
 READS = (1, 2)
+CHECKPOINT = "checkpoint.pt"  # a run folder's checkpoint file
 
 
 def save_checkpoint(path, *, config: TrainConfig, model: nn.Module, optimizer=None, step: int = 0,
@@ -78,7 +79,7 @@ def model_from_state(state: dict, device: str | torch.device = "cpu") -> nn.Modu
 def run_checkpoint(run_dir: str | os.PathLike) -> Path:
     """The checkpoint of a run folder (or the path itself if it is a file)."""
     run_dir = Path(run_dir)
-    path = run_dir if run_dir.is_file() else run_dir / "checkpoint.pt"
+    path = run_dir if run_dir.is_file() else run_dir / CHECKPOINT
     if not path.is_file():
-        raise DataError(f"{run_dir}: no checkpoint.pt in this run folder")
+        raise DataError(f"{run_dir}: no {CHECKPOINT} in this run folder")
     return path

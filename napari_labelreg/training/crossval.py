@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..config import TrainConfig
 from ..io import Pair, atomic_write
+from ..nn.checkpoint import CHECKPOINT
 from .loop import Progress, train
 
 SPLITS = "splits.json"
@@ -75,7 +76,7 @@ def run_fold(pairs: Sequence[Pair], folds: list[list[str]], fold: int, config: T
     run_dir = Path(out_dir) / f"fold{fold}"
     if (run_dir / RESULTS).exists():
         return  # done already (e.g. by another job)
-    resume = (run_dir / "checkpoint.pt").exists()
+    resume = (run_dir / CHECKPOINT).exists()
     yield from train(training, replace(config, seed=config.seed + fold), run_dir, resume=resume, device=device)
     frame = evaluate(run_dir, testing)
     frame.insert(0, "fold", fold)

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..io import Pair, atomic_write
-from ..nn.checkpoint import load_checkpoint, save_checkpoint
+from ..nn.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ..nn.device import autocast, fast_layout, pick_device
 from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter, folding
 from ..nn.networks import build_model
@@ -33,7 +33,6 @@ from .prior import GlandPrior, prior_from_state, prior_state, train_prior
 from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
 from .schedule import budget_used, cosine
 
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,11 @@ class Progress:
     val_tre_mm: float | None = None  # median over the validation pairs, when there are any
     val_dice: float | None = None
     phase: str = "registration"  # or "locator", then "prior": the gland locator's and prior's steps, before
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def distributed_context() -> tuple[int, int]:

@@ -1,0 +1,679 @@
+"""The annotation widget: paint corresponding landmark pairs on MR and TRUS, saved as you go.
+
+The widget holds the controls; :class:`~napari_labelreg._widgets.workspace.Workspace`
+holds the layers; :class:`~napari_labelreg.annotation.AnnotationSession` holds
+the state and talks to the database.  Loading a pair and proposing a side run
+in worker threads; a stroke is saved a quarter second after it ends, only into
+the label pair and image pair its layer shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..annotation import AnnotationSession, ball
+from ..database import LABEL_TYPES
+from ..settings import load_settings, save_setting
+from ._common import reports_errors, start_worker
+from .workspace import SIDES, TITLES, Workspace, colour_of
+
+SAVE_DELAY_MS = 250  # a stroke is saved this long after it ends
+LABEL_PAIR_ID = Qt.ItemDataRole.UserRole  # where a list item keeps its label pair's id
+# (key, what it does, method): bound on the viewer, listed in the widget
+SHORTCUTS = (
+    ("PageDown", "next image pair", "next_pair"),
+    ("PageUp", "previous image pair", "previous_pair"),
+    (".", "next label pair", "next_label_pair"),
+    (",", "previous label pair", "previous_label_pair"),
+    ("N", "new label pair of the type shown", "new_label_pair"),
+    ("K", "mark the label pair verified", "verify"),
+    ("J", "jump to the partner (other panel)", "jump_to_partner"),
+    ("O", "point mode on / off", "toggle_point_mode"),
+)
+
+
+class AnnotateWidget(QWidget):
+    """Open a label database, walk its image pairs, paint label pairs into it."""
+
+    def __init__(self, napari_viewer, session: AnnotationSession | None = None) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: AnnotationSession | None = None
+        self.workspace = Workspace(napari_viewer)
+        self.loading: int | None = None  # the image pair id a worker is loading
+        self.workers: set = set()
+        self._timers = {side: self._make_timer(side) for side in SIDES}
+        self.saver = MaskWriter(self._saved)
+        self._hooked: set[int] = set()
+        self._build()
+        self._bind_keys()
+        napari_viewer.cursor.events.viewbox.connect(self._follow_cursor)
+        if session is not None:
+            self.set_session(session)
+
+    # ---- layout -----------------------------------------------------------------
+    def _build(self) -> None:
+        self.db_path = QLineEdit(placeholderText="labels.db")
+        open_btn = _button("Open…", self._browse)
+        self.db_path.returnPressed.connect(lambda: self.open_database(self.db_path.text()))
+        self.annotator = QLineEdit(load_settings().get("annotator", ""), placeholderText="your name")
+        self.annotator.editingFinished.connect(self._annotator_changed)
+        self.pair_label = QLabel("no database open")
+        self.labels = QListWidget()
+        self.labels.setMaximumHeight(140)
+        self.labels.currentItemChanged.connect(self._label_clicked)
+        self.new_type = QComboBox()
+        self.new_type.addItems(LABEL_TYPES)
+        self.new_type.setCurrentText(load_settings().get("label_type", "other"))  # a landmark, not a second gland
+        self.new_type.currentTextChanged.connect(lambda text: save_setting("label_type", text))
+        self.new_name = QLineEdit(placeholderText="name (optional)")
+        self.verifier = QLineEdit(placeholderText="verifier name")
+        self.brush_mm = _spin(3.0, 0.5, 30.0, "brush diameter in mm (each panel converts it to its voxels)")
+        self.brush_mm.valueChanged.connect(lambda _v: self._set_brush())
+        self.point_mode = QCheckBox("point mode")
+        self.point_mode.setToolTip("a click places a sphere of the radius beside it, instead of painting")
+        self.point_mode.toggled.connect(self._point_mode_changed)
+        self.point_radius = _spin(2.0, 0.5, 15.0, "radius of the sphere a click places, mm")
+        self.linked = QCheckBox("link slices")
+        self.linked.setChecked(True)
+        self.linked.setToolTip("linked: one slice position shows corresponding anatomy in both panels; "
+                               "unlinked: the slider moves only the panel being painted (relinking snaps back)")
+        self.linked.toggled.connect(self._link_changed)
+        self._last_point = None
+        self.viewer.dims.events.point.connect(self._slice_moved)
+        self.model_dir = QLineEdit(placeholderText="trained model run folder (optional)")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.busy = QProgressBar()
+        self.busy.setRange(0, 0)
+        self.busy.setMaximumHeight(8)
+        self.busy.setTextVisible(False)
+        self.busy.hide()
+
+        form = QFormLayout()
+        form.addRow("Database", _row(self.db_path, open_btn))
+        form.addRow("Annotator", self.annotator)
+        form.addRow("Image pair", _row(_button("◀", self.previous_pair), self.pair_label, _button("▶", self.next_pair)))
+        self.setMaximumWidth(440)  # leaves the two panels their room on a 1366-px screen
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(QLabel("Label pairs (type · name · annotator · status)"))
+        layout.addWidget(self.labels)
+        layout.addLayout(_row(self.new_type, self.new_name, _button("Add", self.new_label_pair)))
+        layout.addLayout(_row(self.verifier, _button("Verify", self.verify), _button("Delete…", self._confirm_delete)))
+        layout.addLayout(_row(QLabel("Brush mm"), self.brush_mm, self.linked))
+        layout.addLayout(_row(self.point_mode, QLabel("radius mm"), self.point_radius,
+                              _button("Jump to partner", self.jump_to_partner)))
+        layout.addLayout(_row(self.model_dir, _button("Propose TRUS", self.propose_from_run)))
+        layout.addLayout(_row(_button("Accept proposal", self.accept_proposal),
+                              _button("Reject", self.reject_proposal)))
+        keys = QLabel("Keys: " + " · ".join(f"<b>{key}</b> {what}" for key, what, _ in SHORTCUTS))
+        keys.setWordWrap(True)
+        layout.addWidget(keys)
+        layout.addWidget(self.busy)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    def _make_timer(self, side: str) -> QTimer:
+        timer = QTimer(self)
+        timer.setSingleShot(True)
+        timer.setInterval(SAVE_DELAY_MS)
+        timer.timeout.connect(lambda: self.save_side(side))
+        return timer
+
+    def _bind_keys(self) -> None:
+        for key, _what, method in SHORTCUTS:
+            action = reports_errors(getattr(self, method), self.status)
+            self.viewer.bind_key(key, lambda _viewer, action=action: action(), overwrite=True)
+
+    # ---- opening ------------------------------------------------------------------
+    @reports_errors
+    def open_database(self, location: str) -> None:
+        self.set_session(AnnotationSession.open(location, self.annotator.text().strip()))
+
+    def set_session(self, session: AnnotationSession) -> None:
+        self.flush()
+        self.session = session
+        self.db_path.setText(session.db.location)
+        save_setting("database", session.db.location)  # the Train widget starts from it
+        if session.annotator:
+            self.annotator.setText(session.annotator)
+        session.annotator = self.annotator.text().strip()
+        if not session.pairs:
+            self.pair_label.setText("the database holds no image pairs")
+            return
+        session.select_pair(session.pair_index)
+        self._load()
+
+    @reports_errors
+    def _browse(self, *_):
+        path, _ = QFileDialog.getSaveFileName(self, "Open or create a label database", "", "Label database (*.db)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.open_database(path)
+
+    def _annotator_changed(self) -> None:
+        name = self.annotator.text().strip()
+        save_setting("annotator", name)
+        if self.session:
+            self.session.annotator = name
+
+    # ---- image pairs ----------------------------------------------------------------
+    def next_pair(self) -> None:
+        self.go_to_pair(self._session().pair_index + 1)
+        if self.session.pair_index == 0:
+            self.status.setText("past the last image pair: back to the first")
+
+    def previous_pair(self) -> None:
+        self.go_to_pair(self._session().pair_index - 1)
+        if self.session.pair_index == len(self.session.pairs) - 1:
+            self.status.setText("before the first image pair: on to the last")
+
+    def go_to_pair(self, index: int) -> None:
+        self.flush()
+        self._session().select_pair(index)
+        self._load()
+
+    def _load(self) -> None:
+        """Load the session's current pair in a worker; painting waits until it is shown."""
+        pair = self.session.pair
+        self.loading = pair.id
+        self.pair_label.setText(f"{pair.name} · {self.session.pair_index + 1}/{len(self.session.pairs)} (loading…)")
+        for side in SIDES:
+            layer = self.workspace.layers.get((side, "selected"))
+            if layer is not None and layer in self.viewer.layers:
+                layer.editable = False
+        self._start(self.session.view, pair.id, done=self._show_view, what=f"loading {pair.name}",
+                    failed=lambda: setattr(self, "loading", None))
+
+    def _show_view(self, view) -> None:
+        if self.session is None or view.record.id != self.session.pair.id:
+            return  # a later pair switch has its own worker
+        self.loading = None
+        first = self.workspace.view is None
+        self.workspace.show(view, self.session.selected)
+        self._hook_layers()
+        self._reset_history()
+        self._set_brush()
+        self._fill_list()
+        rec = view.record
+        self.pair_label.setText(f"{rec.name} · {self.session.pair_index + 1}/{len(self.session.pairs)}")
+        self.pair_label.setToolTip(f"subject {rec.subject}; initial correspondence: {rec.convention}")
+        if not view.exact:
+            self.status.setText(f"{rec.name}: the MR is shown without its rotation to the TRUS (panels slice along "
+                                "array axes); correspondence is approximate")
+        elif self.session.selected is None:
+            self.status.setText("choose a label pair to paint ('.' or the list) or add one (N)")
+        if first:
+            self._jump_to_selected()  # later switches keep the slice and zoom the annotator chose
+
+    def _hook_layers(self) -> None:
+        for side in SIDES:
+            layer = self.workspace.layers[side, "selected"]
+            if id(layer) in self._hooked:
+                continue
+            self._hooked.add(id(layer))
+            # strokes emit paint; undo and redo set_data or labels_update (which slicing emits too,
+            # so a save happens only when the mask really differs from the stored one)
+            for event in (layer.events.paint, layer.events.data, layer.events.set_data, layer.events.labels_update):
+                event.connect(lambda _e, side=side: self._painted(side))
+            layer.mouse_drag_callbacks.append(self._place_point)
+            layer.mode = "paint"
+        self.viewer.layers.selection.active = self.workspace.layers["moving", "selected"]
+
+    # ---- label pairs ------------------------------------------------------------------
+    def next_label_pair(self) -> None:
+        self._step_label_pair(+1)
+
+    def previous_label_pair(self) -> None:
+        self._step_label_pair(-1)
+
+    def _step_label_pair(self, step: int) -> None:
+        self._ready()
+        self.flush()
+        self.session.step_label_pair(step)
+        self._selection_changed()
+
+    def new_label_pair(self) -> int:
+        """Add a label pair of the type (and name) in the form to this image pair and select it."""
+        pid = self.add_label_pair(self.new_type.currentText(), self.new_name.text().strip())
+        self.new_name.clear()
+        return pid
+
+    def add_label_pair(self, type: str, name: str = "") -> int:
+        self._ready()
+        if not self.session.annotator:
+            raise ValueError("type your name in Annotator first: every label pair records who drew it")
+        self.flush()
+        pid = self.session.create_label_pair(type, name)
+        self.workspace.update_records(self.session.label_pairs())
+        self._selection_changed(jump=False)
+        return pid
+
+    def _label_clicked(self, item, _previous=None) -> None:
+        if item is None or self.session is None:
+            return
+        pid = item.data(LABEL_PAIR_ID)
+        if pid != self.session.selected:
+            reports_errors(self.select_label_pair, self.status)(pid)
+
+    def select_label_pair(self, label_pair_id: int) -> None:
+        self._ready()
+        self.flush()
+        self.session.select_label_pair(label_pair_id)
+        self._selection_changed()
+
+    def _selection_changed(self, jump: bool = True) -> None:
+        self.reject_proposal()
+        self.workspace.select(self.session.selected)
+        chosen = [lp for lp in self.workspace.view.label_pairs if lp.id == self.session.selected]
+        self.status.setText(f"painting {chosen[0].type} · {chosen[0].name or '-'}" if chosen else
+                            "choose a label pair to paint ('.' or the list) or add one (N)")
+        self._reset_history()
+        self._fill_list()
+        if jump:
+            self._jump_to_selected()
+
+    @reports_errors
+    def _confirm_delete(self, *_):
+        if self.session is None or self.session.selected is None:
+            return
+        answer = QMessageBox.question(self, "Delete label pair", "Delete the selected label pair from the database?")
+        if answer == QMessageBox.StandardButton.Yes:
+            self.delete_selected()
+
+    def delete_selected(self) -> None:
+        self._ready()
+        self.flush()
+        self.session.delete_selected()
+        self.workspace.update_records(self.session.label_pairs())
+        self._selection_changed()
+
+    def verify(self) -> None:
+        self._ready()
+        self.flush()
+        if self.session.selected is None:
+            raise ValueError("no label pair selected: choose one ('.' or the list) first")
+        verifier = self.verifier.text().strip()
+        if not verifier:
+            raise ValueError("type the verifier's name first: someone other than the label pair's author")
+        self.session.verify_selected(verifier)
+        self.workspace.update_records(self.session.label_pairs())
+        self._fill_list()
+        self.status.setText(f"label pair {self.session.selected} verified")
+
+    # ---- finding a label pair ------------------------------------------------------------
+    def jump_to(self, label_pair_id: int, side: str) -> None:
+        """Move the slice (and centre the view) to the label pair's centroid on ``side``."""
+        centre = self.workspace.centroid(label_pair_id, side)
+        if centre is None:
+            raise ValueError(f"label pair {label_pair_id} is not painted on the {TITLES[side]} side yet")
+        dims = self.viewer.dims
+        sliced = [axis for axis in range(dims.ndim) if axis not in dims.displayed]
+        if self.linked.isChecked():
+            dims.point = tuple(centre[a] if a in sliced else p for a, p in enumerate(dims.point))
+        else:  # unlinked: bring that side's slice to the one shown, leaving the other panel where it is
+            self.workspace.shift(side, [dims.point[a] - centre[a] if a in sliced else 0.0 for a in range(3)])
+        # the slice only: re-centring the camera moves both panels and can push one off the canvas
+
+    def jump_to_partner(self) -> None:
+        """Jump to the selected pair on the other panel than the one being painted."""
+        self._ready()
+        if self.session.selected is None:
+            raise ValueError("no label pair selected")
+        other = "fixed" if self.painted_side() == "moving" else "moving"
+        self.jump_to(self.session.selected, other)
+
+    def _jump_to_selected(self) -> None:
+        pid = self.session.selected
+        for side in SIDES:
+            if pid is not None and self.workspace.centroid(pid, side) is not None:
+                self.jump_to(pid, side)
+                return
+
+    def painted_side(self) -> str:
+        """The side whose selected-pair layer is active (MR unless the TRUS one is)."""
+        active = self.viewer.layers.selection.active
+        return "fixed" if active is self.workspace.layers.get(("fixed", "selected")) else "moving"
+
+    def _link_changed(self, linked: bool) -> None:
+        self._last_point = np.asarray(self.viewer.dims.point, float)
+        if linked and self.workspace.view is not None:
+            self.workspace.relink()
+
+    def _slice_moved(self, _event=None) -> None:
+        """Unlinked: the panel not being painted keeps its slice while the slider moves."""
+        point = np.asarray(self.viewer.dims.point, float)
+        last, self._last_point = self._last_point, point
+        if self.linked.isChecked() or last is None or last.shape != point.shape or self.workspace.view is None:
+            return
+        delta = np.where(np.isin(np.arange(point.size), list(self.viewer.dims.displayed)), 0.0, point - last)
+        if delta[-3:].any():
+            still = "fixed" if self.painted_side() == "moving" else "moving"
+            self.workspace.shift(still, delta[-3:])
+
+    def _follow_cursor(self, event) -> None:
+        """The panel under the mouse picks the layer that is painted."""
+        cell = event.value
+        if cell is None or not self.workspace.complete() or self.viewer.canvas.grid.shape != (1, 2):
+            return
+        active = self.viewer.layers.selection.active
+        painted = [self.workspace.layers[side, "selected"] for side in SIDES]
+        if active not in painted:
+            return  # the user chose another layer: leave it
+        target = painted[cell[1]] if cell[1] < 2 else active
+        if target is not active:
+            target.mode = active.mode
+            self.viewer.layers.selection.active = target
+
+    # ---- brush and point mode ---------------------------------------------------------------
+    def _set_brush(self) -> None:
+        for side in SIDES:
+            layer = self.workspace.layers.get((side, "selected"))
+            if layer is None:
+                continue
+            spacing = np.abs(np.asarray(layer.scale)[-3:])
+            in_plane = spacing[list(self.viewer.dims.displayed)[-2:]] if self.viewer.dims.ndim >= 3 else spacing
+            layer.brush_size = max(1, int(round(self.brush_mm.value() / float(np.min(in_plane)))))
+
+    def toggle_point_mode(self) -> None:
+        self.point_mode.setChecked(not self.point_mode.isChecked())
+
+    def _point_mode_changed(self, on: bool) -> None:
+        for side in SIDES:
+            layer = self.workspace.layers.get((side, "selected"))
+            if layer is not None and layer.editable:
+                layer.mode = "pan_zoom" if on else "paint"
+
+    def _place_point(self, layer, event):
+        if not self.point_mode.isChecked() or event.type != "mouse_press" or not layer.editable:
+            return
+        side = "moving" if layer is self.workspace.layers["moving", "selected"] else "fixed"
+        centre = np.asarray(layer.world_to_data(event.position))[-3:]
+        spacing = np.abs(np.asarray(layer.scale)[-3:])
+        try:
+            where = ball(layer.data.shape, spacing, centre, self.point_radius.value())
+        except ValueError as exc:
+            self.status.setText(str(exc))
+            return
+        layer.data_setitem(where, layer.selected_label)
+        self._painted(side)
+        event.handled = True
+
+    # ---- model-assisted annotation ---------------------------------------------------------------
+    def propose_from_run(self) -> None:
+        """Warp the selected MR mask onto the TRUS with the trained model in the Model field (in a worker)."""
+        run = self.model_dir.text().strip()
+        if not run:
+            raise ValueError("give the run folder of a trained model first")
+
+        def propose():
+            from ..inference import Registrator
+
+            return self.session.propose_fixed(Registrator.from_run(run))
+
+        self.propose(propose)
+
+    def propose(self, compute) -> None:
+        """Run ``compute()`` (returning a TRUS mask) in a worker; show it in the TRUS proposal layer."""
+        self._ready()
+        self.flush()
+        wanted = (self.session.pair.id, self.session.selected)
+        if wanted[1] is None:
+            raise ValueError("select or add a label pair first")
+
+        def show(mask):
+            if (self.session.pair.id, self.session.selected) != wanted or self.loading is not None:
+                self.status.setText("proposal discarded: another label pair is selected now")
+                return
+            layer = self.workspace.layers["fixed", "proposal"]
+            layer.data = np.asarray(mask, bool).astype(np.uint16) * self.workspace.layers["fixed", "selected"].selected_label
+            layer.visible = True
+            self.status.setText(f"proposal: {int(np.count_nonzero(mask))} voxels; Accept, then correct, or Reject")
+
+        self._start(compute, done=show, what="the proposal")
+
+    def accept_proposal(self) -> None:
+        layer = self.workspace.layers.get(("fixed", "proposal"))
+        if layer is None or not layer.visible:
+            raise ValueError("no proposal to accept")
+        target = self.workspace.layers["fixed", "selected"]
+        where = np.nonzero(np.asarray(layer.data) > 0)
+        target.data_setitem(where, target.selected_label)  # undoable like a stroke
+        self.reject_proposal()
+        self.save_side("fixed")
+
+    def reject_proposal(self) -> None:
+        layer = self.workspace.layers.get(("fixed", "proposal"))
+        if layer is not None and layer.visible:
+            layer.visible = False
+            layer.data = np.zeros_like(layer.data)
+
+    # ---- saving -----------------------------------------------------------------
+    def _painted(self, side: str) -> None:
+        if self.session is not None and self.session.selected is not None and self.loading is None:
+            self._timers[side].start()
+
+    @reports_errors
+    def save_side(self, side: str) -> None:
+        """Write one side's mask now (normally called by the debounce timer)."""
+        self._timers[side].stop()
+        layer = self.workspace.layers.get((side, "selected"))
+        s = self.session
+        if layer is None or s is None or s.selected is None or self.workspace.view is None:
+            return
+        mask = np.asarray(layer.data) > 0
+        stored = self.workspace.stored(side)
+        if stored is not None and np.array_equal(mask, stored):
+            return
+        shown = (layer.metadata.get("image_pair_id"), layer.metadata.get("label_pair_id"))
+        if shown != (s.pair.id, s.selected) or self.workspace.selected != s.selected:
+            raise RuntimeError(f"not saved: the {TITLES[side]} layer shows {layer.metadata.get('image_pair')} "
+                               f"label pair {shown[1]}, but {s.pair.name} label pair {s.selected} is selected")
+        self.workspace.record_saved(side, mask)  # what the database will hold once the write below lands
+        was_verified = any(lp.id == s.selected and lp.status == "verified" for lp in self.workspace.view.label_pairs)
+        what = f"the {TITLES[side]} side of {s.pair.name} label pair {s.selected}"
+        if was_verified:
+            what += " (the edit withdrew its verification: verify it again)"
+            self.workspace.update_records(
+                [dataclasses.replace(lp, status="complete") if lp.id == s.selected else lp
+                 for lp in self.workspace.view.label_pairs])
+        self.saver.submit(s, side, mask, s.selected, what)
+
+    def _saved(self, what: str, error: Exception | None) -> None:
+        """A write has landed (or failed): say so; the list shows the label pair's new status."""
+        try:
+            self.status.text()
+        except RuntimeError:  # the widget went with its window while the write landed: nothing to tell
+            return
+        if error is not None:
+            self.workspace.forget_saved()  # the next stroke or action writes the layer again
+            message = f"{what} was not saved: {error}"
+            show_error(message)
+            self.status.setText(message)
+            return
+        self.status.setText(f"saved {what}")
+        if self.session is not None and self.workspace.view is not None:
+            self._fill_list()
+
+    def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Closing the window (or hiding the dock) saves strokes still waiting for their timer."""
+        self.flush()
+        super().hideEvent(event)
+
+    def flush(self) -> None:
+        """Save any stroke still waiting for its timer, and wait for the writes under way to land.
+
+        Strokes are written in a background thread; any action that changes what is selected or
+        shown first lets those writes finish (milliseconds), so the database sees every write in order.
+        """
+        for side, timer in self._timers.items():
+            if timer.isActive():
+                self.save_side(side)
+        self.saver.wait()
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _session(self) -> AnnotationSession:
+        if self.session is None:
+            raise ValueError("open a label database first")
+        return self.session
+
+    def _ready(self) -> None:
+        self._session()
+        if self.loading is not None or self.workspace.view is None:
+            raise ValueError("the image pair is still loading")
+
+    def _reset_history(self) -> None:
+        """Undo stays within one label pair: a layer's history restarts when it is made editable."""
+        for side in SIDES:
+            layer = self.workspace.layers[side, "selected"]
+            mode = layer.mode
+            layer.editable = False
+            layer.editable = self.session.selected is not None
+            if layer.editable:
+                layer.mode = "pan_zoom" if self.point_mode.isChecked() else (mode if mode != "pan_zoom" else "paint")
+
+    def _fill_list(self) -> None:
+        self.labels.blockSignals(True)
+        self.labels.clear()
+        for lp in self.session.label_pairs():
+            text = f"{lp.type} · {lp.name or '-'} · {lp.annotator or '-'} · {lp.status}"
+            if lp.status == "incomplete":
+                text += f" (paint the {'TRUS' if lp.has_moving else 'MR'} side)"
+            item = QListWidgetItem(_swatch(colour_of(lp.position)), text)  # its colour in the panels
+            item.setData(LABEL_PAIR_ID, lp.id)
+            self.labels.addItem(item)
+            if lp.id == self.session.selected:
+                self.labels.setCurrentItem(item)
+        self.labels.blockSignals(False)
+
+    def _start(self, func, *args, done, what: str, failed=None):
+        worker = start_worker(func, *args, done=done, what=what, status=self.status, failed=failed)
+        self.workers.add(worker)
+        self.busy.show()
+
+        def finished():
+            self.workers.discard(worker)
+            self.busy.setVisible(bool(self.workers))
+
+        worker.finished.connect(finished)
+        worker.start()
+        return worker
+
+
+class MaskWriter:
+    """Writes masks to the database in one background thread, in the order the strokes were made.
+
+    One thread keeps the order: a later stroke's mask never loses to an earlier one's.  ``done(what,
+    error)`` runs on the GUI thread after each write.
+    """
+
+    def __init__(self, done) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from superqt.utils import ensure_main_thread
+
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labelreg-save")
+        self.pending: list = []
+        self._done = ensure_main_thread(done)
+
+    def submit(self, session: AnnotationSession, side: str, mask: np.ndarray, label_pair_id: int, what: str) -> None:
+        def write():
+            try:
+                session.save_mask(side, mask, label_pair_id)
+            except Exception as exc:  # noqa: BLE001 - reported on the GUI thread
+                self._done(what, exc)
+                return
+            self._done(what, None)
+
+        self.pending = [f for f in self.pending if not f.done()] + [self.pool.submit(write)]
+
+    def wait(self) -> None:
+        from concurrent.futures import wait
+
+        wait(self.pending)
+        self.pending = []
+
+    @property
+    def busy(self) -> bool:
+        return any(not f.done() for f in self.pending)
+
+
+def _swatch(colour: str):
+    from qtpy.QtGui import QColor, QIcon, QPixmap
+
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(QColor(colour))
+    return QIcon(pixmap)
+
+
+def _button(text: str, action) -> QPushButton:
+    button = QPushButton(text)
+    owner = getattr(action, "__self__", None)
+    button.clicked.connect(lambda *_: reports_errors(action, getattr(owner, "status", None))())
+    return button
+
+
+def _row(*widgets) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for w in widgets:
+        row.addWidget(w)
+    return row
+
+
+def _spin(value: float, lo: float, hi: float, tip: str) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox()
+    spin.setRange(lo, hi)
+    spin.setSingleStep(0.5)
+    spin.setDecimals(1)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
+
+
+def launch(viewer, db: str | None, pair_id: int | None = None, annotator: str | None = None) -> AnnotateWidget:
+    """Dock the three widgets (tabbed) in ``viewer`` with ``db`` open (a phantom database when None)."""
+    from ..annotation import phantom_database
+    from ..settings import user_data_dir
+    from .inspect import InspectWidget
+    from .train import TrainWidget
+
+    if db is None:
+        db = str(phantom_database(user_data_dir() / "phantom"))
+        show_info(f"no database given: opened the phantom database at {db}")
+        print(f"napari-labelreg annotate: no --db given; using the phantom database at {db}")
+    session = AnnotationSession.open(db, annotator or load_settings().get("annotator", ""))
+    if pair_id is not None:
+        session.select_pair_id(pair_id)
+    widget = AnnotateWidget(viewer, session)
+    viewer.window.add_dock_widget(widget, name="Label pairs", area="right")
+    viewer.window.add_dock_widget(TrainWidget(viewer), name="Train", area="right", tabify=True)
+    viewer.window.add_dock_widget(InspectWidget(viewer), name="Inspect", area="right", tabify=True)
+    dock = widget.parent()
+    while dock is not None and not isinstance(dock, QDockWidget):
+        dock = dock.parent()
+    if dock is not None:
+        QTimer.singleShot(0, dock.raise_)  # the annotation tab in front, once the tabs exist
+    return widget

@@ -1,0 +1,153 @@
+"""The inspection widget: register a pair with a trained model and show what the DDF does."""
+
+from __future__ import annotations
+
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..jobs import export_registration
+from ._common import reports_errors, start_worker
+
+
+def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int = 0,
+                            network_weight: float | None = None):
+    """(registration, pair, layer tuples) for pair ``pair_index`` of a database (a phantom when None).
+
+    ``network_weight``: of the network's DDF over the located glands and prior (None: the run's).
+    """
+    from ..inference import Registrator
+    from ..inspection import inspection_layers
+
+    if db_path:
+        from ..database import LabelDB
+
+        with LabelDB.open(db_path) as db:
+            records = db.image_pairs()
+            if not records:
+                raise ValueError(f"{db_path}: no image pairs")
+            record = records[pair_index % len(records)]
+            pair = db.load_pair(record.id)
+            named = {lp.id: f"{lp.name or lp.type} ({lp.type})" for lp in db.label_pairs(record.id)}
+        names = [named[int(n.split(":", 1)[0])] for n in pair.label_names]  # load_pair names them "id:type"
+    else:
+        from ..phantom import make_phantom
+
+        pair, names = make_phantom(1000 + pair_index).pair, None
+    registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair)
+    return registration, pair, inspection_layers(registration, pair, names=names)
+
+
+class InspectWidget(QWidget):
+    """Model + pair -> warped MR over TRUS, displacement, Jacobian, vectors, landmark errors."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.results_viewer = None
+        self.registration = None
+        self.model_dir = QLineEdit(placeholderText="run folder of a trained model")
+        self.db_path = QLineEdit(placeholderText="label database (empty: a phantom pair)")
+        self.pair_index = QSpinBox()
+        self.pair_index.setRange(0, 100000)
+        self.runs_weight = QCheckBox("the run's")
+        self.runs_weight.setChecked(True)
+        self.runs_weight.setToolTip("register with the network weight the run was trained to be used with")
+        self.network_weight = QDoubleSpinBox()
+        self.network_weight.setRange(0.0, 1.0)
+        self.network_weight.setSingleStep(0.05)
+        self.network_weight.setValue(1.0)
+        self.network_weight.setEnabled(False)
+        self.network_weight.setToolTip("weight of the network's DDF over the located glands and gland prior; "
+                                       "0: without the network, 1: the paper")
+        self.runs_weight.toggled.connect(lambda own: self.network_weight.setEnabled(not own))
+        register_btn = QPushButton("Register")
+        register_btn.clicked.connect(self.register)
+        export_btn = QPushButton("Export DDF and warped MR…")
+        export_btn.clicked.connect(self._export)
+        self.summary = QLabel("")
+        self.errors = QListWidget()
+        form = QFormLayout()
+        form.addRow("Model", self.model_dir)
+        form.addRow("Database", self.db_path)
+        form.addRow("Pair index", self.pair_index)
+        weight = QHBoxLayout()
+        weight.addWidget(self.runs_weight)
+        weight.addWidget(self.network_weight)
+        form.addRow("Network weight", weight)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(register_btn)
+        layout.addWidget(self.summary)
+        layout.addWidget(QLabel("Landmark errors"))
+        layout.addWidget(self.errors)
+        layout.addWidget(export_btn)
+
+    def register(self) -> None:
+        worker = start_worker(register_for_inspection, self.model_dir.text().strip(),
+                              self.db_path.text().strip() or None, self.pair_index.value(), self.weight(),
+                              done=self.show_result, what="registration", status=self.summary)
+        self.summary.setText("registering…")
+        worker.start()
+        return worker
+
+    def target_viewer(self):
+        """Where results go: this viewer, or a viewer of their own while it holds an annotation workspace.
+
+        Inspection never writes into (or regroups the grid of) the layers an annotator is painting.
+        """
+        if not any("image_pair_id" in layer.metadata for layer in self.viewer.layers):
+            return self.viewer
+        if self.results_viewer is None or self.results_viewer.window._qt_window is None:
+            import napari
+
+            self.results_viewer = napari.Viewer(title="napari-labelreg: inspection")
+        return self.results_viewer
+
+    def weight(self) -> float | None:
+        """The network weight asked for; None: the run's."""
+        return None if self.runs_weight.isChecked() else self.network_weight.value()
+
+    def show_result(self, result) -> None:
+        self.registration, pair, layers = result
+        viewer = self.target_viewer()
+        for layer in [layer for layer in viewer.layers if layer.metadata.get("inspection")]:
+            viewer.layers.remove(layer)  # only this widget's own layers, never another widget's
+        for data, kwargs, kind in layers:
+            kwargs = {**kwargs, "name": f"{pair.name}: {kwargs['name']}",
+                      "metadata": {**kwargs.get("metadata", {}), "inspection": True}}
+            layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
+            if kwargs["metadata"].get("colorbar"):
+                layer.colorbar.visible = True  # drawn while the map is shown
+        meta = layers[0][1]["metadata"]
+        text = f"{pair.name}: folding voxels {meta['folding_voxels']}"
+        if "tre_mm" in meta:
+            text += f", landmark TRE {meta['tre_mm']:.2f} mm, gland DSC {meta['dice']:.3f}"
+        self.summary.setText(text)
+        self.errors.clear()
+        for _data, kwargs, kind in layers:
+            if kind == "points" and "text" in kwargs:
+                feats = kwargs["features"]
+                for label, err in zip(feats["label"], feats["error_mm"]):
+                    self.errors.addItem(f"{label}: {err:.2f} mm")
+
+    @reports_errors
+    def _export(self, *_):
+        if self.registration is None:
+            raise ValueError("register a pair first")
+        folder = QFileDialog.getExistingDirectory(self, "Export to folder")
+        if folder:
+            paths = export_registration(self.registration, folder)
+            show_info(f"wrote {', '.join(p.name for p in paths)} to {folder}")

@@ -1,0 +1,276 @@
+"""The annotation workspace: MR and TRUS side by side in corresponding, titled grid cells.
+
+Each side has five layers, created once and then updated in place (napari does
+not survive removing a Labels layer that is being painted):
+
+* ``image``: the volume, placed so the pair's initial correspondence is the
+  identity: one display position shows corresponding anatomy in both cells;
+* ``all``: every label pair of the image pair but the selected one, each in
+  its own colour, the same colour on both sides (the value is the label
+  pair's position + 1);
+* ``selected``: the selected label pair, the layer that is painted;
+* ``proposal``: a model's proposal for this side, hidden when there is none;
+* ``landmarks``: one marker per label pair at its centroid, drawn on every
+  slice (a ring when the centroid lies on another slice, with the number of
+  slices to it), so a partner is always findable.
+
+Every layer carries the image pair's id in its metadata; the widget checks it
+before each save.  Nothing outside the annotate widget writes into them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ..annotation import PairView
+from ..geometry import apply_affine
+
+SIDES = ("moving", "fixed")
+TITLES = {"moving": "MR (moving)", "fixed": "TRUS (fixed)"}
+FRAME_COLOURS = {"moving": "orange", "fixed": "deepskyblue"}
+ROLES = ("image", "all", "selected", "proposal", "landmarks")  # one grid cell per side, layers in this order
+
+
+def place(layer, affine: np.ndarray) -> None:
+    """Put ``layer`` where the diagonal voxel -> display ``affine`` says, as napari scale and translate.
+
+    (Scale rather than an affine: napari's slider steps by the layers' scale, one slice at a time.)
+    """
+    scale, translate = np.diag(affine)[:3].copy(), affine[:3, 3].copy()
+    if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
+        layer.scale, layer.translate = scale, translate
+
+
+# one bright colour per label pair, cycled, the same on both sides: twelve hues far apart on the colour
+# wheel and light enough to read on dark TRUS and on bright MR alike
+PALETTE = ("#ff8c00", "#00e5ff", "#76ff03", "#ff4081", "#ffea00", "#b388ff", "#1de9b6", "#ff5252",
+           "#448aff", "#eeff41", "#ea80fc", "#ffab40")
+
+
+def label_colormap():
+    from napari.utils.colormaps import CyclicLabelColormap
+
+    return CyclicLabelColormap(colors=["transparent", *PALETTE], name="labelreg")
+
+
+def colour_of(position: int) -> str:
+    """The colour of the label pair at ``position``, as the layers draw it."""
+    return PALETTE[position % len(PALETTE)]
+
+
+def colour_value(position: int) -> int:
+    """The label value (and so the colour) of the label pair at ``position``, the same on both sides."""
+    return position + 1
+
+
+class Workspace:
+    """The ten layers of the workspace in ``viewer`` and how a :class:`PairView` fills them."""
+
+    def __init__(self, viewer) -> None:
+        self.viewer = viewer
+        self.layers: dict[tuple[str, str], object] = {}
+        self.view: PairView | None = None
+        self.selected: int | None = None
+        self.masks: dict[int, list[np.ndarray]] = {}  # label pair id -> [moving, fixed], as saved
+        self.offsets = {side: np.zeros(3) for side in SIDES}  # display shifts of unlinked slicing, mm
+        self._centroids: dict[tuple[int, str], np.ndarray | None] = {}  # in voxels, computed once per mask
+        self._stale = False  # a write failed: what the database holds is not known here
+        viewer.dims.events.point.connect(self._update_landmarks)
+
+    # ---- building -------------------------------------------------------------------
+    def complete(self) -> bool:
+        return len(self.layers) == 2 * len(ROLES) and all(layer in self.viewer.layers for layer in self.layers.values())
+
+    def _create(self, view: PairView) -> None:
+        for layer in self.layers.values():  # only after a user deleted one of them
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.layers = {}
+        for side in SIDES:
+            vol, affine = view.volume(side), view.affine(side)
+            zeros = np.zeros(vol.grid.shape, np.uint16)
+            placed = {"scale": np.diag(affine)[:3], "translate": affine[:3, 3]}
+            image = self.viewer.add_image(vol.data, colormap="gray", name=TITLES[side], **placed)
+            image.name_overlay.visible = True
+            image.bounding_box.visible = True
+            image.bounding_box.points = False
+            image.bounding_box.line_color = FRAME_COLOURS[side]
+            image.bounding_box.line_thickness = 2
+            # the other pairs as outlines (their hue reads on bright MR and dark TRUS alike), the selected filled
+            everything = self.viewer.add_labels(zeros, opacity=0.9, **placed, name=f"{TITLES[side]}: label pairs",
+                                                colormap=label_colormap())
+            everything.contour = 1
+            everything.editable = False
+            selected = self.viewer.add_labels(zeros.copy(), opacity=0.6, **placed, colormap=label_colormap(),
+                                              name=f"{TITLES[side]}: selected pair")
+            proposal = self.viewer.add_labels(zeros.copy(), opacity=0.5, visible=False, **placed,
+                                              colormap=label_colormap(), name=f"{TITLES[side]}: proposal")
+            proposal.editable = False
+            landmarks = self.viewer.add_points(
+                np.empty((0, 3)), ndim=3, size=4.0, name=f"{TITLES[side]}: landmarks", **placed,
+                features={"label": np.array([], str)},
+                text={"string": "{label}", "color": "white", "size": 9, "anchor": "lower_left",
+                      "translation": [0, -5, 5]})  # beside the selected ring, clear of the stroke
+            landmarks.editable = False
+            for role, layer in zip(ROLES, (image, everything, selected, proposal, landmarks)):
+                self.layers[side, role] = layer
+        ours = [self.viewer.layers.index(layer) for layer in self.layers.values()]
+        self.viewer.layers.move_multiple(ours, 0)  # the two cells come first whatever else is open
+        grid = self.viewer.canvas.grid
+        grid.stride, grid.shape, grid.enabled = len(ROLES), (1, 2), True
+        self.viewer.dims.axis_labels = ("i", "j", "k")  # array axes, as nibabel returns them
+        self.viewer.reset_view()
+
+    # ---- showing a pair -------------------------------------------------------------
+    def show(self, view: PairView, selected: int | None) -> None:
+        """Fill every layer from ``view`` in place (zoom and slice stay where they are)."""
+        first = not self.complete()
+        if first:
+            self._create(view)
+        self.view = view
+        self.masks = {pid: list(pair) for pid, pair in view.masks.items()}
+        self._centroids = {}
+        self.offsets = {side: np.zeros(3) for side in SIDES}
+        name = view.record.name
+        for side in SIDES:
+            vol, affine = view.volume(side), self.placement(side)
+            image = self.layers[side, "image"]
+            image.data = vol.data
+            place(image, affine)
+            low, high, least, most = view.windows[side]
+            image.contrast_limits_range = (least, most)
+            image.contrast_limits = (low, high)
+            image.name = f"{TITLES[side]} · {name}"
+            for role in ROLES:
+                layer = self.layers[side, role]
+                layer.metadata["image_pair_id"] = view.record.id
+                layer.metadata["image_pair"] = name
+                if role != "image":
+                    place(layer, affine)
+            proposal = self.layers[side, "proposal"]
+            if proposal.visible or proposal.data.shape != vol.grid.shape:
+                proposal.visible = False
+                proposal.data = np.zeros(vol.grid.shape, np.uint16)
+        self.select(selected)
+        if first:
+            self.viewer.reset_view()
+
+    def placement(self, side: str) -> np.ndarray:
+        """``side``'s voxel -> display affine: the correspondence, shifted while slicing is unlinked."""
+        shifted = self.view.affine(side).copy()
+        shifted[:3, 3] += self.offsets[side]
+        return shifted
+
+    def shift(self, side: str, delta_mm) -> None:
+        """Move ``side``'s layers by ``delta_mm`` in display space (unlinked slicing); zero offset relinks."""
+        self.offsets[side] = self.offsets[side] + np.asarray(delta_mm, float)
+        affine = self.placement(side)
+        for role in ROLES:
+            place(self.layers[side, role], affine)
+        self._update_landmarks()
+
+    def relink(self) -> None:
+        for side in SIDES:
+            if self.offsets[side].any():
+                self.shift(side, -self.offsets[side])
+
+    def select(self, selected: int | None) -> None:
+        """Show ``selected`` in the painted layers and every other label pair beside it."""
+        self.selected = selected
+        view = self.view
+        records = {lp.id: lp for lp in view.label_pairs}
+        for k, side in enumerate(SIDES):
+            shape = view.volume(side).grid.shape
+            everything = np.zeros(shape, np.uint16)
+            others = [pid for pid in self.masks if pid != selected]
+            for pid in sorted(others, key=lambda p: -int(self.masks[p][k].sum())):  # small ones drawn on top
+                everything[self.masks[pid][k]] = colour_value(records[pid].position)
+            self.layers[side, "all"].data = everything
+            layer = self.layers[side, "selected"]
+            layer.metadata["label_pair_id"] = selected
+            if selected is None:
+                layer.data = np.zeros(shape, np.uint16)
+            else:
+                value = colour_value(records[selected].position)
+                layer.data = self.masks[selected][k].astype(np.uint16) * value
+                layer.selected_label = value
+        self._update_landmarks()
+
+    def update_records(self, view_records) -> None:
+        """New label pair records (added, renamed, verified, deleted) for the pair shown."""
+        view = self.view
+        self.view = dataclasses.replace(view, label_pairs=list(view_records))
+        known = {lp.id for lp in view_records}
+        shapes = (view.moving.grid.shape, view.fixed.grid.shape)
+        self.masks = {pid: self.masks.get(pid, [np.zeros(shapes[0], bool), np.zeros(shapes[1], bool)])
+                      for pid in known}
+
+    def stored(self, side: str) -> np.ndarray | None:
+        """The selected pair's mask on ``side`` as last written (None: unknown, write again)."""
+        if self.selected is None or self._stale:
+            return None
+        return self.masks[self.selected][SIDES.index(side)]
+
+    def forget_saved(self) -> None:
+        """After a failed write: no mask counts as saved, so the next save writes the layer again."""
+        self._stale = True
+
+    def record_saved(self, side: str, mask: np.ndarray) -> None:
+        self.masks[self.selected][SIDES.index(side)] = mask
+        self._stale = False
+        self._centroids.pop((self.selected, side), None)
+        self._update_landmarks()
+
+    # ---- landmarks --------------------------------------------------------------------
+    def centroid(self, label_pair_id: int, side: str) -> np.ndarray | None:
+        """The label pair's centroid on ``side`` in display mm, None where that side is unpainted."""
+        key = (label_pair_id, side)
+        if key not in self._centroids:
+            mask = self.masks[label_pair_id][SIDES.index(side)]
+            self._centroids[key] = np.argwhere(mask).mean(0) if mask.any() else None
+        voxel = self._centroids[key]
+        return None if voxel is None else apply_affine(self.placement(side), voxel[None])[0]
+
+    def _update_landmarks(self, _event=None) -> None:
+        if self.view is None or not self.complete():
+            return
+        dims = self.viewer.dims
+        point = np.asarray(dims.point[-3:], float)
+        sliced = [axis for axis in range(3) if axis not in dims.displayed[-2:]] if dims.ndim >= 3 else []
+        records = {lp.id: lp for lp in self.view.label_pairs}
+        for side in SIDES:
+            layer = self.layers[side, "landmarks"]
+            spacing = np.abs(np.diag(self.placement(side))[:3])
+            rows, labels, colours, sizes, symbols = [], [], [], [], []
+            for pid, lp in records.items():
+                centre = self.centroid(pid, side) if pid in self.masks else None
+                if centre is None:
+                    continue
+                away = [int(round((centre[a] - point[a]) / spacing[a])) for a in sliced]
+                shown = centre.copy()
+                for a in sliced:
+                    shown[a] = point[a]
+                offset = ", ".join(f"{d:+d}" for d in away if d)
+                name = (lp.name or lp.type) + (f" ({offset})" if offset else "")  # "label 2 (-3)": 3 slices back
+                labels.append(name if pid == self.selected else "")  # one caption: the selected pair's
+                rows.append(shown)
+                colours.append(colour_of(lp.position))
+                # rings, not discs: the stroke inside stays visible; the selected pair's ring is wider
+                sizes.append(9.0 if pid == self.selected else 4.0)
+                symbols.append("disc" if not offset else "square")
+            placement = self.placement(side)  # the markers share their side's scale, so the slider's step too
+            place(layer, placement)
+            rows = (np.asarray(rows, float).reshape(-1, 3) - placement[:3, 3]) / np.diag(placement)[:3]
+            with layer.events.blocker_all():  # one redraw below instead of one per property
+                layer.data = rows
+                layer.features = {"label": np.asarray(labels, str)}
+                if rows.size:
+                    layer.face_color = "transparent"
+                    layer.border_color = colours
+                    layer.border_width = 0.18
+                    layer.symbol = symbols
+            if rows.size:
+                layer.size = np.asarray(sizes) / float(np.abs(np.diag(placement)[:3]).mean())  # mm
+            layer.refresh()

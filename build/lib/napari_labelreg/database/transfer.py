@@ -1,0 +1,85 @@
+"""Import from and export to the mrus_prostate folder layout; per-label NIfTI export."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..io import FOLDERS, folder_pair_paths, list_folder_pairs, load_labels, load_volume, save_volume
+from .store import LabelDB
+
+FIRST_LABEL_TYPE = "gland"  # label 0 of the layout
+
+
+def read_subject_map(path: str | os.PathLike | None) -> dict[str, str]:
+    """pair name -> subject, from a CSV with columns ``pair,subject`` (or nothing)."""
+    if path is None:
+        return {}
+    with open(path, newline="") as fh:
+        return {row["pair"]: row["subject"] for row in csv.DictReader(fh)}
+
+
+def import_folder(db: LabelDB, root: str | os.PathLike, *, subjects: str | os.PathLike | None = None,
+                  convention: str = "centred", annotator: str = "import",
+                  progress: Callable[[str], None] | None = None) -> int:
+    """Import every pair of a folder; returns the number of image pairs added.
+
+    Label 0 becomes a ``gland`` label pair, labels 1.. ``other`` ones named
+    ``label k``.  Each image pair is one transaction: a failure leaves the
+    pairs before it imported and nothing of the failing one.
+    """
+    mapping = read_subject_map(subjects)
+    count = 0
+    for name in list_folder_pairs(root):
+        paths = folder_pair_paths(root, name)
+        moving, fixed = load_volume(paths["moving_images"]), load_volume(paths["fixed_images"])
+        ml = load_labels(paths["moving_labels"], moving.grid) if paths["moving_labels"] else None
+        fl = load_labels(paths["fixed_labels"], fixed.grid) if paths["fixed_labels"] else None
+        with db.transaction() as conn:
+            pair_id = db.add_image_pair(paths["moving_images"], paths["fixed_images"], subject=mapping.get(name, name),
+                                        name=name, convention=convention, conn=conn)
+            for k in range(0 if ml is None else len(ml)):
+                kind = FIRST_LABEL_TYPE if k == 0 else "other"
+                db.add_label_pair(pair_id, ml[k], fl[k], type=kind, name=f"label {k}", annotator=annotator, conn=conn)
+        count += 1
+        if progress:
+            progress(name)
+    return count
+
+
+def export_folder(db: LabelDB, root: str | os.PathLike, *, statuses=("complete", "verified")) -> int:
+    """Write the database back in the folder layout (images copied byte for byte)."""
+    root = Path(root)
+    for folder in FOLDERS:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    records = db.image_pairs()
+    for rec in records:
+        pair = db.load_pair(rec.id, statuses=statuses)
+        file = f"{rec.name}.nii.gz"
+        shutil.copyfile(rec.moving_path, root / "moving_images" / Path(rec.moving_path).name)
+        shutil.copyfile(rec.fixed_path, root / "fixed_images" / Path(rec.fixed_path).name)
+        if pair.num_labels:
+            for folder, labels, vol in (("moving_labels", pair.moving_labels, pair.moving),
+                                        ("fixed_labels", pair.fixed_labels, pair.fixed)):
+                save_volume(root / folder / file, np.moveaxis(labels, 0, -1).astype(np.uint8), vol.grid)
+    return len(records)
+
+
+def export_per_label(db: LabelDB, root: str | os.PathLike) -> int:
+    """One NIfTI per mask: ``<pair>/<position>_<type>_{moving,fixed}.nii.gz``."""
+    root = Path(root)
+    written = 0
+    for rec in db.image_pairs():
+        pair = db.load_pair(rec.id)
+        for k, tag in enumerate(pair.label_names):
+            kind = tag.split(":", 1)[1].replace(" ", "_")
+            sides = (("moving", pair.moving_labels, pair.moving), ("fixed", pair.fixed_labels, pair.fixed))
+            for side, labels, vol in sides:
+                save_volume(root / rec.name / f"{k:03d}_{kind}_{side}.nii.gz", labels[k].astype(np.uint8), vol.grid)
+                written += 1
+    return written

@@ -1,0 +1,96 @@
+"""What a registration did, as napari layer-data tuples (no viewer needed).
+
+``inspection_layers`` returns ``(data, kwargs, layer_type)`` tuples for: the
+TRUS image, the warped MR over it, displacement magnitude, Jacobian
+determinant (diverging colormap centred on 1) with folding voxels
+highlighted, displacement-gradient norm, the DDF as subsampled vectors, and,
+when the pair has labels, warped MR labels against TRUS labels with each
+landmark pair's centroids and error.  Layer coordinates are voxel index times
+voxel size (napari's ``scale``), so every layer overlays the TRUS grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import metrics
+from .evaluation import score
+from .geometry import ddf_mm_to_voxels
+from .inference import Registration
+from .io import Pair
+
+
+def _label_stack(masks: np.ndarray) -> np.ndarray:
+    stack = np.zeros(masks.shape[1:], np.uint16)
+    for k, mask in enumerate(masks):
+        stack[mask] = k + 1
+    return stack
+
+
+def ddf_vectors(ddf_mm: np.ndarray, pair_grid, step: int = 4) -> np.ndarray:
+    """napari vectors ``(N, 2, 3)``: a decimated set of voxels' positions and displacements, in layer units (mm).
+
+    The voxels kept are those with ``(j - i) % step == 0`` and ``(k - i) % step == 0``: every slice
+    along every axis holds a ``step``-spaced lattice of them, so vectors show on whichever slice is
+    viewed (a plain ``[::step]`` subsample leaves three slices in four empty).
+    """
+    spacing = pair_grid.spacing
+    i, j, k = np.meshgrid(*[np.arange(n) for n in ddf_mm.shape[:3]], indexing="ij")
+    keep = ((j - i) % step == 0) & ((k - i) % step == 0)
+    idx = np.stack([i[keep], j[keep], k[keep]], -1)
+    along_axes = ddf_mm_to_voxels(ddf_mm[keep], pair_grid) * spacing  # mm along the array axes
+    return np.stack([idx * spacing, along_axes], axis=1)
+
+
+def inspection_layers(registration: Registration, pair: Pair, *, vector_step: int = 4,
+                      names: list[str] | None = None) -> list[tuple]:
+    """Layer tuples for a registered pair; metrics go into the first layer's ``metadata``.
+
+    ``names``: what to call each label pair in the landmark errors (default: from ``pair.label_names``).
+    """
+    grid = pair.fixed.grid
+    scale = tuple(float(s) for s in grid.spacing)
+    ddf = registration.ddf_mm
+    det = metrics.jacobian_determinant(ddf, grid)
+    folding = det <= 0
+    spread = float(max(np.abs(det - 1).max(), 1e-3))
+    summary = score(registration, pair) if pair.num_labels else {"folding_voxels": int(folding.sum())}
+    base = {"scale": scale}
+    layers = [
+        (pair.fixed.data, {**base, "name": "TRUS image (fixed)", "colormap": "gray", "metadata": summary}, "image"),
+        (registration.warped, {**base, "name": "warped MR (moving on fixed)", "colormap": "magenta",
+                               "blending": "additive", "opacity": 0.6}, "image"),
+        (metrics.displacement_magnitude(ddf), {**base, "name": "displacement magnitude (mm)", "colormap": "viridis",
+                                               "visible": False, "metadata": {"colorbar": True}}, "image"),
+        (det, {**base, "name": "Jacobian determinant", "colormap": "bwr", "contrast_limits": (1 - spread, 1 + spread),
+               "visible": False, "metadata": {"colorbar": True}}, "image"),
+        (folding.astype(np.uint8), {**base, "name": f"folding voxels (det <= 0): {int(folding.sum())}",
+                                    "opacity": 0.8}, "labels"),
+        (metrics.gradient_norm(ddf, grid), {**base, "name": "displacement gradient norm", "colormap": "inferno",
+                                            "visible": False, "metadata": {"colorbar": True}}, "image"),
+        (ddf_vectors(ddf, grid, vector_step), {"name": "DDF (fixed -> moving, mm)", "edge_width": 0.3,
+                                               "edge_color": "yellow", "visible": False}, "vectors"),
+    ]
+    if pair.num_labels:
+        layers += _label_layers(registration, pair, base, names)
+    return layers
+
+
+def _label_layers(registration: Registration, pair: Pair, base: dict, names: list[str] | None) -> list[tuple]:
+    grid = pair.fixed.grid
+    warped = registration.warp_labels(pair.moving_labels) >= 0.5
+    errors = metrics.centroid_errors(warped, pair.fixed_labels, grid)
+    to_layer = lambda mask: (np.argwhere(mask).mean(0) if mask.any() else np.full(3, np.nan)) * grid.spacing  # noqa: E731
+    moved = np.array([to_layer(m) for m in warped])
+    target = np.array([to_layer(m) for m in pair.fixed_labels])
+    if names is None:
+        names = [n.split(":", 1)[-1] for n in pair.label_names] or [f"label {k}" for k in range(pair.num_labels)]
+    features = {"label": names, "error_mm": errors, "gland": np.arange(pair.num_labels) == pair.gland_index}
+    return [
+        (_label_stack(pair.fixed_labels), {**base, "name": "TRUS labels (fixed)", "opacity": 0.4}, "labels"),
+        (_label_stack(warped), {**base, "name": "warped MR labels", "opacity": 0.4, "visible": False}, "labels"),
+        (target, {"name": "landmark centroids (TRUS)", "features": features, "face_color": "cyan", "size": 3},
+         "points"),
+        (moved, {"name": "landmark centroids (warped MR)", "features": features, "face_color": "magenta", "size": 3,
+                 "text": {"string": "{label}: {error_mm:.1f} mm", "size": 9, "color": "white"}}, "points"),
+    ]

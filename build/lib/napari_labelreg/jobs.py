@@ -1,0 +1,99 @@
+"""Plain-function twins of the widgets' long jobs (training, registration, export).
+
+The widgets run these in napari's ``thread_worker``; the tests and scripts
+call them directly.  Nothing here imports Qt.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .config import TrainConfig
+from .io import DataError, Pair, save_ddf, save_volume
+
+
+def split_validation(pairs: list[Pair], subjects: dict[str, str], fraction: float, seed: int
+                     ) -> tuple[list[Pair], list[Pair]]:
+    """Hold out about ``fraction`` of the subjects (all their pairs) for validation."""
+    if fraction <= 0:
+        return pairs, []
+    names = sorted({subjects.get(p.name, p.name) for p in pairs})
+    rng = np.random.default_rng(seed)
+    held = set(rng.permutation(names)[: max(1, math.floor(fraction * len(names)))])
+    if len(held) == len(names):
+        raise DataError("the validation split would leave no subject to train on")
+    train = [p for p in pairs if subjects.get(p.name, p.name) not in held]
+    return train, [p for p in pairs if subjects.get(p.name, p.name) in held]
+
+
+def db_training_pairs(db_path, *, types: Sequence[str] | None = None, verified_only: bool = False,
+                      annotators: Sequence[str] | None = None) -> tuple[list[Pair], dict[str, str]]:
+    """Pairs passing the filters and their subjects, read from a label database."""
+    from .database import LabelDB
+
+    statuses = ["verified"] if verified_only else None
+    with LabelDB.open(db_path) as db:
+        pairs = db.training_pairs(types=types or None, statuses=statuses, annotators=annotators or None)
+        subjects = {r.name: r.subject for r in db.image_pairs()}
+    if not pairs:
+        raise DataError(f"{db_path}: no complete label pairs pass the filters")
+    return pairs, subjects
+
+
+def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, types=None, verified_only=False,
+                 validation_fraction: float = 0.0, resume: bool = False, device: str | None = None,
+                 validate_every: int = 50, stop=None) -> Iterator:
+    """Train from a database with an optional subject-level validation split; yields Progress.
+
+    ``stop`` (a ``threading.Event``) ends the run after the current step; the
+    run's checkpoint is written before this generator returns.
+    """
+    from .evaluation import validator
+    from .training.loop import Trainer
+
+    pairs, subjects = db_training_pairs(db_path, types=types, verified_only=verified_only)
+    train, val = split_validation(pairs, subjects, validation_fraction, config.seed)
+    trainer = Trainer(train, config, out_dir, resume=resume, device=device,
+                      validator=validator(val, device) if val else None, validate_every=validate_every)
+    run = iter(trainer)
+    try:
+        for progress in run:
+            yield progress
+            if stop is not None and stop.is_set():
+                break
+    finally:
+        run.close()  # writes the checkpoint now, in this thread
+
+
+PHASES = ("locator", "prior", "registration")  # the order a run trains its parts in
+
+
+def overall_fraction(progress, config: TrainConfig) -> float:
+    """How much of the whole budget (gland locator, prior and registration together) ``progress`` has used, in [0, 1].
+
+    With an iterations budget the locator and prior take their shares of the iterations as
+    steps before the registration's ``iterations`` steps; with a minutes budget every phase
+    takes its share of the minutes.
+    """
+    shares = {"locator": config.locator, "prior": config.prior}
+    if config.iterations:
+        steps = {phase: round(share * config.iterations) for phase, share in shares.items()}
+        steps["registration"] = config.iterations
+        before = sum(steps[p] for p in PHASES[: PHASES.index(progress.phase)])
+        return min(1.0, (before + progress.step) / sum(steps.values()))
+    shares["registration"] = 1.0 - config.locator - config.prior
+    before = sum(shares[p] for p in PHASES[: PHASES.index(progress.phase)])
+    return min(1.0, before + progress.elapsed_s / (60.0 * config.minutes))
+
+
+def export_registration(registration, folder: str | os.PathLike) -> list[Path]:
+    """Write ``ddf.nii.gz`` and ``warped.nii.gz`` of a registration to ``folder``."""
+    folder = Path(folder)
+    save_ddf(folder / "ddf.nii.gz", registration.ddf_mm, registration.fixed)
+    save_volume(folder / "warped.nii.gz", registration.warped.astype(np.float32), registration.fixed)
+    return [folder / "ddf.nii.gz", folder / "warped.nii.gz"]

@@ -1,0 +1,1 @@
+"""Torch layer: warping, networks, losses and checkpoints."""

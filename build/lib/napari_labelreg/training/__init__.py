@@ -1,0 +1,1 @@
+"""Training: data preparation, two-stage sampling, augmentation, the loop."""

@@ -1,0 +1,121 @@
+"""``train``, ``register``, ``evaluate`` and ``demo``: the headless commands.
+
+Heavy modules (torch) are imported inside the commands, so ``--help`` is instant and ``train``
+never touches Qt.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from ..io import DataError, atomic_write
+from .options import config_from_args, drive, given, open_db, training_pairs
+
+
+def cmd_train(args) -> None:
+    from ..nn.checkpoint import CHECKPOINT, load_checkpoint
+    from ..training.loop import launched_rank, train
+
+    config = config_from_args(args)
+    out = Path(args.out)
+    if args.resume and (out / CHECKPOINT).exists():
+        saved = load_checkpoint(out / CHECKPOINT)["config"]
+        budget = given(iterations=args.iterations, minutes=args.minutes)
+        config = replace(saved, **budget)
+    elif (out / CHECKPOINT).exists():
+        raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+    pairs = training_pairs(args)
+    print(f"training {config.model.variant} (n0={config.model.width}) on {len(pairs)} pairs -> {out}")
+    reports = train(pairs, config, out, resume=args.resume, device=args.device)
+    if launched_rank() != 0:  # under torchrun, rank 0 alone writes and reports
+        for _ in reports:
+            pass
+        return
+    listing = {p.name: list(p.label_names) or p.num_labels for p in pairs}
+    atomic_write(out / "training_set.json", lambda tmp: Path(tmp).write_text(json.dumps(listing, indent=1)))
+    steps = drive(reports, config.iterations)
+    parts = ", ".join(f"{name} {steps[phase]} steps" for phase, name in
+                      (("locator", "gland locator"), ("prior", "gland prior"), ("registration", "registration network"))
+                      if phase in steps)
+    source = f"--data {args.data}" if args.data else f"--db {args.db}"
+    print(f"run in {out}: geometry {config.geometry}; {parts or 'no steps'}; network weight {config.network_weight:g}.\n"
+          f"next: napari-labelreg evaluate --model {out} {source} --out {out / 'results.csv'}  "
+          f"(held-out pairs; this run trained on {len(pairs)}), or napari-labelreg register --model {out} ...")
+
+
+def cmd_register(args) -> None:
+    from .. import io
+    from ..inference import Registrator
+    from ..jobs import export_registration
+
+    reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
+    pair = io.load_pair(args.moving, args.fixed, name="input")
+    result = reg.register(pair.moving, pair.fixed, geometry=args.geometry)
+    labels = io.load_labels(args.moving_labels, pair.moving.grid) if args.moving_labels else None
+    written = export_registration(result, args.out, labels)
+    print(f"wrote {', '.join(p.name for p in written)} to {args.out}")
+
+
+def cmd_evaluate(args) -> None:
+    from tqdm import tqdm
+
+    from ..evaluation import evaluate, summary
+    from ..inference import Registrator, identity_registration
+
+    names, load = _evaluation_pairs(args)
+    if args.model:
+        reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
+        register = lambda p: reg.register_pair(p, geometry=args.geometry)  # noqa: E731
+        _warn_if_trained_on(Path(args.model), names)
+    else:
+        register = lambda p: identity_registration(p.moving, p.fixed, args.geometry or "world")  # noqa: E731
+    with tqdm(total=len(names), unit="pair") as bar:
+        results = evaluate(register, (load(name) for name in names), progress=lambda _: bar.update())
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out, lambda tmp: results.to_csv(tmp, index=False))
+    print(summary(results).round(3).to_string())
+    print(f"per-pair results: {args.out}")
+
+
+def _evaluation_pairs(args):
+    """(pair names, name -> Pair) of a folder or of a database through train's filters, cut to ``--pairs``."""
+    if args.data:
+        from ..io import list_folder_pairs, load_folder_pair
+
+        names = list_folder_pairs(args.data)
+        load = lambda name: load_folder_pair(args.data, name)  # noqa: E731
+    else:
+
+        with open_db(args.db) as db:
+            pairs = {p.name: p for p in db.training_pairs(types=args.types, statuses=args.statuses,
+                                                           annotators=args.annotators)}
+        if not pairs:
+            raise DataError(f"{args.db}: no complete label pairs pass the filters")
+        names, load = list(pairs), pairs.__getitem__
+    if args.pairs:
+        unknown = [n for n in args.pairs if n not in names]
+        if unknown:
+            raise DataError(f"{args.data or args.db}: no pair named {', '.join(unknown)} (with these filters)")
+        names = [n for n in names if n in args.pairs]
+    return names, load
+
+
+def _warn_if_trained_on(run: Path, names: list[str]) -> None:
+    """Say so when pairs being scored were among the run's training pairs (its training_set.json)."""
+    listing = run / "training_set.json" if run.is_dir() else run.parent / "training_set.json"
+    if not listing.is_file():
+        return
+    seen = sorted(set(names) & set(json.loads(listing.read_text())))
+    if seen:
+        shown = ", ".join(seen[:5]) + (", ..." if len(seen) > 5 else "")
+        print(f"napari-labelreg evaluate: warning: {len(seen)} of the {len(names)} pairs scored were used to train "
+              f"{run} ({shown}): their figures are not held out", file=sys.stderr)
+
+
+def cmd_demo(args) -> None:
+    from ..demo import run_demo
+
+    run_demo(Path(args.out), iterations=args.iterations, device=args.device)

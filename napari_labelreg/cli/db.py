@@ -1,0 +1,87 @@
+"""``napari-labelreg db ...``: import, export, summary and check of a label database."""
+
+from __future__ import annotations
+
+import json
+
+from ..geometry import CONVENTIONS
+from .options import open_db
+
+
+def add_db_commands(sub) -> None:
+    db = sub.add_parser("db", help="the label database: import, export, summary, check")
+    dsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+
+    p = dsub.add_parser("import", help="import a folder in the mrus_prostate layout")
+    p.add_argument("folder")
+    p.add_argument("--db", required=True, help="database file (created if new) or SQLAlchemy URL")
+    p.add_argument("--subjects", help="CSV with columns pair,subject (default: one subject per pair)")
+    p.add_argument("--geometry", "--convention", dest="convention", choices=CONVENTIONS, default="centred",
+                   help="initial correspondence recorded for the pairs, as train's --geometry (default centred; "
+                        "--convention is the same option)")
+    p.set_defaults(func=cmd_import)
+
+    p = dsub.add_parser("export", help="export to the folder layout (or one NIfTI per label)")
+    p.add_argument("folder")
+    p.add_argument("--db", required=True)
+    p.add_argument("--per-label", action="store_true", help="one NIfTI per mask instead of 4-D stacks")
+    p.set_defaults(func=cmd_export)
+
+    p = dsub.add_parser("summary", help="counts of subjects, image pairs and label pairs by type")
+    p.add_argument("--db", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_summary)
+
+    p = dsub.add_parser("check", help="verify hashes, shapes, missing and orphaned data; changes nothing")
+    p.add_argument("--db", required=True)
+    p.set_defaults(func=cmd_check)
+
+
+def cmd_import(args) -> None:
+    from tqdm import tqdm
+
+    from ..database.transfer import import_folder
+    from ..io import list_folder_pairs
+
+    total = len(list_folder_pairs(args.folder))
+    with open_db(args.db, must_exist=False) as db, tqdm(total=total, unit="pair") as bar:
+        n = import_folder(db, args.folder, subjects=args.subjects, convention=args.convention,
+                          progress=lambda _: bar.update())
+    print(f"imported {n} image pairs into {args.db}")
+
+
+def cmd_export(args) -> None:
+    from ..database.transfer import export_folder, export_per_label
+
+    with open_db(args.db) as db:
+        n = export_per_label(db, args.folder) if args.per_label else export_folder(db, args.folder)
+    print(f"exported {n} {'masks' if args.per_label else 'image pairs'} to {args.folder}")
+
+
+def cmd_summary(args) -> None:
+    from ..database.views import summary
+
+    with open_db(args.db) as db:
+        info = summary(db)
+    if args.json:
+        print(json.dumps(info))
+        return
+    print(f"subjects     {info['subjects']}")
+    print(f"image pairs  {info['image_pairs']}")
+    print(f"label pairs  {info['label_pairs']}")
+    for kind, n in sorted(info["by_type"].items()):
+        print(f"  {kind:16s} {n}")
+    for status, n in sorted(info["by_status"].items()):
+        print(f"  [{status}]{'':{max(0, 14 - len(status))}s} {n}")
+
+
+def cmd_check(args) -> None:
+    from ..database.check import check
+
+    with open_db(args.db) as db:
+        problems = check(db)
+    for p in problems:
+        print(p)
+    print(f"{len(problems)} problems found" if problems else "no problems found")
+    if problems:
+        raise SystemExit(1)

@@ -1,0 +1,83 @@
+"""``napari-labelreg``: the command line, one sub-command per job."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..geometry import CONVENTIONS
+from ..io import DataError
+from .annotate import cmd_annotate
+from .commands import cmd_demo, cmd_evaluate, cmd_register, cmd_train
+from .db import add_db_commands
+from .options import pair_source, training_options
+from .study import add_baseline_command, add_study_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-labelreg",
+                                     description="Weakly-supervised MR-to-TRUS registration (Hu et al. 2018).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a registration network (headless)")
+    pair_source(p)
+    p.add_argument("--out", required=True, help="run folder (checkpoint, config, log)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    training_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("register", help="register a moving image to a fixed image with a trained model")
+    p.add_argument("--model", required=True, help="run folder or checkpoint file")
+    p.add_argument("--moving", required=True)
+    p.add_argument("--fixed", required=True)
+    p.add_argument("--moving-labels", help="3-D mask or 4-D label stack on the moving image to warp too")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
+    p.add_argument("--network-weight", type=float, metavar="W",
+                   help="weight of the network's DDF on top of the located glands and gland prior (default: the "
+                        "run's; 0: without the network)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("evaluate", help="TRE and gland Dice of a model (or of no model) on labelled pairs")
+    p.add_argument("--model", help="run folder; omitted: the initial correspondence alone")
+    pair_source(p)
+    p.add_argument("--pairs", nargs="+", metavar="NAME", help="only these pairs (default: all that pass the filters)")
+    p.add_argument("--out", required=True, help="per-pair CSV")
+    p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
+    p.add_argument("--network-weight", type=float, metavar="W",
+                   help="weight of the network's DDF on top of the located glands and gland prior (default: the "
+                        "run's; 0: without the network)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
+
+    add_db_commands(sub)
+    add_study_commands(sub, training_options)
+    add_baseline_command(sub)
+
+    p = sub.add_parser("annotate", help="open napari to paint label pairs into a database")
+    p.add_argument("--db", help="label database (default: a phantom database in your user folder)")
+    p.add_argument("--pair", type=int, help="image pair id to open")
+    p.add_argument("--annotator", help="your name (remembered)")
+    p.add_argument("--quit-after", type=float, help=argparse.SUPPRESS)  # seconds; for tests
+    p.set_defaults(func=cmd_annotate)
+
+    p = sub.add_parser("demo", help="train briefly on synthetic phantoms and register one (no data needed)")
+    p.add_argument("--out", default="labelreg-demo", help="output folder (default ./labelreg-demo)")
+    p.add_argument("--iterations", type=int, default=400)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        print(f"napari-labelreg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
