@@ -22,9 +22,9 @@ from .io import Pair, Volume
 from .nn.checkpoint import load_checkpoint, model_from_state, run_checkpoint
 from .nn.device import autocast, fast_layout, pick_device
 from .nn.warp import moving_coordinates, sample
-from .training.data import network_grid, normalise
-from .training.locator import GlandLocator, locator_from_state
-from .training.prior import GlandPrior, prior_from_state
+from .nn.grid import network_grid, normalise
+from .nn.locator import GlandLocator, locator_from_state
+from .nn.prior import GlandPrior, prior_from_state
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from napari_labelreg.io import DataError, Volume
 from napari_labelreg.metrics import centroid_mm
 from napari_labelreg.nn.networks import build_model
 from napari_labelreg.phantom import make_phantom
-from napari_labelreg.training.data import network_grid, prepare_pairs
-from napari_labelreg.training.locator import GlandLocator, load_locator
+from napari_labelreg.nn.grid import network_grid
+from napari_labelreg.nn.locator import GlandLocator, load_locator
+from napari_labelreg.training.data import prepare_pairs
 from napari_labelreg.training.loop import Trainer
 
 TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)

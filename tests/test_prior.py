@@ -16,9 +16,10 @@ from napari_labelreg.nn.networks import build_model
 from napari_labelreg.nn.warp import moving_coordinates, transform_points
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
-from napari_labelreg.training.locator import GlandLocator
+from napari_labelreg.nn.locator import GlandLocator
 from napari_labelreg.training.loop import Batcher, Trainer, build_losses
-from napari_labelreg.training.prior import GlandPrior, train_prior
+from napari_labelreg.nn.prior import GlandPrior
+from napari_labelreg.training.prior import train_prior
 
 TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)
 

@@ -232,7 +232,7 @@ def test_network_fits_its_training_pairs(tmp_path):
 
 def test_cross_subject_entries_pair_one_subjects_fixed_gland_with_anothers_moving_gland():
     from napari_labelreg.geometry import fixed_to_moving
-    from napari_labelreg.training.data import normalise
+    from napari_labelreg.nn.grid import normalise
     from napari_labelreg.training.loop import Batcher
 
     # moving grids differ, so each pairing has its own centred matrix

@@ -28,8 +28,10 @@ from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, Multi
 from ..nn.networks import build_model
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair, cross_subject_matrix, prepare_pairs
-from .locator import GlandLocator, locator_from_state, train_locator
-from .prior import GlandPrior, prior_from_state, prior_state, train_prior
+from ..nn.locator import GlandLocator, locator_from_state
+from ..nn.prior import GlandPrior, prior_from_state, prior_state
+from .locator import train_locator
+from .prior import train_prior
 from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
 from .schedule import budget_used, cosine
 
