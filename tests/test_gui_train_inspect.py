@@ -121,7 +121,8 @@ def test_the_train_form_describes_the_preset_with_its_budget(qtbot):
 
 
 def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
-    from napari_labelreg._widgets.inspect import InspectWidget, register_for_inspection
+    from napari_labelreg._widgets.inspect import InspectWidget
+    from napari_labelreg.inspection import register_for_inspection
 
     viewer = make_napari_viewer()
     w = InspectWidget(viewer)

@@ -18,36 +18,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..inspection import register_for_inspection
 from ..jobs import export_registration
 from ._common import reports_errors, start_worker
-
-
-def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int = 0,
-                            network_weight: float | None = None):
-    """(registration, pair, layer tuples) for pair ``pair_index`` of a database (a phantom when None).
-
-    ``network_weight``: of the network's DDF over the located glands and prior (None: the run's).
-    """
-    from ..inference import Registrator
-    from ..inspection import inspection_layers
-
-    if db_path:
-        from ..database import LabelDB
-
-        with LabelDB.open(db_path) as db:
-            records = db.image_pairs()
-            if not records:
-                raise ValueError(f"{db_path}: no image pairs")
-            record = records[pair_index % len(records)]
-            pair = db.load_pair(record.id)
-            named = {lp.id: f"{lp.name or lp.type} ({lp.type})" for lp in db.label_pairs(record.id)}
-        names = [named[int(n.split(":", 1)[0])] for n in pair.label_names]  # load_pair names them "id:type"
-    else:
-        from ..phantom import make_phantom
-
-        pair, names = make_phantom(1000 + pair_index).pair, None
-    registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair)
-    return registration, pair, inspection_layers(registration, pair, names=names)
 
 
 class InspectWidget(QWidget):
