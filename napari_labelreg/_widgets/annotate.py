@@ -65,7 +65,7 @@ class AnnotateWidget(QWidget):
         self.loading: int | None = None  # the image pair id a worker is loading
         self.workers: set = set()
         self._timers = {side: self._make_timer(side) for side in SIDES}
-        self.saver = MaskWriter(self._saved)
+        self.saver = MaskWriter(reports_errors(self._saved))  # every Qt slot reports its errors: none aborts Python
         self._hooked: set[int] = set()
         self._build()
         self._bind_keys()
@@ -91,16 +91,16 @@ class AnnotateWidget(QWidget):
         self.new_name = QLineEdit(placeholderText="name (optional)")
         self.verifier = QLineEdit(placeholderText="verifier name")
         self.brush_mm = _spin(3.0, 0.5, 30.0, "brush diameter in mm (each panel converts it to its voxels)")
-        self.brush_mm.valueChanged.connect(lambda _v: self._set_brush())
+        self.brush_mm.valueChanged.connect(lambda _v: reports_errors(self._set_brush, self.status)())
         self.point_mode = QCheckBox("point mode")
         self.point_mode.setToolTip("a click places a sphere of the radius beside it, instead of painting")
-        self.point_mode.toggled.connect(self._point_mode_changed)
+        self.point_mode.toggled.connect(lambda on: reports_errors(self._point_mode_changed, self.status)(on))
         self.point_radius = _spin(2.0, 0.5, 15.0, "radius of the sphere a click places, mm")
         self.linked = QCheckBox("link slices")
         self.linked.setChecked(True)
         self.linked.setToolTip("linked: one slice position shows corresponding anatomy in both panels; "
                                "unlinked: the slider moves only the panel being painted (relinking snaps back)")
-        self.linked.toggled.connect(self._link_changed)
+        self.linked.toggled.connect(lambda on: reports_errors(self._link_changed, self.status)(on))
         self._last_point = None
         self.viewer.dims.events.point.connect(self._slice_moved)
         self.model_dir = QLineEdit(placeholderText="trained model run folder (optional)")

@@ -68,6 +68,7 @@ class InspectWidget(QWidget):
         layout.addWidget(self.errors)
         layout.addWidget(export_btn)
 
+    @reports_errors
     def register(self) -> None:
         worker = start_worker(register_for_inspection, self.model_dir.text().strip(),
                               self.db_path.text().strip() or None, self.pair_index.value(), self.weight(),
