@@ -87,8 +87,11 @@ def _label_layers(registration: Registration, pair: Pair, base: dict, names: lis
         names = [n.split(":", 1)[-1] for n in pair.label_names] or [f"label {k}" for k in range(pair.num_labels)]
     features = {"label": names, "error_mm": errors, "gland": np.arange(pair.num_labels) == pair.gland_index}
     return [
-        (_label_stack(pair.fixed_labels), {**base, "name": "TRUS labels (fixed)", "opacity": 0.4}, "labels"),
-        (_label_stack(warped), {**base, "name": "warped MR labels", "opacity": 0.4, "visible": False}, "labels"),
+        # outlines, so the labels never cover the overlay beneath them
+        (_label_stack(pair.fixed_labels), {**base, "name": "TRUS labels (fixed)", "opacity": 0.9,
+                                           "metadata": {"outline": True}}, "labels"),
+        (_label_stack(warped), {**base, "name": "warped MR labels", "opacity": 0.9, "visible": False,
+                                "metadata": {"outline": True}}, "labels"),
         (target, {"name": "landmark centroids (TRUS)", "features": features, "face_color": "cyan", "size": 3},
          "points"),
         (moved, {"name": "landmark centroids (warped MR)", "features": features, "face_color": "magenta", "size": 3,

@@ -105,6 +105,8 @@ class InspectWidget(QWidget):
             layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
             if kwargs["metadata"].get("colorbar"):
                 layer.colorbar.visible = True  # drawn while the map is shown
+            if kwargs["metadata"].get("outline"):
+                layer.contour = 1
         meta = layers[0][1]["metadata"]
         text = f"{pair.name}: folding voxels {meta['folding_voxels']}"
         if "tre_mm" in meta:
