@@ -1,1 +1,0 @@
-"""Torch layer: warping, networks, losses and checkpoints."""

@@ -1,1 +1,0 @@
-"""Training: data preparation, two-stage sampling, augmentation, the loop."""
