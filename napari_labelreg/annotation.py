@@ -116,20 +116,13 @@ class AnnotationSession:
         moving, fixed = load_volume(rec.moving_path), load_volume(rec.fixed_path)
         fixed_affine, moving_affine, exact = display_affines(fixed.grid, moving.grid, rec.convention)
         records = self.db.label_pairs(rec.id)
-        masks = {}
-        for lp in records:
-            m, f = self.db.masks(lp.id)
-            masks[lp.id] = (m if m is not None else np.zeros(rec.moving_shape, bool),
-                            f if f is not None else np.zeros(rec.fixed_shape, bool))
+        masks = {lp.id: _filled(rec, *self.db.masks(lp.id)) for lp in records}
         return PairView(rec, moving, fixed, moving_affine, fixed_affine, exact, records, masks,
                         {"moving": window(moving.data, MR_WINDOW), "fixed": window(fixed.data, TRUS_WINDOW)})
 
     def masks(self) -> tuple[np.ndarray, np.ndarray]:
         """The selected pair's (moving, fixed) masks; zeros where unpainted."""
-        rec = self.pair
-        moving, fixed = (None, None) if self.selected is None else self.db.masks(self.selected)
-        return (moving if moving is not None else np.zeros(rec.moving_shape, bool),
-                fixed if fixed is not None else np.zeros(rec.fixed_shape, bool))
+        return _filled(self.pair, *((None, None) if self.selected is None else self.db.masks(self.selected)))
 
     def save_mask(self, side: str, mask: np.ndarray, label_pair_id: int | None = None) -> None:
         """Store one side of a label pair (default: the selected one); an empty mask clears that side.
@@ -172,6 +165,13 @@ class AnnotationSession:
     def verify_selected(self, verifier: str) -> None:
         self.db.verify(self.selected, verifier)
         self._emit("labels")
+
+
+def _filled(rec: ImagePairRecord, moving: np.ndarray | None, fixed: np.ndarray | None
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A label pair's (moving, fixed) masks with unpainted sides as zeros on their image's grid."""
+    return (moving if moving is not None else np.zeros(rec.moving_shape, bool),
+            fixed if fixed is not None else np.zeros(rec.fixed_shape, bool))
 
 
 @dataclass(frozen=True)

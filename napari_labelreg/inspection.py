@@ -16,7 +16,7 @@ import numpy as np
 from . import metrics
 from .evaluation import score
 from .geometry import ddf_mm_to_voxels
-from .inference import Registration
+from .inference import Registration, Registrator
 from .io import Pair
 
 
@@ -105,8 +105,6 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
 
     ``network_weight``: of the network's DDF over the located glands and prior (None: the run's).
     """
-    from .inference import Registrator
-
     if db_path:
         from .database import LabelDB
 

@@ -508,3 +508,15 @@ def test_a_failed_write_is_reported_once_and_the_next_stroke_writes_everything(m
     layer = w.workspace.layers["moving", "selected"]
     np.testing.assert_array_equal(w.session.db.masks(pid)[0], layer.data > 0)  # both strokes, none lost
     assert len(shown) == 1
+
+
+def test_a_label_pairs_colour_is_the_same_in_the_layers_the_markers_and_the_list():
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_labelreg._widgets.workspace import colour_of, colour_value, label_colormap
+
+    colormap = label_colormap()
+    for position in range(40):  # past the palette's length: the cycle must stay in step
+        drawn = colormap.map(np.array([colour_value(position)]))[0]
+        np.testing.assert_allclose(drawn[:3], transform_color(colour_of(position))[0][:3], atol=0.01)
+        assert drawn[3] > 0.99  # never the transparent background

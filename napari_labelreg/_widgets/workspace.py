@@ -38,9 +38,14 @@ def place(layer, affine: np.ndarray) -> None:
 
     (Scale rather than an affine: napari's slider steps by the layers' scale, one slice at a time.)
     """
-    scale, translate = np.diag(affine)[:3].copy(), affine[:3, 3].copy()
-    if not (np.allclose(layer.scale, scale) and np.allclose(layer.translate, translate)):
-        layer.scale, layer.translate = scale, translate
+    placed = placement_kwargs(affine)
+    if not (np.allclose(layer.scale, placed["scale"]) and np.allclose(layer.translate, placed["translate"])):
+        layer.scale, layer.translate = placed["scale"], placed["translate"]
+
+
+def placement_kwargs(affine: np.ndarray) -> dict[str, np.ndarray]:
+    """A diagonal voxel -> display affine as napari's ``scale`` and ``translate``."""
+    return {"scale": np.diag(affine)[:3].copy(), "translate": affine[:3, 3].copy()}
 
 
 # one bright colour per label pair, cycled, the same on both sides: twelve hues far apart on the colour
@@ -91,7 +96,7 @@ class Workspace:
         for side in SIDES:
             vol, affine = view.volume(side), view.affine(side)
             zeros = np.zeros(vol.grid.shape, np.uint16)
-            placed = {"scale": np.diag(affine)[:3], "translate": affine[:3, 3]}
+            placed = placement_kwargs(affine)
             image = self.viewer.add_image(vol.data, colormap="gray", name=TITLES[side], **placed)
             image.name_overlay.visible = True
             image.bounding_box.visible = True

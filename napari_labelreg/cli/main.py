@@ -14,6 +14,15 @@ from .options import pair_source, training_options
 from .study import add_baseline_command, add_study_commands
 
 
+def _registration_options(p: argparse.ArgumentParser) -> None:
+    """What register and evaluate ask of a trained run."""
+    p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
+    p.add_argument("--network-weight", type=float, metavar="W",
+                   help="weight of the network's DDF on top of the located glands and gland prior (default: the "
+                        "run's; 0: without the network)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda... (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="napari-labelreg",
                                      description="Weakly-supervised MR-to-TRUS registration (Hu et al. 2018).")
@@ -32,11 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed", required=True)
     p.add_argument("--moving-labels", help="3-D mask or 4-D label stack on the moving image to warp too")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
-    p.add_argument("--network-weight", type=float, metavar="W",
-                   help="weight of the network's DDF on top of the located glands and gland prior (default: the "
-                        "run's; 0: without the network)")
-    p.add_argument("--device", default="auto")
+    _registration_options(p)
     p.set_defaults(func=cmd_register)
 
     p = sub.add_parser("evaluate", help="TRE and gland Dice of a model (or of no model) on labelled pairs")
@@ -44,11 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     pair_source(p)
     p.add_argument("--pairs", nargs="+", metavar="NAME", help="only these pairs (default: all that pass the filters)")
     p.add_argument("--out", required=True, help="per-pair CSV")
-    p.add_argument("--geometry", choices=CONVENTIONS, help="initial correspondence (default: the run's)")
-    p.add_argument("--network-weight", type=float, metavar="W",
-                   help="weight of the network's DDF on top of the located glands and gland prior (default: the "
-                        "run's; 0: without the network)")
-    p.add_argument("--device", default="auto")
+    _registration_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     add_db_commands(sub)

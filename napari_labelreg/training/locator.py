@@ -1,16 +1,4 @@
-"""Gland locator: a starting point for registration from predicted gland centroids.
-
-Two small segmentation networks (LocalNet encoders-decoders with one output
-channel), one per modality, learn the gland from the training labels.  At
-registration time each finds its image's gland; the translation that puts the
-two centroids together starts the registration network, which was trained
-from the true gland centroids (labels, known at training time) and random
-affine jitter around them.  Without test labels this is what the
-gland-centroid alignment does with them.
-
-Shifts are world millimetres along the fixed image's axes, added to the
-initial correspondence as a DDF would be: ``ddf = shift + network DDF``.
-"""
+"""Training the gland locator (the networks and how they locate: :mod:`napari_labelreg.nn.locator`)."""
 
 from __future__ import annotations
 

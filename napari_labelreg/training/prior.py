@@ -1,18 +1,4 @@
-"""Gland prior: the training population's mean deformation about the gland.
-
-Aligning the gland centroids leaves a residual that is partly the same in
-every subject: on ../shared/data/mrus_prostate the landmarks' offsets from the
-gland centroid are about a quarter smaller along one axis in TRUS than in MR,
-while the gland outline is not, which no affine captures without costing gland
-overlap.  The prior learns that common part once, image-independently: one
-smooth displacement field (world millimetres) over a cube centred on the fixed
-gland's centroid, trained by the registration network's own loss (multiscale
-Dice over all label pairs, plus its regulariser) on the training pairs from
-their true gland centroids.  The registration network then learns only what
-differs between subjects: its DDF is added to the prior's, in training (where
-the prior is sampled through the moving side's augmentation) and at
-registration time, where the fixed gland's centroid comes from the locator.
-"""
+"""Fitting the gland prior (the field itself, and why it exists: :mod:`napari_labelreg.nn.prior`)."""
 
 from __future__ import annotations
 
