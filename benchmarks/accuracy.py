@@ -22,14 +22,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from napari_labelreg.baselines import centroid
-from napari_labelreg.cli import build_parser, config_from_args
+from napari_labelreg.cli import build_parser, config_from_args, use_from_args
 from napari_labelreg.data import folder_pairs
 from napari_labelreg.evaluation import evaluate
-from napari_labelreg.inference import Registrator, identity_registration
+from napari_labelreg.pipeline.registrator import Registrator, identity_registration
 from napari_labelreg.io import list_folder_pairs
-from napari_labelreg.nn.networks import build_model
 from napari_labelreg.statistics import paired_wilcoxon
-from napari_labelreg.training.loop import train
+from napari_labelreg.pipeline.train import train
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mrus_prostate"
 
@@ -51,17 +50,19 @@ def main() -> None:
     # the training settings come from the CLI's own parser: the same options mean the same here
     cli = build_parser().parse_args(["train", "--data", args.data, "--out", args.out, "--geometry", "centred",
                                      "--minutes", str(args.minutes), "--checkpoint-every", "500", *training])
-    config = config_from_args(cli)
+    config, use = config_from_args(cli), use_from_args(cli)
     rank = int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 alone reports and evaluates
     print(json.dumps(config.to_dict()))
     t0 = time.time()
     last = None
-    for last in train(folder_pairs(args.data, train_names), config, args.out):
+    steps = {}
+    for last in train(folder_pairs(args.data, train_names), config, args.out, use=use):
+        steps[last.stage] = last.step
         if last.step % 100 == 0 and rank == 0:
-            print(f"step {last.step} loss {last.loss:.4f} ({last.elapsed_s / 60:.1f} min)", flush=True)
+            print(f"{last.stage} step {last.step} loss {last.loss:.4f} ({last.elapsed_s / 60:.1f} min)", flush=True)
     if rank != 0:
         return
-    print(f"trained {last.step} iterations in {(time.time() - t0) / 60:.1f} min")
+    print(f"trained {', '.join(f'{k} {n} steps' for k, n in steps.items())} in {(time.time() - t0) / 60:.1f} min")
 
     test = folder_pairs(args.data, test_names)
     reg = Registrator.from_run(args.out)
@@ -69,15 +70,14 @@ def main() -> None:
         "identity (centred)": evaluate(lambda q: identity_registration(q.moving, q.fixed, "centred"), test),
         "gland centroids (test labels)": evaluate(lambda q: centroid(q, "centred"), test),
     }
-    # what the network adds: the same start without it (an untrained network's DDF is zero)
-    untrained = build_model(config.model)
+    # what each stage adds: the stages before it alone (without the network: its weight 0)
     if reg.locator is not None:
-        alone = Registrator(untrained, replace(config, prior=0.0), locator=reg.locator)
+        alone = Registrator(reg.stages[:1], config, replace(reg.use, network_weight=0.0))
         rows["located glands alone"] = evaluate(alone.register_pair, test)
     if reg.prior is not None:
         alone = Registrator.from_run(args.out, network_weight=0.0)
         rows["located glands + prior alone"] = evaluate(alone.register_pair, test)
-    if config.network_weight != 1.0:  # the network's DDF in full, as trained
+    if reg.use.network_weight != 1.0:  # the network's DDF in full, as trained
         rows["network, weight 1"] = evaluate(Registrator.from_run(args.out, network_weight=1.0).register_pair, test)
     rows[f"network ({cli.preset})"] = evaluate(reg.register_pair, test)
     print(f"held-out pairs: {len(test)}")

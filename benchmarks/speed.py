@@ -23,14 +23,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from napari_labelreg.config import ModelConfig, TrainConfig
-from napari_labelreg.inference import Registrator
+from napari_labelreg.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_labelreg.pipeline.registrator import Registrator
+from napari_labelreg.pipeline.stages import Estimate, Refine
 from napari_labelreg.nn.device import fast_layout
 from napari_labelreg.nn.losses import MultiScaleDice, MultiScaleFilter
 from napari_labelreg.nn.networks import build_model
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
-from napari_labelreg.training.loop import Batcher, build_losses, compute_loss
+from napari_labelreg.training.refine import Batcher, build_losses, compute_loss
 
 FIXED, MOVING, SPACING = (48, 64, 48), (69, 69, 64), 1.5
 SCALES_MM = (0, 1, 2, 4, 8, 16, 32)  # the paper's; MONAI takes them in voxels
@@ -80,16 +81,17 @@ def main() -> None:
             head.weight.normal_(0, 1e-3)
     model.eval()
     config = TrainConfig(model=ModelConfig(width=args.width), geometry="centred")
-    fast = Registrator(model, config, "cpu", "bf16")
-    ref = Registrator(build_model(config.model).eval(), config, "cpu", "fp32")
-    ref.model.load_state_dict(model.state_dict())
+    reference = build_model(config.model).eval()
+    reference.load_state_dict(model.state_dict())
+    fast = Registrator([Refine(model=model)], config, InferenceConfig(precision="bf16", device="cpu"))
+    ref = Registrator([Refine(model=reference)], config, InferenceConfig(precision="fp32", device="cpu"))
     pair = phantom.pair
     ddf_fast = fast.register_pair(pair).ddf_mm
     ddf_ref = ref.register_pair(pair).ddf_mm
     result["ddf_max_abs_diff_mm_bf16_vs_fp32"] = float(np.abs(ddf_fast - ddf_ref).max())
     result["ddf_max_abs_mm"] = float(np.abs(ddf_ref).max())
-    matrix = np.eye(4)
-    ours_infer = timed(lambda: fast.network_ddf(pair.moving, pair.fixed, matrix), args.repeats)
+    start = Estimate.start(pair.moving, pair.fixed, "centred", None)
+    ours_infer = timed(lambda: fast.stages[-1].apply(pair.moving, pair.fixed, start, fast.use), args.repeats)
     m_net, m_warp, m_msloss, m_bending = monai_parts(args.width)
     m_net.eval()
     x = torch.randn(1, 2, *FIXED)

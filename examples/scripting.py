@@ -23,7 +23,7 @@ import numpy as np
 from napari_labelreg import api, metrics
 from napari_labelreg.demo import DEMO_CONFIG, PHANTOM
 from napari_labelreg.phantom import make_phantom
-from napari_labelreg.training.loop import train
+from napari_labelreg.pipeline.train import train
 
 
 def main() -> None:

@@ -139,7 +139,7 @@ class AnnotationSession:
     def propose_fixed(self, registrator) -> np.ndarray:
         """Model-assisted annotation: the selected MR mask warped onto the TRUS (thresholded at 0.5).
 
-        ``registrator`` is a trained :class:`~napari_labelreg.inference.Registrator`;
+        ``registrator`` is a trained :class:`~napari_labelreg.pipeline.registrator.Registrator`;
         the pair's recorded initial correspondence is used.  The proposal is
         not saved: the annotator accepts, corrects or rejects it.
         """

@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 from .geometry import Grid
-from .inference import Registration, Registrator
+from .pipeline.registrator import Registration, Registrator
 from .io import Volume, load_volume
 
 __all__ = ["Registration", "Registrator", "load_model", "register", "as_volume"]

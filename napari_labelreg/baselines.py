@@ -16,7 +16,7 @@ import numpy as np
 
 from . import metrics
 from .geometry import fixed_to_moving, warp
-from .inference import Registration
+from .pipeline.registrator import Registration
 from .io import Pair
 
 METHODS = ("centroid", "ffd-nmi", "ffd-ncc", "ffd-ssd")

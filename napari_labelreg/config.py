@@ -95,21 +95,14 @@ class TrainConfig:
     # image, their glands being the only label pair (volume centres aligned): inter-subject examples
     # of finding and aligning the gland.  0 = the paper (intra-subject pairs only)
     cross_subject: float = 0.0
-    # share of the budget spent first on a gland locator (see training/locator.py); > 0: the registration
-    # network starts from the gland centroids: true ones in training, located ones at test time.
-    # With an iterations budget, the locator takes locator * iterations steps before them.  0 = the paper
+    # The registration's stages (pipeline/stages.py) and their shares of the budget, steps or minutes alike;
+    # the network (Refine) has the rest.  locator > 0: a Locate stage first (the gland segmenters), and the
+    # network starts from the gland centroids: true ones in training, located ones at registration.
+    # prior > 0: a Prior stage after it, the training pairs' mean deformation about the gland centroid, learnt
+    # image-independently by the same loss, to which the network adds its DDF (it needs the located gland).
+    # 0 and 0 = the paper: one stage
     locator: float = 0.0
-    # share of the budget, after the locator's, spent on a gland prior (see training/prior.py): the training
-    # pairs' mean deformation about the gland centroid, learnt image-independently by the same loss; the
-    # registration network adds its DDF to it.  Needs a locator (the prior sits on the fixed gland's centroid).
-    # With an iterations budget, the prior takes prior * iterations steps.  0 = the paper
     prior: float = 0.0
-    # registration: the network's DDF enters scaled by this weight (the located shift and the prior in full);
-    # training is unaffected.  0.5 is the plain average of the population's prior and the subject-specific
-    # network on top of it: on 66 training pairs the network's interior deformation helps some pairs and
-    # harms others, and the average kept most of its gains at less of its cost (benchmarks/README.md, HISTORY.md).
-    # 1 = the paper
-    network_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _choice("precision", self.precision, PRECISIONS)
@@ -129,13 +122,22 @@ class TrainConfig:
             raise ValueError("a gland prior needs a gland locator (locator > 0): it sits on the located gland")
         if not 0.0 <= self.cross_subject <= 1.0:
             raise ValueError(f"cross_subject must be a fraction in [0, 1], got {self.cross_subject}")
-        if not 0.0 <= self.network_weight <= 1.0:
-            raise ValueError(f"network_weight must be in [0, 1], got {self.network_weight}")
         if self.spacing_mm is not None and self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def stage_budgets(self) -> dict[str, tuple[int | None, float | None]]:
+        """``{stage: (steps, seconds)}`` in training order: each stage's share of the iterations (the
+        network takes what the others leave, so they add up) and of the minutes."""
+        shares = {k: v for k, v in (("locate", self.locator), ("prior", self.prior)) if v}
+        shares["refine"] = 1.0 - self.locator - self.prior
+        steps = dict.fromkeys(shares)
+        if self.iterations:
+            steps = {k: round(v * self.iterations) for k, v in shares.items()}
+            steps["refine"] = self.iterations - sum(n for k, n in steps.items() if k != "refine")
+        return {k: (steps[k], None if self.minutes is None else 60.0 * self.minutes * v) for k, v in shares.items()}
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
@@ -172,6 +174,31 @@ def _without_removed_settings(data: dict) -> dict:
     return data
 
 
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a trained run registers: what a run records it was trained to be used with, and the machine's choices.
+
+    ``network_weight``: the network's DDF enters scaled by it (the located shift and the gland prior in full).
+    0.5 is the plain average of the population's prior and the subject-specific network on top of it: on 66
+    training pairs the network's interior deformation helps some pairs and harms others, and the average kept
+    most of its gains at less of its cost (benchmarks/README.md).  1 = the paper.  ``precision``: bf16
+    autocast (fast, within 0.01 mm of fp32) or fp32.  ``device``: None picks CUDA when there is one.
+    """
+
+    network_weight: float = 1.0
+    precision: str = "bf16"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        _choice("precision", self.precision, PRECISIONS)
+        if not 0.0 <= self.network_weight <= 1.0:
+            raise ValueError(f"network_weight must be in [0, 1], got {self.network_weight}")
+
+    def to_dict(self) -> dict:
+        """What a run records: the weight (the precision and device are the registering machine's)."""
+        return {"network_weight": self.network_weight}
+
+
 def _choice(name: str, value: str, options: tuple[str, ...]) -> None:
     if value not in options:
         raise ValueError(f"{name} must be one of {options}, got {value!r}")
@@ -185,13 +212,17 @@ PRESETS: dict[str, TrainConfig] = {
     # a drawn image pair in the loss instead of one, wider affine augmentation (10 degrees, 10%
     # scaling), half the minibatch entries pairing two subjects by their glands, 30% of the budget
     # for a gland locator that starts the registration from the located glands' centroids, 5% for
-    # a gland prior, the training pairs' mean deformation about the gland, under the network's, a
-    # penalty on folding (a run fell into a folded field without it), and registration
-    # with half the network's DDF on top of the prior.
+    # a gland prior, the training pairs' mean deformation about the gland, under the network's, and a
+    # penalty on folding (a run fell into a folded field without it); registration with half the
+    # network's DDF on top of the prior (USE below).
     "cpu": TrainConfig(model=ModelConfig(width=16), spacing_mm=3.0, learning_rate=3e-4, schedule="cosine",
-                       label_sampling="all", cross_subject=0.5, locator=0.3, prior=0.05, network_weight=0.5,
+                       label_sampling="all", cross_subject=0.5, locator=0.3, prior=0.05,
                        loss=LossConfig(folding=1.0), augment=AugmentConfig(rotation_deg=10.0, scale=0.1, shear=0.05)),
 }
+
+
+# what a run of each preset records it is to be used with
+USE: dict[str, InferenceConfig] = {"paper": InferenceConfig(), "cpu": InferenceConfig(network_weight=0.5)}
 
 
 def preset(name: str, **overrides) -> TrainConfig:

@@ -36,11 +36,11 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
 
     from . import io
     from .evaluation import score
-    from .inference import Registrator, identity_registration
+    from .pipeline.registrator import Registrator, identity_registration
     from .jobs import export_registration
-    from .nn.checkpoint import CHECKPOINT
+    from .pipeline.checkpoint import CHECKPOINT
     from .phantom import make_phantom
-    from .training.loop import train
+    from .pipeline.train import train
 
     config = replace(DEMO_CONFIG, iterations=iterations)
     pairs = [make_phantom(seed, **PHANTOM).pair for seed in range(train_pairs)]

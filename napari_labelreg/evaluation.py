@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .inference import Registration
+from .pipeline.registrator import Registration
 from .io import Pair
 
 
@@ -51,12 +51,10 @@ def summary(results: pd.DataFrame, columns=("tre_mm", "tre_all_mm", "dice")) -> 
     return pd.DataFrame({c: metrics.percentiles(results[c]) for c in columns}).T
 
 
-def validator(pairs: list[Pair], device: str | None = None):
-    """A training validator: median landmark TRE and gland Dice of the model on ``pairs``."""
-    from .inference import Registrator
+def validator(pairs: list[Pair]):
+    """A training validator: median landmark TRE and gland Dice of a run's stages (a Registrator) on ``pairs``."""
 
-    def validate(model, config, locator=None, prior=None) -> dict[str, float]:
-        registrator = Registrator(model, config, device, config.precision, locator, prior)
+    def validate(registrator) -> dict[str, float]:
         frame = evaluate(registrator.register_pair, pairs)
         return {"val_tre_mm": float(frame.tre_mm.median()), "val_dice": float(frame.dice.median())}
 
@@ -65,6 +63,6 @@ def validator(pairs: list[Pair], device: str | None = None):
 
 def evaluate_run(run_dir, pairs: list[Pair]) -> pd.DataFrame:
     """Per-pair scores of the model in ``run_dir`` on ``pairs``."""
-    from .inference import Registrator
+    from .pipeline.registrator import Registrator
 
     return evaluate(Registrator.from_run(run_dir).register_pair, pairs)

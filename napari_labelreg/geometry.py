@@ -169,6 +169,16 @@ def sample(volume: np.ndarray, coordinates: np.ndarray, *, order: int = 1) -> np
     return map_coordinates(np.asarray(volume, np.float32), moved, order=order, mode="grid-constant", cval=0.0)
 
 
+def resample_field(field: np.ndarray, fixed_to_net: np.ndarray, shape) -> np.ndarray:
+    """Trilinearly resample a vector field ``(*net, 3)`` onto a ``shape`` grid; edges clamped."""
+    from scipy.ndimage import map_coordinates
+
+    coords = np.moveaxis(apply_affine(fixed_to_net, voxel_coordinates(tuple(shape))), -1, 0)
+    return np.stack(
+        [map_coordinates(field[..., c], coords, order=1, mode="nearest") for c in range(3)], axis=-1
+    )
+
+
 def warp(
     volume: np.ndarray,
     fixed: Grid,

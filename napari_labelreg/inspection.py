@@ -16,7 +16,7 @@ import numpy as np
 from . import metrics
 from .evaluation import score
 from .geometry import ddf_mm_to_voxels
-from .inference import Registration, Registrator
+from .pipeline.registrator import Registration, Registrator
 from .io import Pair
 
 

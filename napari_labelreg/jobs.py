@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .config import TrainConfig
+from .config import InferenceConfig, TrainConfig
 from .io import DataError, Pair, save_ddf, save_volume
 
 
@@ -45,21 +45,22 @@ def db_training_pairs(db_path, *, types: Sequence[str] | None = None, verified_o
     return pairs, subjects
 
 
-def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, types=None, verified_only=False,
-                 validation_fraction: float = 0.0, resume: bool = False, device: str | None = None,
-                 validate_every: int = 50, stop=None) -> Iterator:
+def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, use: InferenceConfig | None = None,
+                 types=None, verified_only=False, validation_fraction: float = 0.0, resume: bool = False,
+                 device: str | None = None, validate_every: int = 50, stop=None) -> Iterator:
     """Train from a database with an optional subject-level validation split; yields Progress.
 
-    ``stop`` (a ``threading.Event``) ends the run after the current step; the
-    run's checkpoint is written before this generator returns.
+    ``use``: what the run records it is to be registered with (see :class:`Trainer`).  ``stop`` (a
+    ``threading.Event``) ends the run after the current step; the run's checkpoint is written before
+    this generator returns.
     """
     from .evaluation import validator
-    from .training.loop import Trainer
+    from .pipeline.train import Trainer
 
     pairs, subjects = db_training_pairs(db_path, types=types, verified_only=verified_only)
     train, val = split_validation(pairs, subjects, validation_fraction, config.seed)
-    trainer = Trainer(train, config, out_dir, resume=resume, device=device,
-                      validator=validator(val, device) if val else None, validate_every=validate_every)
+    trainer = Trainer(train, config, out_dir, use=use, resume=resume, device=device,
+                      validator=validator(val) if val else None, validate_every=validate_every)
     run = iter(trainer)
     try:
         for progress in run:
@@ -70,25 +71,14 @@ def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, ty
         run.close()  # writes the checkpoint now, in this thread
 
 
-PHASES = ("locator", "prior", "registration")  # the order a run trains its parts in
-
-
 def overall_fraction(progress, config: TrainConfig) -> float:
-    """How much of the whole budget (gland locator, prior and registration together) ``progress`` has used, in [0, 1].
-
-    With an iterations budget the locator and prior take their shares of the iterations as
-    steps before the registration's ``iterations`` steps; with a minutes budget every phase
-    takes its share of the minutes.
-    """
-    shares = {"locator": config.locator, "prior": config.prior}
+    """How much of the whole run's budget (all its stages) ``progress`` has used, in [0, 1]."""
+    budgets = config.stage_budgets()
+    before = list(budgets)[: list(budgets).index(progress.stage)]
     if config.iterations:
-        steps = {phase: round(share * config.iterations) for phase, share in shares.items()}
-        steps["registration"] = config.iterations
-        before = sum(steps[p] for p in PHASES[: PHASES.index(progress.phase)])
-        return min(1.0, (before + progress.step) / sum(steps.values()))
-    shares["registration"] = 1.0 - config.locator - config.prior
-    before = sum(shares[p] for p in PHASES[: PHASES.index(progress.phase)])
-    return min(1.0, before + progress.elapsed_s / (60.0 * config.minutes))
+        return min(1.0, (sum(budgets[s][0] for s in before) + progress.step) / config.iterations)
+    seconds = sum(budgets[s][1] for s in before) + progress.elapsed_s
+    return min(1.0, seconds / (60.0 * config.minutes))
 
 
 DDF_FILE, WARPED_FILE, WARPED_LABELS_FILE = "ddf.nii.gz", "warped.nii.gz", "warped_labels.nii.gz"

@@ -45,7 +45,7 @@ def trained_run(tmp_path_factory):
     """A tiny network trained for two steps on phantoms: enough to run registration end to end."""
     from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
     from napari_labelreg.phantom import make_phantom
-    from napari_labelreg.training.loop import train
+    from napari_labelreg.pipeline.train import train
 
     run = tmp_path_factory.mktemp("model")
     cfg = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=2, learning_rate=1e-4,

@@ -15,7 +15,8 @@ import torch.distributed as dist
 
 from napari_labelreg.config import ModelConfig, TrainConfig
 from napari_labelreg.phantom import make_phantom
-from napari_labelreg.training.loop import Trainer
+from napari_labelreg.pipeline.train import Trainer
+from napari_labelreg.training.refine import Batcher
 
 
 def setup(mode: str | None = None) -> tuple[list, TrainConfig]:
@@ -34,12 +35,13 @@ if __name__ == "__main__":
     out = Path(sys.argv[1])
     pairs, config = setup(sys.argv[2] if len(sys.argv) > 2 else None)
     trainer = Trainer(pairs, config, out / "run")
-    first_batch = trainer.batcher(0)[0]
+    first_batch = Batcher(trainer.data.prepared, config, trainer.device, trainer.rank)(0)[0]
     if sys.argv[2:] == ["minutes"] and dist.get_rank() == 1:
         time.sleep(0.5)
     for _ in trainer:
         pass
-    locator = trainer.locator.state_dict() if trainer.locator is not None else {}
-    torch.save({"model": trainer.model.state_dict(), "step": trainer.step, "world": dist.get_world_size(),
+    locate = trainer.stage("locate")
+    locator = locate.locator.state_dict() if locate is not None else {}
+    torch.save({"model": trainer.stages[-1].model.state_dict(), "step": trainer.step, "world": dist.get_world_size(),
                 "first_batch": first_batch, "locator": locator}, out / f"rank{dist.get_rank()}.pt")
     dist.destroy_process_group()

@@ -6,7 +6,7 @@ import pytest
 from napari_labelreg import api
 from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
 from napari_labelreg.phantom import make_phantom
-from napari_labelreg.training.loop import train
+from napari_labelreg.pipeline.train import train
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,15 @@
 """Checkpoint formats: what an older file becomes, and what is refused by name."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from napari_labelreg.io import DataError
-from napari_labelreg.nn.checkpoint import FORMAT, load_checkpoint
+from napari_labelreg.pipeline.checkpoint import FORMAT, load_checkpoint
+
+OLD = Path(__file__).parent / "data" / "format2" / "paper.pt"  # format 2, made before the stages (test_stages.py)
 
 
 def rewrite(source, target, change):
@@ -22,15 +26,15 @@ def as_format_1(state, members=1, elastic=0.0):
     state["config"]["augment"].update(elastic_mm=elastic, elastic_grid_mm=20.0)
 
 
-def test_a_format_1_checkpoint_loads_and_registers_exactly_as_it_did(trained_run, tmp_path):
-    from napari_labelreg.inference import Registrator
+def test_a_format_1_checkpoint_loads_and_registers_exactly_as_it_did(tmp_path):
+    from napari_labelreg.pipeline.registrator import Registrator
     from napari_labelreg.phantom import make_phantom
 
-    old = rewrite(trained_run / "checkpoint.pt", tmp_path / "old.pt", as_format_1)
+    old = rewrite(OLD, tmp_path / "old.pt", as_format_1)
     state = load_checkpoint(old)
-    assert state["format"] == FORMAT == 2 and not hasattr(state["config"], "members")
+    assert state["format"] == FORMAT == 3 and not hasattr(state["config"], "members")
     pair = make_phantom(7).pair
-    now = Registrator.from_run(trained_run, precision="fp32").register_pair(pair, geometry="centred").ddf_mm
+    now = Registrator.from_run(OLD, precision="fp32").register_pair(pair, geometry="centred").ddf_mm
     before = Registrator.from_run(old, precision="fp32").register_pair(pair, geometry="centred").ddf_mm
     np.testing.assert_array_equal(before, now)
 
@@ -39,24 +43,24 @@ def test_a_format_1_checkpoint_loads_and_registers_exactly_as_it_did(trained_run
     (lambda s: as_format_1(s, members=3), "--members (averaged networks) = 3"),
     (lambda s: as_format_1(s, elastic=2.0), "--elastic (elastic augmentation) = 2.0"),
     (lambda s: s["extra"].update(members=[s["model"]]), "run of averaged networks (--members)"),
-    (lambda s: s.update(format=7), "checkpoint format 7; this napari-labelreg reads formats 1, 2"),
+    (lambda s: s.update(format=7), "checkpoint format 7; this napari-labelreg reads formats 1, 2, 3"),
+    (lambda s: s.pop("model"), "checkpoint format 2: 'model'"),
     (lambda s: s.pop("config"), "not a napari-labelreg checkpoint"),
 ])
-def test_checkpoints_this_version_cannot_use_are_refused_in_one_line_naming_why(trained_run, tmp_path, change,
-                                                                                  words):
-    path = rewrite(trained_run / "checkpoint.pt", tmp_path / "run.pt", change)
+def test_checkpoints_this_version_cannot_use_are_refused_in_one_line_naming_why(tmp_path, change, words):
+    path = rewrite(OLD, tmp_path / "run.pt", change)
     with pytest.raises(DataError) as refused:
         load_checkpoint(path)
     message = str(refused.value)
     assert message.startswith(str(path)) and words in message and "\n" not in message
 
 
-def test_the_cli_refuses_an_old_ensemble_run_in_one_line(trained_run, tmp_path, capsys):
+def test_the_cli_refuses_an_old_ensemble_run_in_one_line(tmp_path, capsys):
     from napari_labelreg.cli import main
 
     run = tmp_path / "run"
     run.mkdir()
-    rewrite(trained_run / "checkpoint.pt", run / "checkpoint.pt", lambda s: as_format_1(s, members=2))
+    rewrite(OLD, run / "checkpoint.pt", lambda s: as_format_1(s, members=2))
     from napari_labelreg.io import save_volume
     from napari_labelreg.phantom import make_phantom
 

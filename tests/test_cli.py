@@ -79,9 +79,10 @@ def test_train_resume_continues(trained, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     assert main(["train", "--data", str(data), "--out", str(copy), "--resume", "--iterations", "4"]) == 0
-    from napari_labelreg.nn.checkpoint import load_checkpoint
+    from napari_labelreg.pipeline.checkpoint import load_checkpoint
 
-    assert load_checkpoint(copy / "checkpoint.pt")["step"] == 4
+    # 4 steps in all: the trained locator is kept (its share would now be one step), the network has 3
+    assert load_checkpoint(copy / "checkpoint.pt")["stages"]["refine"]["step"] == 3
 
 
 def _break(data, how):
@@ -148,7 +149,8 @@ def test_db_commands_and_train_from_a_filtered_database(phantom_folder, tmp_path
     used = json.loads((run / "training_set.json").read_text())
     assert len(used) == 3 and all(len(v) == 1 and v[0].endswith(":gland") for v in used.values())
     out = capsys.readouterr().out
-    assert f"run in {run}: geometry centred" in out and "registration network 2 steps" in out
+    # 2 steps of the cpu preset: the locator's 30% is one, the prior's 5% none, the network has the other
+    assert f"run in {run}: geometry centred; stages locate 1 step, refine 1 step; network weight 0.5." in out
     assert f"next: napari-labelreg evaluate --model {run} --db {db}" in out
     # evaluate reads the database as train does, a subset of its pairs, and says they were trained on
     scores = tmp_path / "scores.csv"

@@ -35,7 +35,7 @@ def test_the_ranks_share_out_the_locators_sides_and_end_with_one_processs_locato
 
     from ddp_worker import setup
 
-    from napari_labelreg.training.loop import Trainer
+    from napari_labelreg.pipeline.train import Trainer
 
     worker = Path(__file__).with_name("ddp_worker.py")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29520",
@@ -50,11 +50,11 @@ def test_the_ranks_share_out_the_locators_sides_and_end_with_one_processs_locato
     torch.set_num_threads(1)
     try:
         alone = Trainer(pairs, config, tmp_path / "alone")
-        assert [r.phase for r in alone][:3] == ["locator", "locator", "registration"]
+        assert [r.stage for r in alone][:3] == ["locate", "locate", "refine"]
     finally:
         torch.set_num_threads(threads)
-    initial = Trainer(pairs, replace(config, iterations=1), tmp_path / "initial").locator.state_dict()
-    for name, value in alone.locator.state_dict().items():
+    initial = Trainer(pairs, replace(config, iterations=1), tmp_path / "initial").stage("locate").locator.state_dict()
+    for name, value in alone.stage("locate").locator.state_dict().items():
         assert torch.equal(ranks[0][name], ranks[1][name]), name
         torch.testing.assert_close(ranks[0][name], value, msg=name)
     changed = {name.split(".")[1] for name, value in initial.items()
@@ -69,5 +69,5 @@ def test_torchrun_runs_the_cli(phantom_folder, tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 2
+    assert state["stages"]["refine"]["step"] == 1  # of 2 steps in all, the cpu preset's locator takes one
     assert (tmp_path / "run" / "training_set.json").is_file()

@@ -40,7 +40,7 @@ def test_train_cancel_resume_and_stay_responsive(make_napari_viewer, qtbot, tiny
     from qtpy.QtCore import QTimer
 
     from napari_labelreg._widgets.train import PROGRESS_STEPS, TrainWidget
-    from napari_labelreg.nn.checkpoint import load_checkpoint
+    from napari_labelreg.pipeline.checkpoint import load_checkpoint
 
     viewer = make_napari_viewer()
     w = TrainWidget(viewer)
@@ -63,7 +63,7 @@ def test_train_cancel_resume_and_stay_responsive(make_napari_viewer, qtbot, tiny
     ticker.stop()
     print(f"\nGUI while training: {answered} of 100 timer ticks answered in 2 s")
     assert answered >= 10  # a GUI thread blocked by training answers none
-    stopped = load_checkpoint(out / "checkpoint.pt")["step"]
+    stopped = load_checkpoint(out / "checkpoint.pt")["stages"]["refine"]["step"]
     assert 3 <= stopped < 400
     assert w.outcome == "cancelled" and "Resume" in w.status.text()
     assert w.plot.series["loss"] and 0 < w.progress.value() < PROGRESS_STEPS
@@ -71,7 +71,7 @@ def test_train_cancel_resume_and_stay_responsive(make_napari_viewer, qtbot, tiny
     tiny_form(w, tiny_db, out, stopped + 2)
     w.start(resume=True)
     qtbot.waitUntil(lambda: w.worker is None, timeout=600_000)
-    assert load_checkpoint(out / "checkpoint.pt")["step"] == stopped + 2
+    assert load_checkpoint(out / "checkpoint.pt")["stages"]["refine"]["step"] == stopped + 2
     assert w.outcome == "finished" and w.progress.value() == PROGRESS_STEPS
     assert "finished" in w.status.text()
 
@@ -96,17 +96,18 @@ def test_a_filter_matching_nothing_fails_without_claiming_a_checkpoint(make_napa
 def test_whole_budget_progress_counts_the_locator_and_prior():
     from napari_labelreg.config import PRESETS
     from napari_labelreg.jobs import overall_fraction
-    from napari_labelreg.training.loop import Progress
+    from napari_labelreg.pipeline.stages import Progress
 
-    cfg = replace(PRESETS["cpu"], iterations=1000, minutes=None)  # locator 0.3, prior 0.05: 300 + 50 + 1000 steps
-    at = lambda phase, step: overall_fraction(Progress(step, None, 0, 0, 0, 0, 0, phase=phase), cfg)  # noqa: E731
-    assert at("locator", 150) == pytest.approx(150 / 1350)
-    assert at("prior", 50) == pytest.approx(350 / 1350)
-    assert at("registration", 1000) == pytest.approx(1.0)
-    timed = replace(cfg, iterations=None, minutes=10)  # shares of the minutes
-    prog = lambda phase, s: overall_fraction(Progress(1, None, 0, 0, 0, s, 0, phase=phase), timed)  # noqa: E731
-    assert prog("locator", 90) == pytest.approx(0.15)
-    assert prog("registration", 300) == pytest.approx(0.35 + 0.5)
+    cfg = replace(PRESETS["cpu"], iterations=1000, minutes=None)  # locator 0.3, prior 0.05: 300 + 50 + 650 steps
+    assert cfg.stage_budgets() == {"locate": (300, None), "prior": (50, None), "refine": (650, None)}
+    at = lambda stage, step: overall_fraction(Progress(step, None, 0, 0, 0, 0, 0, stage=stage), cfg)  # noqa: E731
+    assert at("locate", 150) == pytest.approx(0.15)
+    assert at("prior", 50) == pytest.approx(0.35)
+    assert at("refine", 325) == pytest.approx(0.675) and at("refine", 650) == pytest.approx(1.0)
+    timed = replace(cfg, iterations=None, minutes=10)  # shares of the minutes, as of the steps
+    prog = lambda stage, s: overall_fraction(Progress(1, None, 0, 0, 0, s, 0, stage=stage), timed)  # noqa: E731
+    assert prog("locate", 90) == pytest.approx(0.15)
+    assert prog("refine", 300) == pytest.approx(0.35 + 0.5)
 
 
 def test_the_train_form_describes_the_preset_with_its_budget(qtbot):

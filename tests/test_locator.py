@@ -6,19 +6,24 @@ import numpy as np
 import pytest
 import torch
 
-from napari_labelreg.config import ModelConfig, TrainConfig
+from pathlib import Path
+
+from napari_labelreg.config import InferenceConfig, ModelConfig, TrainConfig
+from napari_labelreg.pipeline.checkpoint import load_checkpoint
+from napari_labelreg.pipeline.stages import Locate, Refine
 from napari_labelreg.geometry import Grid, apply_affine, centroid_shift, fixed_to_moving, translation
-from napari_labelreg.inference import Registrator
+from napari_labelreg.pipeline.registrator import Registrator
 from napari_labelreg.io import DataError, Volume
 from napari_labelreg.metrics import centroid_mm
 from napari_labelreg.nn.networks import build_model
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.nn.grid import network_grid
-from napari_labelreg.nn.locator import GlandLocator, load_locator
+from napari_labelreg.nn.locator import GlandLocator
 from napari_labelreg.training.data import prepare_pairs
-from napari_labelreg.training.loop import Trainer
+from napari_labelreg.pipeline.train import Trainer
 
 TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)
+BEFORE = Path(__file__).parent / "data" / "format2"  # see test_stages.py
 
 
 def tilted_grid(shape, spacing, origin):
@@ -111,9 +116,8 @@ def test_registration_from_located_glands_adds_their_shift_to_the_ddf():
                  "fixed": centroid_mm(pair.fixed_labels[g], pair.fixed.grid)}
     locator = GlandLocator(width=4)
     locator.locate = lambda volume, side, precision="bf16": centroids[side]  # a perfect locator
-    with pytest.raises(ValueError, match="GlandLocator"):
-        Registrator(build_model(config.model), config)
-    result = Registrator(build_model(config.model), config, "cpu", "fp32", locator).register_pair(pair)
+    stages = [Locate(locator=locator), Refine(model=build_model(config.model))]
+    result = Registrator(stages, config, InferenceConfig(precision="fp32", device="cpu")).register_pair(pair)
     # a fresh network predicts a zero DDF: what is left is the gland-centroid alignment
     matrix = fixed_to_moving(pair.fixed.grid, pair.moving.grid, "centred")
     shift = centroid_shift(centroids["moving"], centroids["fixed"], pair.moving.grid, pair.fixed.grid, matrix)
@@ -126,26 +130,29 @@ def test_a_run_trains_its_locator_first_keeps_it_and_does_not_retrain_it_on_resu
     config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=4,
                          locator=0.5, checkpoint_every=100, precision="fp32")
     reports = list(Trainer(pairs, config, tmp_path))
-    assert [(r.phase, r.step) for r in reports] == [("locator", 1), ("locator", 2)] + [
-        ("registration", s) for s in range(1, 5)]
-    trained = load_locator(tmp_path / "checkpoint.pt")
-    resumed = Trainer(pairs, replace(config, iterations=6), tmp_path, resume=True)
-    assert resumed.located and [r.phase for r in resumed] == ["registration"] * 2
+    assert [(r.stage, r.step) for r in reports] == [("locate", 1), ("locate", 2), ("refine", 1), ("refine", 2)]
+    trained = Registrator.from_run(tmp_path).locator
+    # a larger budget: the locator is kept as it was (its share of 8 would be 4 steps), the network continues
+    resumed = Trainer(pairs, replace(config, iterations=8), tmp_path, resume=True)
+    assert [(r.stage, r.step) for r in resumed] == [("refine", 3), ("refine", 4)]
     for name, value in trained.state_dict().items():
-        torch.testing.assert_close(resumed.locator.state_dict()[name], value)
-    assert Registrator.from_run(tmp_path).locator is not None
+        torch.testing.assert_close(resumed.stage("locate").locator.state_dict()[name], value)
     with pytest.raises(ValueError, match="locator"):
         replace(config, locator=1.0)
-    # a checkpoint from before the cut grid: its locator keeps the whole grid, on loading and through a resume
-    assert trained.cut and resumed.locator.cut
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    del state["extra"]["locator_cut"]
-    torch.save(state, tmp_path / "checkpoint.pt")
-    assert not load_locator(tmp_path / "checkpoint.pt").cut
-    older = Trainer(pairs, replace(config, iterations=7), tmp_path, resume=True)
-    assert [r.phase for r in older] == ["registration"] and not older.locator.cut
-    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 7 and state["extra"]["locator_cut"] is False
+
+
+def test_a_locator_trained_before_the_cut_grid_keeps_the_whole_grid_through_loading_and_resume(tmp_path):
+    old = torch.load(BEFORE / "staged.pt", weights_only=True)
+    assert old["format"] == 2 and old["extra"]["locator_cut"] is True
+    del old["extra"]["locator_cut"]  # as written before the cut grid
+    torch.save(old, tmp_path / "checkpoint.pt")
+    assert not Registrator.from_run(tmp_path).locator.cut
+    pairs = [make_phantom(s, **TINY).pair for s in range(2)]
+    config = load_checkpoint(tmp_path / "checkpoint.pt")["config"]
+    resumed = Trainer(pairs, replace(config, iterations=config.iterations + 1), tmp_path, resume=True)
+    assert [r.stage for r in resumed] == ["refine"] and not resumed.stage("locate").locator.cut
+    state = load_checkpoint(tmp_path / "checkpoint.pt")["stages"]
+    assert state["refine"]["step"] == 5 and state["locate"]["config"]["cut"] is False
 
 
 def test_a_run_without_its_locator_is_refused_with_a_clear_error(tmp_path):
@@ -160,4 +167,4 @@ def test_a_run_without_its_locator_is_refused_with_a_clear_error(tmp_path):
 def test_a_locator_share_of_no_steps_ends_at_once(tmp_path):
     pairs = [make_phantom(0, **TINY).pair]
     config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.3)  # 0.3 steps
-    assert [r.phase for r in Trainer(pairs, config, tmp_path)] == ["registration"]
+    assert [r.stage for r in Trainer(pairs, config, tmp_path)] == ["refine"]

@@ -8,18 +8,22 @@ import torch
 
 from napari_labelreg.config import ModelConfig, TrainConfig
 from napari_labelreg.geometry import Grid, apply_affine, fixed_to_moving, voxel_coordinates
-from napari_labelreg.inference import Registrator
+from napari_labelreg.pipeline.registrator import Registrator
 from napari_labelreg.io import Pair, Volume
 from napari_labelreg.metrics import centroid_mm
-from napari_labelreg.nn.checkpoint import load_checkpoint
+from napari_labelreg.pipeline.checkpoint import load_checkpoint
 from napari_labelreg.nn.networks import build_model
 from napari_labelreg.nn.warp import moving_coordinates, transform_points
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
 from napari_labelreg.nn.locator import GlandLocator
-from napari_labelreg.training.loop import Batcher, Trainer, build_losses
+from napari_labelreg.pipeline.train import Trainer
+from napari_labelreg.training.refine import Batcher, build_losses
 from napari_labelreg.nn.prior import GlandPrior
-from napari_labelreg.training.prior import train_prior
+from napari_labelreg.training.prior import prior_optimizer, train_prior
+from napari_labelreg.training.schedule import Budget
+from napari_labelreg.config import InferenceConfig
+from napari_labelreg.pipeline.stages import Locate, Prior, Refine
 
 TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)
 
@@ -79,7 +83,7 @@ def test_the_prior_learns_a_landmark_displacement_shared_by_the_training_pairs()
     similarity, regulariser = build_losses(config, prepared[0].grid)
     prior = GlandPrior()
     losses = [loss for _, loss in train_prior(prior, prepared, similarity, regulariser, config.loss.weight,
-                                               seed=0, iterations=150, seconds=None, clock=lambda: 0.0)]
+                                               prior_optimizer(prior), Budget(150, None, lambda: 0.0), seed=0)]
     assert losses[-1] < losses[0] - 0.05
     cube = np.stack(np.meshgrid(*[np.arange(-3.0, 3.01, 1.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
     with torch.no_grad():
@@ -131,17 +135,26 @@ def perfect_locator(pair: Pair) -> tuple[GlandLocator, dict]:
     return locator, centroids
 
 
+FP32 = InferenceConfig(precision="fp32", device="cpu")
+
+
+def stages(locator=None, prior=None, model=None) -> list:
+    """The stages of the given parts, a fresh network last (its DDF is zero)."""
+    parts = [Locate(locator=locator)] if locator is not None else []
+    parts += [Prior(prior=prior)] if prior is not None else []
+    return [*parts, Refine(model=model if model is not None else build_model(ModelConfig(width=4)))]
+
+
 def test_registration_adds_the_prior_about_the_located_fixed_gland():
     pair = make_phantom(5, **TINY).pair
     config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=1, locator=0.25, prior=0.25)
     locator, centroids = perfect_locator(pair)
     prior = linear_prior(0.05)
-    with pytest.raises(ValueError, match="GlandPrior"):
-        Registrator(build_model(config.model), config, locator=locator)
-    result = Registrator(build_model(config.model), config, "cpu", "fp32", locator, prior).register_pair(pair)
+    with pytest.raises(ValueError, match="a Locate stage must come before it"):
+        Registrator(stages(prior=prior), config)
+    result = Registrator(stages(locator, prior), config, FP32).register_pair(pair)
     # a fresh network predicts zero: the DDF is the located glands' shift plus the prior about the fixed gland
-    without = Registrator(build_model(config.model), replace(config, prior=0.0), "cpu", "fp32", locator)
-    shift = without.register_pair(pair).ddf_mm
+    shift = Registrator(stages(locator), config, FP32).register_pair(pair).ddf_mm
     offsets = apply_affine(pair.fixed.grid.affine, voxel_coordinates(pair.fixed.grid.shape)) - centroids["fixed"]
     np.testing.assert_allclose(result.ddf_mm, shift + 0.05 * offsets, atol=1e-4)
     np.testing.assert_allclose(result.matrix, fixed_to_moving(pair.fixed.grid, pair.moving.grid, "centred"))
@@ -149,25 +162,25 @@ def test_registration_adds_the_prior_about_the_located_fixed_gland():
 
 def test_a_run_fits_its_prior_after_its_locator_keeps_it_and_resumes_as_if_uninterrupted(tmp_path):
     pairs = [make_phantom(s, **TINY).pair for s in range(2)]
-    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=4,
-                         locator=0.5, prior=0.25, checkpoint_every=100, precision="fp32")
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", learning_rate=1e-3, iterations=8,
+                         locator=0.25, prior=0.125, checkpoint_every=100, precision="fp32")
     reports = list(Trainer(pairs, config, tmp_path / "straight"))
-    assert [(r.phase, r.step) for r in reports] == [("locator", 1), ("locator", 2), ("prior", 1)] + [
-        ("registration", s) for s in range(1, 5)]
-    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    assert torch.count_nonzero(straight["extra"]["prior"]["field"]) > 0
-    # stopped after two registration steps, resumed: the prior is kept, not refitted, and the weights match
+    assert [(r.stage, r.step) for r in reports] == [("locate", 1), ("locate", 2), ("prior", 1)] + [
+        ("refine", s) for s in range(1, 6)]
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["stages"]
+    assert torch.count_nonzero(straight["prior"]["weights"]["field"]) > 0
+    # stopped after two network steps, resumed: the prior is kept, not refitted, and the weights match
     run = Trainer(pairs, config, tmp_path / "resumed")
     for report in run:
-        if report.phase == "registration" and report.step == 2:
+        if report.stage == "refine" and report.step == 2:
             break
     run.checkpoint()
     resumed = Trainer(pairs, config, tmp_path / "resumed", resume=True)
-    assert [r.phase for r in resumed] == ["registration"] * 2
-    state = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
-    torch.testing.assert_close(state["extra"]["prior"]["field"], straight["extra"]["prior"]["field"])
-    for key, value in straight["model"].items():
-        torch.testing.assert_close(state["model"][key], value, rtol=0, atol=0, msg=key)
+    assert [r.stage for r in resumed] == ["refine"] * 3
+    state = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["stages"]
+    torch.testing.assert_close(state["prior"]["weights"]["field"], straight["prior"]["weights"]["field"])
+    for key, value in straight["refine"]["weights"].items():
+        torch.testing.assert_close(state["refine"]["weights"][key], value, rtol=0, atol=0, msg=key)
     assert Registrator.from_run(tmp_path / "straight").prior is not None
 
 
@@ -187,31 +200,28 @@ def test_the_network_weight_scales_the_networks_ddf_over_the_located_glands_and_
         trained.heads["4"].bias.copy_(torch.tensor([0.7, -0.4, 0.3]))
     prior = linear_prior(0.05)
 
-    def ddf(cfg=config, **kwargs):
-        return Registrator(trained, cfg, "cpu", "fp32", locator, prior, **kwargs).register_pair(pair).ddf_mm
+    def ddf(weight=1.0):
+        use = replace(FP32, network_weight=weight)
+        return Registrator(stages(locator, prior, trained), config, use).register_pair(pair).ddf_mm
 
-    full, alone = ddf(), ddf(network_weight=0.0)
-    start = Registrator(build_model(config.model), config, "cpu", "fp32", locator, prior).register_pair(pair).ddf_mm
+    full, alone = ddf(), ddf(0.0)
+    start = Registrator(stages(locator, prior), config, FP32).register_pair(pair).ddf_mm
     np.testing.assert_allclose(alone, start, atol=1e-5)  # weight 0: the located shift and the prior alone
     assert np.abs(full - alone).max() > 0.5
-    # the run's weight unless told otherwise: the network's part of the DDF scaled, the rest in full
-    np.testing.assert_allclose(ddf(replace(config, network_weight=0.25)), alone + 0.25 * (full - alone), atol=1e-5)
-    np.testing.assert_allclose(ddf(replace(config, network_weight=0.25), network_weight=1.0), full, atol=1e-6)
+    np.testing.assert_allclose(ddf(0.25), alone + 0.25 * (full - alone), atol=1e-5)  # only the network's part
     with pytest.raises(ValueError, match="no gland locator"):
-        Registrator(trained, TrainConfig(model=config.model, iterations=1), network_weight=0.0)
+        Registrator(stages(model=trained), config, replace(FP32, network_weight=0.0))
     for bad in (-0.1, 1.5):
         with pytest.raises(ValueError, match="network_weight"):
-            TrainConfig(iterations=1, network_weight=bad)
-        with pytest.raises(ValueError, match="network_weight"):
-            ddf(network_weight=bad)
+            InferenceConfig(network_weight=bad)
 
 
 def test_validation_during_training_registers_through_the_locator_and_prior(tmp_path):
     from napari_labelreg.evaluation import validator
 
     pairs = [make_phantom(s, **TINY).pair for s in range(2)]
-    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=2, locator=0.5, prior=0.5 - 1e-9,
+    config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=4, locator=0.25, prior=0.25,
                          checkpoint_every=100, precision="fp32")
     reports = list(Trainer(pairs, config, tmp_path, validator=validator(pairs[:1]), validate_every=1))
-    assert [r.phase for r in reports] == ["locator", "prior", "registration", "registration"]
+    assert [r.stage for r in reports] == ["locate", "prior", "refine", "refine"]
     assert all(np.isfinite(r.val_tre_mm) and 0.0 <= r.val_dice <= 1.0 for r in reports[2:])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from napari_labelreg.cli import main
-from napari_labelreg.inference import Registration
+from napari_labelreg.pipeline.registrator import Registration
 from napari_labelreg.inspection import inspection_layers
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.statistics import paired_wilcoxon, summary_table
@@ -91,7 +91,7 @@ def test_centroid_baseline_improves_and_ffd_runs_on_a_phantom():
     pytest.importorskip("SimpleITK")
     from napari_labelreg.baselines import run_baseline
     from napari_labelreg.evaluation import score
-    from napari_labelreg.inference import identity_registration
+    from napari_labelreg.pipeline.registrator import identity_registration
 
     pair = make_phantom(6, translation_mm=5.0).pair
     before = score(identity_registration(pair.moving, pair.fixed, "centred"), pair)

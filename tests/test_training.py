@@ -9,11 +9,12 @@ import torch
 from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
 from napari_labelreg.geometry import Grid, ddf_mm_to_voxels
 from napari_labelreg.io import DataError
-from napari_labelreg.nn.checkpoint import load_checkpoint, load_model
+from napari_labelreg.pipeline.checkpoint import load_checkpoint
 from napari_labelreg.nn.warp import moving_coordinates, sample
 from napari_labelreg.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
-from napari_labelreg.training.loop import build_losses, train
+from napari_labelreg.pipeline.train import train
+from napari_labelreg.training.refine import build_losses
 from napari_labelreg.training.sampling import affine_matrix, draw_affine, draw_quartets, step_generator
 
 TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)
@@ -65,9 +66,10 @@ def test_resume_gives_the_same_next_step_as_an_uninterrupted_run(tmp_path):
     list(train(pairs, tiny_config(iterations=3), tmp_path / "resumed", resume=True))
     a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    a, b = a["stages"]["refine"], b["stages"]["refine"]
     assert a["step"] == b["step"] == 3
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    for key, value in a["weights"].items():
+        assert torch.equal(value, b["weights"][key]), key
 
 
 @pytest.mark.parametrize("prefilter", [False, True])
@@ -75,7 +77,7 @@ def test_all_labels_is_the_exact_mean_of_the_one_label_losses(prefilter):
     from napari_labelreg.config import LossConfig
     from napari_labelreg.nn.networks import build_model
     from napari_labelreg.training.data import prepare_pairs
-    from napari_labelreg.training.loop import Batcher, build_losses, compute_loss
+    from napari_labelreg.training.refine import Batcher, build_losses, compute_loss
 
     pair = make_phantom(3, **TINY).pair  # one pair: every draw picks it, with a random label
     assert pair.num_labels >= 3
@@ -103,10 +105,10 @@ def test_all_labels_is_the_exact_mean_of_the_one_label_losses(prefilter):
 
 
 def test_the_folding_weight_adds_the_folding_of_the_whole_ddf_to_the_loss():
-    from napari_labelreg.cli import build_parser, config_from_args
+    from napari_labelreg.cli import build_parser, config_from_args, use_from_args
     from napari_labelreg.config import PRESETS, LossConfig
     from napari_labelreg.nn.losses import folding
-    from napari_labelreg.training.loop import Batcher, compute_loss
+    from napari_labelreg.training.refine import Batcher, compute_loss
 
     prepared = prepare_pairs([make_phantom(3, **TINY).pair], "centred", None)
     cfg = tiny_config(batch_size=2, precision="fp32")
@@ -133,34 +135,37 @@ def test_the_folding_weight_adds_the_folding_of_the_whole_ddf_to_the_loss():
     assert PRESETS["cpu"].loss.folding == 1.0 and PRESETS["paper"].loss.folding == 0.0
     args = build_parser().parse_args(["train", "--data", "d", "--out", "o", "--folding", "0.3",
                                       "--network-weight", "0.5"])
-    assert config_from_args(args).loss.folding == 0.3 and config_from_args(args).network_weight == 0.5
+    assert config_from_args(args).loss.folding == 0.3 and use_from_args(args).network_weight == 0.5
     with pytest.raises(ValueError, match="folding"):
         LossConfig(folding=-1.0)
 
 
 def test_cosine_schedule_values_and_resume(tmp_path):
-    from napari_labelreg.training.loop import Trainer
+    from napari_labelreg.training.schedule import Budget, budgeted_steps, cosine
 
-    pairs = [make_phantom(s, **TINY).pair for s in range(2)]
-    trainer = Trainer(pairs, tiny_config(iterations=4, schedule="cosine", learning_rate=1e-3), tmp_path / "t")
-    rates = []
-    for step in range(5):
-        trainer.step = step
-        rates.append(trainer.learning_rate(0.0))
-    np.testing.assert_allclose(rates, 1e-3 * np.array([1, (1 + np.sqrt(0.5)) / 2, 0.5, (1 - np.sqrt(0.5)) / 2, 0]))
-    minutes = Trainer(pairs, tiny_config(iterations=None, minutes=2.0, schedule="cosine", learning_rate=1e-3),
-                      tmp_path / "m")
-    assert minutes.learning_rate(60.0) == pytest.approx(5e-4) and minutes.learning_rate(500.0) == 0.0
+    def rates(budget, start=0, clock_steps=None):
+        optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        out = []
+        for _ in budgeted_steps(optimizer, lambda used: cosine(1e-3, used), budget, start):
+            out.append(optimizer.param_groups[0]["lr"])
+        return out
+
+    np.testing.assert_allclose(rates(Budget(4, None, lambda: 0.0)),
+                               1e-3 * np.array([1, (1 + np.sqrt(0.5)) / 2, 0.5, (1 - np.sqrt(0.5)) / 2]))
+    np.testing.assert_allclose(rates(Budget(4, None, lambda: 0.0), start=2), 1e-3 * np.array([0.5, (1 - np.sqrt(0.5)) / 2]))
+    ticks = iter([0.0, 60.0, 500.0])  # the clock at the start, then before each step: 60 s of 120, then past the end
+    assert rates(Budget(None, 120.0, lambda: next(ticks))) == [pytest.approx(5e-4)]
     # interrupted after 2 of 4 steps and resumed: the same weights as straight through
+    pairs = [make_phantom(s, **TINY).pair for s in range(2)]
     list(train(pairs, tiny_config(iterations=4, schedule="cosine"), tmp_path / "straight"))
     run = train(pairs, tiny_config(iterations=4, schedule="cosine"), tmp_path / "resumed")
     next(run), next(run)
     run.close()
     list(train(pairs, tiny_config(iterations=4, schedule="cosine"), tmp_path / "resumed", resume=True))
-    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
-    for key, value in a["model"].items():
-        assert torch.equal(value, b["model"][key]), key
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["stages"]["refine"]["weights"]
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["stages"]["refine"]["weights"]
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
     with pytest.raises(ValueError, match="schedule"):
         tiny_config(schedule="linear")
 
@@ -172,9 +177,10 @@ def test_closing_the_generator_saves_a_usable_checkpoint(tmp_path):
     next(run)
     run.close()  # what a GUI's cancel does
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["step"] == 2
-    model, config = load_model(tmp_path / "checkpoint.pt")
-    assert not model.training and config.iterations == 50
+    assert state["stages"]["refine"]["step"] == 2 and state["config"].iterations == 50
+    from napari_labelreg.pipeline.registrator import Registrator
+
+    assert not Registrator.from_run(tmp_path).stages[-1].model.training
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
@@ -214,7 +220,7 @@ def test_network_fits_its_training_pairs(tmp_path):
     Measured in eval mode (BatchNorm running statistics), as at inference.
     """
     from napari_labelreg.evaluation import score
-    from napari_labelreg.inference import Registrator, identity_registration
+    from napari_labelreg.pipeline.registrator import Registrator, identity_registration
 
     phantoms = [make_phantom(s, amplitude_mm=2.0, translation_mm=5.0) for s in range(4)]
     cfg = tiny_config(iterations=120, learning_rate=1e-4, model=ModelConfig(width=8),
@@ -233,7 +239,7 @@ def test_network_fits_its_training_pairs(tmp_path):
 def test_cross_subject_entries_pair_one_subjects_fixed_gland_with_anothers_moving_gland():
     from napari_labelreg.geometry import fixed_to_moving
     from napari_labelreg.nn.grid import normalise
-    from napari_labelreg.training.loop import Batcher
+    from napari_labelreg.training.refine import Batcher
 
     # moving grids differ, so each pairing has its own centred matrix
     pairs = [make_phantom(s, fixed_shape=(16, 20, 12), moving_shape=shape, spacing=2.5).pair

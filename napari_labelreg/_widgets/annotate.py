@@ -430,7 +430,7 @@ class AnnotateWidget(QWidget):
             raise ValueError("give the run folder of a trained model first")
 
         def propose():
-            from ..inference import Registrator
+            from ..pipeline.registrator import Registrator
 
             return self.session.propose_fixed(Registrator.from_run(run))
 

@@ -25,16 +25,18 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..config import PRESETS, REGULARISERS, SIMILARITIES, VARIANTS, TrainConfig
+from ..config import PRESETS, REGULARISERS, SIMILARITIES, USE, VARIANTS, TrainConfig
 from ..database import LABEL_TYPES
 from ..jobs import overall_fraction, training_job
-from ..nn.checkpoint import CHECKPOINT, load_checkpoint
+from ..pipeline.checkpoint import CHECKPOINT, load_checkpoint
 from ..settings import load_settings
 from .plot import CurvePlot
 
 PROGRESS_STEPS = 1000  # the progress bar's resolution over the whole budget
 VALIDATIONS = 20  # validation points over a run's registration steps
 
+
+STAGE_NAMES = {"locate": "gland locator", "prior": "gland prior", "refine": "registration network"}
 
 class TrainWidget(QWidget):
     """Choose data, network and budget; Start, Cancel (keeps a checkpoint) or Resume."""
@@ -119,10 +121,11 @@ class TrainWidget(QWidget):
             if not db or not out:
                 raise ValueError("choose a database and an output folder")
             types = [t.strip() for t in self.types.text().split(",") if t.strip()] or None
-            config = self.config()
+            config, use = self.config(), USE[self.preset.currentText()]
             if resume and (Path(out) / CHECKPOINT).exists():
-                config = replace(load_checkpoint(Path(out) / CHECKPOINT)["config"],
-                                 iterations=config.iterations, minutes=config.minutes)
+                saved = load_checkpoint(Path(out) / CHECKPOINT)
+                config = replace(saved["config"], iterations=config.iterations, minutes=config.minutes)
+                use = saved["use"]
         except Exception as exc:  # noqa: BLE001
             show_error(str(exc))
             self.status.setText(str(exc))
@@ -132,7 +135,7 @@ class TrainWidget(QWidget):
         self._config, self.outcome, self.last_progress = config, "", None
         self._stop = threading.Event()
         job = thread_worker(training_job, progress=False, start_thread=False, connect={"errored": self._on_error})(
-            db, config, out, types=types, verified_only=self.verified_only.isChecked(),
+            db, config, out, use=use, types=types, verified_only=self.verified_only.isChecked(),
             validation_fraction=self.validation.value(), resume=resume, device=self.device.currentText(),
             validate_every=max(1, (config.iterations or 1000) // VALIDATIONS), stop=self._stop)
         job.yielded.connect(self._on_progress)
@@ -152,14 +155,14 @@ class TrainWidget(QWidget):
         self.last_progress = p
         self.progress.setValue(round(PROGRESS_STEPS * overall_fraction(p, self._config)))
         of = f"/{p.total}" if p.total else ""
-        if p.phase != "registration":  # the gland locator (and prior) train first; the curve is the registration's
-            self.status.setText(f"gland {p.phase}: step {p.step}{of}, loss {p.loss:.4f}")
+        if p.stage != "refine":  # the gland locator (and prior) train first; the curve is the network's
+            self.status.setText(f"{STAGE_NAMES[p.stage]}: step {p.step}{of}, loss {p.loss:.4f}")
             return
         self.plot.add("loss", p.step, p.loss)
         if p.val_dice is not None:
             self.plot.add("validation gland Dice", p.step, p.val_dice)
             self.plot.add("validation TRE (mm)", p.step, p.val_tre_mm)
-        self.status.setText(f"registration: step {p.step}{of}, loss {p.loss:.4f} ({p.step_s:.2f} s/step)")
+        self.status.setText(f"{STAGE_NAMES[p.stage]}: step {p.step}{of}, loss {p.loss:.4f} ({p.step_s:.2f} s/step)")
 
     def _on_error(self, exc: Exception) -> None:
         self.outcome = f"failed: {exc}"
@@ -174,12 +177,12 @@ class TrainWidget(QWidget):
             return
         if self._stop.is_set():
             self.outcome = "cancelled"
-            where = f"{p.phase} step {p.step}" if p else "before the first step"
+            where = f"{STAGE_NAMES[p.stage]} step {p.step}" if p else "before the first step"
             text = f"cancelled at {where}; checkpoint in {self.out_dir.text()}: Resume continues it"
         else:
             self.outcome = "finished"
             self.progress.setValue(PROGRESS_STEPS)
-            text = f"finished ({p.step if p else 0} registration steps); the model is in {self.out_dir.text()}"
+            text = f"finished ({p.step if p else 0} network steps); the model is in {self.out_dir.text()}"
         self.status.setText(text)
         show_info(f"training {text}")
 

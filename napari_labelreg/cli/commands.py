@@ -12,43 +12,43 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..io import DataError, atomic_write
-from .options import config_from_args, drive, given, open_db, training_pairs
+from .options import config_from_args, drive, given, open_db, training_pairs, use_from_args
 
 
 def cmd_train(args) -> None:
-    from ..nn.checkpoint import CHECKPOINT, load_checkpoint
-    from ..training.loop import launched_rank, train
+    from ..pipeline.checkpoint import CHECKPOINT, load_checkpoint
+    from ..pipeline.train import train
+    from ..training.distributed import launched_rank
 
-    config = config_from_args(args)
+    config, use = config_from_args(args), use_from_args(args)
     out = Path(args.out)
     if args.resume and (out / CHECKPOINT).exists():
-        saved = load_checkpoint(out / CHECKPOINT)["config"]
+        saved = load_checkpoint(out / CHECKPOINT)
         budget = given(iterations=args.iterations, minutes=args.minutes)
-        config = replace(saved, **budget)
+        config, use = replace(saved["config"], **budget), saved["use"]
     elif (out / CHECKPOINT).exists():
         raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     pairs = training_pairs(args)
     print(f"training {config.model.variant} (n0={config.model.width}) on {len(pairs)} pairs -> {out}")
-    reports = train(pairs, config, out, resume=args.resume, device=args.device)
+    reports = train(pairs, config, out, use=use, resume=args.resume, device=args.device)
     if launched_rank() != 0:  # under torchrun, rank 0 alone writes and reports
         for _ in reports:
             pass
         return
     listing = {p.name: list(p.label_names) or p.num_labels for p in pairs}
     atomic_write(out / "training_set.json", lambda tmp: Path(tmp).write_text(json.dumps(listing, indent=1)))
-    steps = drive(reports, config.iterations)
-    parts = ", ".join(f"{name} {steps[phase]} steps" for phase, name in
-                      (("locator", "gland locator"), ("prior", "gland prior"), ("registration", "registration network"))
-                      if phase in steps)
+    steps = drive(reports, config)
+    parts = ", ".join(f"{stage} {n} step{'s' * (n != 1)}" for stage, n in steps.items())
     source = f"--data {args.data}" if args.data else f"--db {args.db}"
-    print(f"run in {out}: geometry {config.geometry}; {parts or 'no steps'}; network weight {config.network_weight:g}.\n"
+    print(f"run in {out}: geometry {config.geometry}; stages {parts or 'with no steps'}; network weight "
+          f"{use.network_weight:g}.\n"
           f"next: napari-labelreg evaluate --model {out} {source} --out {out / 'results.csv'}  "
           f"(held-out pairs; this run trained on {len(pairs)}), or napari-labelreg register --model {out} ...")
 
 
 def cmd_register(args) -> None:
     from .. import io
-    from ..inference import Registrator
+    from ..pipeline.registrator import Registrator
     from ..jobs import export_registration
 
     reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
@@ -63,7 +63,7 @@ def cmd_evaluate(args) -> None:
     from tqdm import tqdm
 
     from ..evaluation import evaluate, summary
-    from ..inference import Registrator, identity_registration
+    from ..pipeline.registrator import Registrator, identity_registration
 
     names, load = _evaluation_pairs(args)
     if args.model:

@@ -6,14 +6,18 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from ..config import LABEL_SAMPLING, PRESETS, REGULARISERS, SCHEDULES, SIMILARITIES, VARIANTS, AugmentConfig, TrainConfig
+from ..config import (LABEL_SAMPLING, PRESETS, REGULARISERS, SCHEDULES, SIMILARITIES, USE, VARIANTS, AugmentConfig,
+                      InferenceConfig, TrainConfig)
 from ..database.schema import LABEL_TYPES
 from ..geometry import CONVENTIONS
 from ..io import DataError
 
 
 def preset_value(name: str, path: str):
+    """A preset's setting by its path: ``"model.width"`` of its TrainConfig, ``"use.network_weight"`` of its use."""
     value = PRESETS[name]
+    if path.startswith("use."):
+        value, path = USE[name], path[len("use."):]
     for part in path.split("."):
         value = getattr(value, part)
     return value
@@ -35,7 +39,7 @@ TRAINING_SETTINGS = {
     "translation": "augment.translation_mm", "iterations": "iterations",
     "minutes": "minutes", "batch_size": "batch_size", "lr": "learning_rate", "schedule": "schedule",
     "label_sampling": "label_sampling", "cross_subject": "cross_subject", "locator": "locator", "prior": "prior",
-    "network_weight": "network_weight", "spacing": "spacing_mm", "precision": "precision",
+    "network_weight": "use.network_weight", "spacing": "spacing_mm", "precision": "precision",
     "seed": "seed", "checkpoint_every": "checkpoint_every",
 }
 
@@ -60,8 +64,9 @@ def training_options(p: argparse.ArgumentParser) -> None:
            action=argparse.BooleanOptionalAction)
     g.add_argument("--no-augment", action="store_true", help="no random affine augmentation")
     option("--translation", "augmentation: translation range in mm, per image and axis", type=float)
-    option("--iterations", "budget in registration steps (the locator and prior add their shares of it)", type=int)
-    option("--minutes", "budget in wall-clock minutes (all parts together)", type=float)
+    option("--iterations", "budget in steps, all stages together (each takes its share, the network the rest)",
+           type=int)
+    option("--minutes", "budget in wall-clock minutes, all stages together (shared as the steps)", type=float)
     option("--batch-size", "image pairs per minibatch (per process under torchrun)", type=int)
     option("--lr", "Adam learning rate", type=float)
     option("--schedule", "learning rate over the budget", choices=SCHEDULES)
@@ -82,7 +87,7 @@ def training_options(p: argparse.ArgumentParser) -> None:
                    "(default auto)")
     g.add_argument("--geometry", choices=CONVENTIONS, default="world",
                    help="initial correspondence (default world; centred suits the mrus_prostate data)")
-    option("--checkpoint-every", "registration steps between checkpoints", type=int)
+    option("--checkpoint-every", "steps between checkpoints, in every stage (and one after each stage)", type=int)
 
 
 def config_from_args(args) -> TrainConfig:
@@ -105,9 +110,13 @@ def config_from_args(args) -> TrainConfig:
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
                    **given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
                             cross_subject=args.cross_subject, locator=args.locator, prior=args.prior,
-                            network_weight=args.network_weight,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
+
+
+def use_from_args(args) -> InferenceConfig:
+    """What the run records it is to be registered with: the preset's, with ``--network-weight``."""
+    return replace(USE[args.preset], **given(network_weight=args.network_weight))
 
 
 def given(**kwargs):
@@ -149,22 +158,19 @@ def open_db(path, must_exist: bool = True):
     return LabelDB.open(path)
 
 
-def drive(reports, total) -> dict[str, int]:
-    """Progress bars over ``reports``; returns the last step of each phase."""
+def drive(reports, config: TrainConfig) -> dict[str, int]:
+    """One progress bar over the whole budget, all stages; returns the last step of each stage."""
     from tqdm import tqdm
 
-    bar, phase, steps = None, None, {}
-    for r in reports:
-        steps[r.phase] = r.step
-        if r.phase != phase:  # the gland locator's and prior's steps come first, each with its own bar
-            if bar is not None:
-                bar.close()
-            phase = r.phase
-            bar = tqdm(total=r.total if r.phase != "registration" else total, unit="step", desc=phase,
-                       dynamic_ncols=True)
-        bar.n = r.step
-        bar.set_postfix(loss=f"{r.loss:.4f}", sim=f"{r.similarity:.4f}", reg=f"{r.regulariser:.4f}", refresh=False)
-        bar.refresh()
-    if bar is not None:
-        bar.close()
+    from ..jobs import overall_fraction
+
+    steps: dict[str, int] = {}
+    unit, total = ("step", config.iterations) if config.iterations else ("s", round(60 * config.minutes))
+    with tqdm(total=total, unit=unit, dynamic_ncols=True) as bar:
+        for r in reports:
+            steps[r.stage] = r.step
+            bar.set_description(r.stage, refresh=False)
+            bar.n = round(overall_fraction(r, config) * total)
+            bar.set_postfix(loss=f"{r.loss:.4f}", sim=f"{r.similarity:.4f}", reg=f"{r.regulariser:.4f}", refresh=False)
+            bar.refresh()
     return steps

@@ -49,7 +49,7 @@ def _pairs_and_subjects(args):
 
 
 def cmd_crossval(args) -> None:
-    from .options import config_from_args, drive
+    from .options import config_from_args, drive, use_from_args
     from ..evaluation import evaluate_run
     from ..statistics import box_plots, summary_table
     from ..training.crossval import collect, load_or_make_splits, run_fold
@@ -64,7 +64,8 @@ def cmd_crossval(args) -> None:
         if not 0 <= k < len(folds):
             raise DataError(f"--fold {k}: folds are numbered 0..{len(folds) - 1}")
         print(f"fold {k}: {len(folds[k])} test pairs, {len(pairs) - len(folds[k])} training pairs")
-        drive(run_fold(pairs, folds, k, config, out, evaluate=evaluate_run, device=args.device), config.iterations)
+        drive(run_fold(pairs, folds, k, config, out, use=use_from_args(args), evaluate=evaluate_run,
+                       device=args.device), config)
     results = collect(out)
     name = args.name or config.model.variant
     table = summary_table({name: results})

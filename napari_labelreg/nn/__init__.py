@@ -1,1 +1,1 @@
-"""Torch layer: warping, networks, losses and checkpoints."""
+"""Torch layer: warping, networks, the gland locator's and prior's models, losses."""

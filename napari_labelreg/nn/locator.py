@@ -19,8 +19,7 @@ import torch
 from torch import nn
 
 from ..geometry import Grid, apply_affine, centroid_shift
-from ..io import DataError, Volume
-from .checkpoint import load_checkpoint
+from ..io import Volume
 from .device import autocast, fast_layout
 from .grid import network_grid, normalise, to_network_grid
 from .networks import MULTIPLE, LocalNet
@@ -73,31 +72,6 @@ class GlandLocator(nn.Module):
         """``(shift_mm, fixed gland centroid mm)``: the start's translation and where the fixed gland is."""
         located = self.locate(moving, "moving", precision), self.locate(fixed, "fixed", precision)
         return centroid_shift(*located, moving.grid, fixed.grid, matrix), located[1]
-
-
-def load_locator(path, device: str | torch.device = "cpu") -> GlandLocator | None:
-    """The run's trained gland locator, in eval mode; None when the run has none.
-
-    A run configured with a locator whose checkpoint holds none (it stopped
-    during the locator's phase) is refused.  Checkpoints without the
-    ``locator_cut`` entry predate the cut grid: their locator keeps the whole one;
-    without ``locator_spacing_mm``, the locator worked on the network's grid.
-    """
-    return locator_from_state(load_checkpoint(path), path, device)
-
-
-def locator_from_state(state: dict, source, device: str | torch.device = "cpu") -> GlandLocator | None:
-    """:func:`load_locator` of a checkpoint already loaded from ``source`` (named in errors)."""
-    config = state["config"]
-    if not config.locator:
-        return None
-    if "locator" not in state["extra"]:
-        raise DataError(f"{source}: the run stopped before its gland locator was trained; resume it")
-    extra = state["extra"]
-    spacing = extra.get("locator_spacing_mm", config.spacing_mm or SPACING_MM)
-    locator = GlandLocator(config.model.width, spacing, extra.get("locator_cut", False))
-    locator.load_state_dict(extra["locator"])
-    return locator.to(device).eval()
 
 
 def on_locator_grid(volume: Volume, spacing_mm: float, label: np.ndarray | None = None, *, cut: bool):

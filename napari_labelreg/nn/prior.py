@@ -65,18 +65,3 @@ def grid_frame(grid: Grid, centroid_mm: np.ndarray, device=None) -> tuple[torch.
     to_voxels = np.linalg.inv(grid.affine[:3, :3]).T
     return (torch.as_tensor(offsets, dtype=torch.float32, device=device),
             torch.as_tensor(to_voxels, dtype=torch.float32, device=device))
-
-
-def prior_from_state(state: dict) -> GlandPrior | None:
-    """The checkpoint's trained prior; None when the run has none (or has not trained it yet)."""
-    saved = state["extra"].get("prior")
-    if saved is None:
-        return None
-    prior = GlandPrior(saved["half_width_mm"], saved["points"])
-    prior.load_state_dict({"field": saved["field"]})
-    return prior.eval()
-
-
-def prior_state(prior: GlandPrior) -> dict:
-    """What a checkpoint keeps of a trained prior."""
-    return {"field": prior.field.detach().clone(), "half_width_mm": prior.half_width_mm, "points": prior.points}

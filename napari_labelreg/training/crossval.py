@@ -16,10 +16,11 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import TrainConfig
+from ..config import InferenceConfig, TrainConfig
 from ..io import Pair, atomic_write
-from ..nn.checkpoint import CHECKPOINT
-from .loop import Progress, train
+from ..pipeline.checkpoint import CHECKPOINT
+from ..pipeline.stages import Progress
+from ..pipeline.train import train
 
 SPLITS = "splits.json"
 RESULTS = "results.csv"
@@ -64,7 +65,7 @@ def load_or_make_splits(out_dir: str | os.PathLike, subjects: dict[str, str], fo
 
 def run_fold(pairs: Sequence[Pair], folds: list[list[str]], fold: int, config: TrainConfig,
              out_dir: str | os.PathLike, *, evaluate: Callable[[str | os.PathLike, list[Pair]], pd.DataFrame],
-             device: str | None = None) -> Iterator[Progress]:
+             use: InferenceConfig | None = None, device: str | None = None) -> Iterator[Progress]:
     """Train on every fold but ``fold``, then ``evaluate(run_dir, held_out_pairs)`` into ``fold{k}/results.csv``.
 
     A fold with results is skipped; one with only a checkpoint (a killed job)
@@ -77,7 +78,8 @@ def run_fold(pairs: Sequence[Pair], folds: list[list[str]], fold: int, config: T
     if (run_dir / RESULTS).exists():
         return  # done already (e.g. by another job)
     resume = (run_dir / CHECKPOINT).exists()
-    yield from train(training, replace(config, seed=config.seed + fold), run_dir, resume=resume, device=device)
+    yield from train(training, replace(config, seed=config.seed + fold), run_dir, use=use, resume=resume,
+                     device=device)
     frame = evaluate(run_dir, testing)
     frame.insert(0, "fold", fold)
     atomic_write(run_dir / RESULTS, lambda tmp: frame.to_csv(tmp, index=False))

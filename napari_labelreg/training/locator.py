@@ -17,7 +17,7 @@ from ..nn.device import autocast, fast_layout
 from ..nn.locator import SIDES, GlandLocator, on_locator_grid
 from ..nn.warp import moving_coordinates, sample
 from .sampling import affine_matrix, draw_affine, step_generator
-from .schedule import budgeted_steps
+from .schedule import Budget, budgeted_steps, cosine
 
 LEARNING_RATE = 1e-3  # cosine-decayed over the locator's budget
 
@@ -63,27 +63,32 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (1 - dice).mean() + F.binary_cross_entropy_with_logits(logits, target)
 
 
-def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainConfig, *, iterations: int | None,
-                  seconds: float | None, clock, device: torch.device, rank: int = 0,
-                  world: int = 1) -> Iterator[tuple[int, float]]:
-    """Train the segmenters, one step each per iteration; yields ``(step, mean loss)``.
+def own_sides(rank: int = 0, world: int = 1) -> tuple[str, ...]:
+    """The segmenters this rank trains: both alone, one per rank under DDP (see :func:`train_locator`)."""
+    return SIDES if world == 1 else (SIDES[rank % 2],)
 
-    The budget is ``iterations`` or ``seconds`` of ``clock()`` (the caller's
-    clock, shared by all ranks under DDP so that they stop together).  Each
-    side draws from its own generator, a function of the seed and step only.
-    Under DDP the sides are shared out: rank r trains side r % 2 alone (ranks
-    of one side train it alike), about twice the steps per segmenter in the
-    same time, and the trained segmenters are then broadcast from ranks 0 and
-    1, so that every rank ends with the same locator as one process would
-    train in as many steps.  Batches are the run's effective size,
-    ``batch_size`` × ``world``.
+
+def locator_optimizer(locator: GlandLocator, rank: int = 0, world: int = 1) -> torch.optim.Optimizer:
+    return torch.optim.Adam([p for side in own_sides(rank, world) for p in locator.nets[side].parameters()],
+                            lr=LEARNING_RATE)
+
+
+def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainConfig, optimizer, budget: Budget, *,
+                  start: int = 0, device: torch.device, rank: int = 0, world: int = 1) -> Iterator[tuple[int, float]]:
+    """Train the segmenters from step ``start``, one step each per iteration; yields ``(step, mean loss)``.
+
+    ``optimizer``: :func:`locator_optimizer`'s (or its restored state).  Each side draws from its own
+    generator, a function of the seed and step only.  Under DDP the sides are shared out: rank r trains
+    side r % 2 alone (ranks of one side train it alike), about twice the steps per segmenter in the
+    same time, and the trained segmenters are then broadcast from ranks 0 and 1, so that every rank ends
+    with the same locator as one process would train in as many steps.  Batches are the run's effective
+    size, ``batch_size`` × ``world``.
     """
-    own = SIDES if world == 1 else (SIDES[rank % 2],)
+    own = own_sides(rank, world)
     batch = config.batch_size * world  # the run's effective batch, as the registration network's
     sides = {side: _side(pairs, side, locator.spacing_mm, locator.cut) for side in own}
     locator.to(device).train()
-    optimizer = torch.optim.Adam([p for side in own for p in locator.nets[side].parameters()], lr=LEARNING_RATE)
-    for step in budgeted_steps(optimizer, LEARNING_RATE, iterations, seconds, clock):
+    for step in budgeted_steps(optimizer, lambda used: cosine(LEARNING_RATE, used), budget, start):
         losses = []
         for side in own:
             x, y = _draw(sides[side], batch, config, step_generator(config.seed, SIDES.index(side), step))

@@ -1,9 +1,22 @@
-"""Budgets and the cosine learning-rate decay shared by the training phases."""
+"""Budgets and the learning-rate schedules shared by the stages' training."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable, Iterator
+
+
+@dataclass(frozen=True)
+class Budget:
+    """A stage's budget: ``iterations`` steps or ``seconds`` of ``clock()`` (either None; whichever ends first).
+
+    ``clock`` counts seconds from any origin; under DDP it is rank 0's, so that all ranks stop together.
+    """
+
+    iterations: int | None
+    seconds: float | None
+    clock: Callable[[], float]
 
 
 def budget_used(step: int, iterations: int | None, elapsed_s: float, seconds: float | None) -> float:
@@ -16,16 +29,19 @@ def cosine(rate: float, used: float) -> float:
     return rate * 0.5 * (1.0 + math.cos(math.pi * min(used, 1.0)))
 
 
-def budgeted_steps(optimizer, rate: float, iterations: int | None, seconds: float | None,
-                   clock: Callable[[], float]) -> Iterator[int]:
-    """Step numbers 0, 1, ... until ``iterations`` or ``seconds`` of ``clock()`` are used (a budget of 0: none),
-    the optimiser's rate set to :func:`cosine` of the budget used before each."""
-    step, start = 0, clock()
-    while iterations != 0 and seconds != 0:
-        used = budget_used(step, iterations, clock() - start, seconds)
+def budgeted_steps(optimizer, rate: Callable[[float], float], budget: Budget, start: int = 0) -> Iterator[int]:
+    """Step numbers ``start``, ``start + 1``, ... until the budget is used (a budget of 0: none), the
+    optimiser's rate set to ``rate(fraction of the budget used)`` before each.
+
+    The seconds count from this call: a resumed stage has its whole time budget again, its steps only
+    what is left of theirs.
+    """
+    step, origin = start, budget.clock()
+    while budget.iterations != 0 and budget.seconds != 0:
+        used = budget_used(step, budget.iterations, budget.clock() - origin, budget.seconds)
         if used >= 1.0:
             return
         for group in optimizer.param_groups:
-            group["lr"] = cosine(rate, used)
+            group["lr"] = rate(used)
         yield step
         step += 1

@@ -1,0 +1,118 @@
+"""Registering a pair with a trained run: its stages applied in turn -> DDF (mm, fixed grid) -> warped volumes.
+
+The default path is the fast one: bf16 autocast and channels-last memory on
+CPU and CUDA alike (``precision='fp32'`` for the reference path).  BatchNorm
+is always in inference mode here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..config import InferenceConfig, TrainConfig
+from ..geometry import Grid, apply_affine, fixed_to_moving, warp
+from ..geometry import sample as sample_np
+from ..io import DataError, Pair, Volume
+from ..nn.device import pick_device
+from .checkpoint import load_checkpoint, run_checkpoint
+from .stages import Estimate, Stage, stage_from_state
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Result of registering a moving volume to a fixed one.
+
+    ``ddf_mm``: ``(*fixed.shape, 3)``, millimetres along the fixed world axes,
+    fixed -> moving.  ``matrix``: the initial correspondence (fixed voxel ->
+    moving voxel) the DDF is relative to.  ``warped``: the moving image on the
+    fixed grid.
+    """
+
+    ddf_mm: np.ndarray
+    fixed: Grid
+    moving: Grid
+    matrix: np.ndarray
+    warped: np.ndarray
+
+    def warp(self, volume: np.ndarray) -> np.ndarray:
+        """Warp another moving-grid volume (e.g. a label) onto the fixed grid; soft."""
+        return warp(np.asarray(volume, np.float32), self.fixed, self.moving, self.matrix, self.ddf_mm)
+
+    def warp_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Warp a ``(M, *moving.shape)`` stack; returns soft ``(M, *fixed.shape)``."""
+        return np.stack([self.warp(label) for label in labels]) if len(labels) else np.zeros((0, *self.fixed.shape))
+
+    def map_points(self, points_mm: np.ndarray) -> np.ndarray:
+        """Map fixed-world points ``(N, 3)`` (mm) to their moving-world positions."""
+        vox = apply_affine(np.linalg.inv(self.fixed.affine), np.asarray(points_mm, float))
+        u = np.stack([sample_np(self.ddf_mm[..., c], vox) for c in range(3)], -1)
+        return apply_affine(self.moving.affine @ self.matrix @ np.linalg.inv(self.fixed.affine), points_mm + u)
+
+
+class Registrator:
+    """A trained run's stages, ready to register pairs: ``Registrator.from_run(run_dir)``.
+
+    ``config``: the run's (its geometry and registration grid); ``use``: the network's weight, the
+    precision and the device (see :class:`InferenceConfig`).
+    """
+
+    def __init__(self, stages: Sequence[Stage], config: TrainConfig, use: InferenceConfig = InferenceConfig()) -> None:
+        names = [s.name for s in stages]
+        if "prior" in names and "locate" not in names[: names.index("prior")]:
+            raise ValueError("a gland prior sits on the located gland: a Locate stage must come before it")
+        if not use.network_weight and "locate" not in names:
+            raise ValueError("without its network a run registers from its located glands (and gland prior); "
+                             "this run has no gland locator (no Locate stage)")
+        self.config, self.use, self.device = config, use, pick_device(use.device)
+        self.stages = [stage.ready(self.device, use.precision) for stage in stages]
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    @property
+    def locator(self):
+        locate = self.stage("locate")
+        return None if locate is None else locate.locator
+
+    @property
+    def prior(self):
+        prior = self.stage("prior")
+        return None if prior is None else prior.prior
+
+    @classmethod
+    def from_run(cls, run_dir: str | os.PathLike, use: InferenceConfig | None = None, **changes) -> "Registrator":
+        """The run's stages with the use it recorded (its network weight), ``use`` instead when given, and
+        ``changes`` to either (e.g. ``network_weight=0.0``, ``precision="fp32"``; None keeps a value)."""
+        path = run_checkpoint(run_dir)
+        state = load_checkpoint(path)
+        names = list(state["config"].stage_budgets())
+        untrained = [name for name in names[:-1] if name not in state["fitted"]]  # the last registers at any step
+        if untrained:
+            raise DataError(f"{path}: the run stopped before its {untrained[0]} stage was trained; resume it")
+        stages = [stage_from_state(name, state["stages"][name]) for name in names]
+        use = replace(use or state["use"], **{k: v for k, v in changes.items() if v is not None})
+        return cls(stages, state["config"], use)
+
+    def register(self, moving: Volume, fixed: Volume, *, geometry: str | None = None) -> Registration:
+        """Register ``moving`` to ``fixed`` (the run's geometry unless told otherwise)."""
+        start = Estimate.start(moving, fixed, geometry or self.config.geometry, self.config.spacing_mm)
+        estimate = start
+        for stage in self.stages:
+            estimate = stage.apply(moving, fixed, estimate, self.use)
+        ddf_mm = estimate.ddf_mm(fixed.grid)
+        warped = warp(moving.data, fixed.grid, moving.grid, start.matrix, ddf_mm)
+        return Registration(ddf_mm, fixed.grid, moving.grid, start.matrix, warped)
+
+    def register_pair(self, pair: Pair, *, geometry: str | None = None) -> Registration:
+        return self.register(pair.moving, pair.fixed, geometry=geometry)
+
+
+def identity_registration(moving: Volume, fixed: Volume, geometry: str) -> Registration:
+    """The initial correspondence alone (zero DDF): the baseline every method must beat."""
+    matrix = fixed_to_moving(fixed.grid, moving.grid, geometry)
+    ddf = np.zeros((*fixed.grid.shape, 3), np.float32)
+    return Registration(ddf, fixed.grid, moving.grid, matrix, warp(moving.data, fixed.grid, moving.grid, matrix))

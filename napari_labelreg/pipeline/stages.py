@@ -1,0 +1,390 @@
+"""The stages of a registration: each has one job, trains itself, and applies itself in turn.
+
+A registration starts from the initial correspondence of the run's geometry and hands an
+:class:`Estimate` (the transform so far) through its stages, in order:
+
+- :class:`Locate`: two gland segmenters, one per modality; the translation that brings the located
+  glands' centroids together (:mod:`napari_labelreg.nn.locator`).
+- :class:`Prior`: the training population's mean deformation about the fixed gland's centroid
+  (:mod:`napari_labelreg.nn.prior`).
+- :class:`Refine`: the paper's network, which sees the moving image through the transform so far
+  and adds its DDF, scaled by the run's network weight.
+
+The paper's method is ``[Refine]``; the ``cpu`` preset is the three.  Training runs the stages in the
+same order (:mod:`napari_labelreg.pipeline.train`), each from the training pairs as the stages before
+it left them: the network learns from the true gland centroids and the fitted prior.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import ClassVar, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import InferenceConfig, ModelConfig, TrainConfig
+from ..geometry import Grid, ddf_voxels_to_mm, fixed_to_moving, resample_field, translation
+from ..io import Pair, Volume
+from ..nn.device import autocast, fast_layout
+from ..nn.grid import network_grid, normalise
+from ..nn.locator import SPACING_MM, GlandLocator
+from ..nn.networks import build_model
+from ..nn.prior import CONTROL_POINTS, HALF_WIDTH_MM, GlandPrior
+from ..nn.warp import moving_coordinates, sample
+from ..training.data import PreparedPair, prepare_pairs
+from ..training.locator import locator_optimizer, train_locator
+from ..training.prior import prior_optimizer, train_prior
+from ..training.refine import Batcher, build_losses, compute_loss
+from ..training.schedule import Budget, budgeted_steps, cosine
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One training step's report: the ``step``-th of ``stage``'s ``total`` (None with a minutes budget)."""
+
+    step: int
+    total: int | None
+    loss: float
+    similarity: float
+    regulariser: float
+    elapsed_s: float  # since the stage's start in this session
+    step_s: float
+    checkpoint: str | None = None
+    val_tre_mm: float | None = None  # median over the validation pairs, when there are any
+    val_dice: float | None = None
+    stage: str = "refine"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One pair's transform so far, from fixed voxels to moving voxels, on the registration grid.
+
+    ``matrix``: the initial correspondence, then the located translation ``shift_mm`` (world mm along
+    the fixed axes; added back to the DDF at the end).  ``ddf``: ``(1, 3, *grid.shape)`` displacement
+    on top of ``matrix`` in registration-grid voxels, None while it is zero.  ``gland_mm``: the fixed
+    gland's centroid (world mm) once located.
+    """
+
+    matrix: np.ndarray
+    grid: Grid
+    net_to_fixed: np.ndarray
+    shift_mm: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    ddf: torch.Tensor | None = None
+    gland_mm: np.ndarray | None = None
+
+    @classmethod
+    def start(cls, moving: Volume, fixed: Volume, geometry: str, spacing_mm: float | None) -> "Estimate":
+        grid, net_to_fixed = network_grid(fixed.grid, spacing_mm)
+        return cls(fixed_to_moving(fixed.grid, moving.grid, geometry), grid, net_to_fixed)
+
+    def plus(self, ddf: torch.Tensor) -> "Estimate":
+        return replace(self, ddf=ddf if self.ddf is None else self.ddf + ddf)
+
+    def ddf_mm(self, fixed: Grid) -> np.ndarray:
+        """The whole displacement, world mm on the ``fixed`` grid ``(*fixed.shape, 3)``, shift included."""
+        ddf = np.zeros((*self.grid.shape, 3), np.float32) if self.ddf is None else self.ddf[0].permute(1, 2, 3, 0)
+        ddf_mm = ddf_voxels_to_mm(np.asarray(ddf), self.grid)
+        if self.grid.shape != fixed.shape:
+            ddf_mm = resample_field(ddf_mm, np.linalg.inv(self.net_to_fixed), fixed.shape)
+        return (ddf_mm + self.shift_mm.astype(np.float32)).astype(np.float32)
+
+
+@dataclass
+class TrainingData:
+    """What the stages train from: the pairs, prepared once on the registration grid, and the run's settings.
+
+    ``prepared`` start from the labelled glands' centroids when the run locates glands (the network learns
+    from true centroids, and meets located ones at registration).  ``priors``: each prepared pair's gland
+    prior DDF on its grid once a :class:`Prior` is fitted (:meth:`Stage.hand_on`).
+    """
+
+    pairs: list[Pair]
+    config: TrainConfig
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    prepared: list[PreparedPair] = field(init=False)
+    priors: list[torch.Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.prepared = prepare_pairs(self.pairs, cfg.geometry, cfg.spacing_mm, glands=cfg.locator > 0)
+        self.similarity, self.regulariser = (m.to(self.device) for m in build_losses(cfg, self.prepared[0].grid))
+
+
+class Stage:
+    """One job of a registration.  Subclasses set :attr:`name` and implement the four methods below.
+
+    ``step`` counts the steps trained so far; a stage saved mid-way resumes from it, drawing what an
+    uninterrupted run would have drawn.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
+        """Train within ``budget`` from :attr:`step`, yielding a report per step."""
+        raise NotImplementedError
+
+    def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
+        """The transform so far with this stage's part added."""
+        raise NotImplementedError
+
+    def modules(self) -> list[nn.Module]:
+        """The trained parts, for :meth:`ready`."""
+        raise NotImplementedError
+
+    def weights(self) -> dict:
+        raise NotImplementedError
+
+    def load_weights(self, weights: dict) -> None:
+        raise NotImplementedError
+
+    def hand_on(self, data: TrainingData) -> None:
+        """What this fitted stage gives the training of the stages after it (nothing by default)."""
+
+    def state_dict(self) -> dict:
+        """The stage's state: its weights, and while training its step and optimiser."""
+        state = {"config": asdict(self.config), "weights": self.weights(), "step": self.step}
+        if self.optimizer is not None:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.load_weights(state["weights"])
+        self.step = int(state["step"])
+        self._saved_optimizer = state.get("optimizer")
+
+    def _optimizer(self, make) -> torch.optim.Optimizer:
+        """The stage's optimiser, made on first use and restored from a loaded state."""
+        if self.optimizer is None:
+            self.optimizer = make()
+            saved = getattr(self, "_saved_optimizer", None)
+            if saved is not None:
+                self.optimizer.load_state_dict(saved)
+        return self.optimizer
+
+    def ready(self, device: torch.device, precision: str) -> "Stage":
+        """The stage on ``device`` in inference mode, laid out for ``precision``."""
+        for module in self.modules():
+            module.to(device).eval()
+        return self
+
+    def _reports(self, steps: Iterator[tuple[int, float]], budget: Budget) -> Iterator[Progress]:
+        """Reports of a training function's ``(step, loss)`` pairs, :attr:`step` kept up to date."""
+        start = last = time.perf_counter()
+        for step, loss in steps:
+            self.step = step
+            now = time.perf_counter()
+            yield Progress(step, budget.iterations, loss, loss, 0.0, now - start, now - last, stage=self.name)
+            last = now
+
+
+@dataclass(frozen=True)
+class LocateConfig:
+    """The gland segmenters: LocalNet width and the grid they see (``cut``: see nn.locator._cut)."""
+
+    width: int = 16
+    spacing_mm: float = SPACING_MM
+    cut: bool = True
+
+
+class Locate(Stage):
+    """Locate both glands; the start is the translation that brings their centroids together."""
+
+    name = "locate"
+
+    def __init__(self, config: LocateConfig = LocateConfig(), locator: GlandLocator | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.locator = locator or GlandLocator(config.width, config.spacing_mm, config.cut)
+
+    def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
+        cfg = data.config
+        self.locator = fast_layout(self.locator.to(data.device), cfg.precision)
+        optimizer = self._optimizer(lambda: locator_optimizer(self.locator, data.rank, data.world))
+        yield from self._reports(train_locator(self.locator, data.pairs, cfg, optimizer, budget, start=self.step,
+                                               device=data.device, rank=data.rank, world=data.world), budget)
+
+    def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
+        shift, gland_mm = self.locator.start(moving, fixed, estimate.matrix, use.precision)
+        return replace(estimate, matrix=estimate.matrix @ translation(fixed.grid, shift),
+                       shift_mm=estimate.shift_mm + shift, gland_mm=gland_mm)
+
+    def modules(self) -> list[nn.Module]:
+        return [self.locator]
+
+    def ready(self, device: torch.device, precision: str) -> "Locate":
+        self.locator = fast_layout(self.locator.to(device).eval(), precision)
+        return self
+
+    def weights(self) -> dict:
+        return self.locator.state_dict()
+
+    def load_weights(self, weights: dict) -> None:
+        self.locator.load_state_dict(weights)
+
+    def state_dict(self) -> dict | None:
+        """None while a DDP rank trains one side alone: a run stopped then trains both afresh on resume."""
+        partial = self.optimizer is not None and len(self.optimizer.param_groups[0]["params"]) < len(
+            list(self.locator.parameters()))
+        return None if partial else super().state_dict()
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The gland prior's field: a cube of ``half_width_mm`` about the gland, ``points`` control points per axis."""
+
+    half_width_mm: float = HALF_WIDTH_MM
+    points: int = CONTROL_POINTS
+
+
+class Prior(Stage):
+    """Add the population's mean deformation about the located fixed gland."""
+
+    name = "prior"
+
+    def __init__(self, config: PriorConfig = PriorConfig(), prior: GlandPrior | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.prior = prior or GlandPrior(config.half_width_mm, config.points)
+
+    def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
+        optimizer = self._optimizer(lambda: prior_optimizer(self.prior))
+        yield from self._reports(train_prior(
+            self.prior, data.prepared, data.similarity, data.regulariser, data.config.loss.weight, optimizer, budget,
+            seed=data.config.seed, start=self.step, device=data.device), budget)
+
+    def hand_on(self, data: TrainingData) -> None:
+        data.priors = [self.prior.grid_ddf(pp.grid, pp.fixed_gland_mm) for pp in data.prepared]
+
+    def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
+        if estimate.gland_mm is None:
+            raise ValueError("a gland prior sits on the located gland: a Locate stage must come before it")
+        return estimate.plus(self.prior.grid_ddf(estimate.grid, estimate.gland_mm).cpu())
+
+    def modules(self) -> list[nn.Module]:
+        return [self.prior]
+
+    def ready(self, device: torch.device, precision: str) -> "Prior":
+        self.prior.eval()  # a small field: it stays on the CPU, where the registration grid is
+        return self
+
+    def weights(self) -> dict:
+        return {"field": self.prior.field.detach().clone()}
+
+    def load_weights(self, weights: dict) -> None:
+        self.prior.load_state_dict(weights)
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """The paper's network: its variant and width."""
+
+    model: ModelConfig = ModelConfig()
+
+
+class Refine(Stage):
+    """The paper's network: it sees the moving image through the transform so far and adds its DDF."""
+
+    name = "refine"
+
+    def __init__(self, config: RefineConfig = RefineConfig(), model: nn.Module | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.model = model if model is not None else build_model(config.model)
+        self.net: nn.Module | None = None  # the model, or its DDP wrapper, once on the training device
+
+    def prepare(self, device: torch.device, precision: str, world: int = 1) -> None:
+        """Put the network on the training device, with its optimiser and (under DDP) its wrapper."""
+        self.model = fast_layout(self.model.to(device), precision)
+        self.net = nn.parallel.DistributedDataParallel(self.model) if world > 1 else self.model
+
+    def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
+        cfg = data.config
+        if self.net is None:
+            self.prepare(data.device, cfg.precision, data.world)
+        optimizer = self._optimizer(lambda: torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate))
+        batcher = Batcher(data.prepared, cfg, data.device, data.rank)
+        batcher.priors = data.priors
+        channels = len(cfg.loss.scales_mm) if cfg.loss.prefilter else 1
+        rate = (lambda used: cfg.learning_rate) if cfg.schedule == "constant" else (
+            lambda used: cosine(cfg.learning_rate, used))
+        self.net.train()
+        start = time.perf_counter()
+        for step in budgeted_steps(optimizer, rate, budget, self.step):
+            t0 = time.perf_counter()
+            loss, sim, reg = compute_loss(self.net, batcher(step), data.similarity, data.regulariser, cfg.loss.weight,
+                                          data.device, cfg.precision, label_channels=channels,
+                                          folding_weight=cfg.loss.folding)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            self.step = step + 1
+            now = time.perf_counter()
+            yield Progress(self.step, budget.iterations, loss.item(), sim.item(), reg.item(), now - start, now - t0)
+
+    def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
+        if not use.network_weight:
+            return estimate
+        grid, device = estimate.grid, next(self.model.parameters()).device
+        to_moving = torch.as_tensor(estimate.matrix @ estimate.net_to_fixed, dtype=torch.float32)[None]
+        to_fixed = torch.as_tensor(estimate.net_to_fixed, dtype=torch.float32)[None]
+        mov = sample(torch.as_tensor(normalise(moving.data))[None, None],
+                     moving_coordinates(to_moving, grid.shape, estimate.ddf))
+        fix = sample(torch.as_tensor(normalise(fixed.data))[None, None], moving_coordinates(to_fixed, grid.shape))
+        x = fast_layout(torch.cat([mov, fix], dim=1).to(device), use.precision)
+        with torch.inference_mode(), autocast(device, use.precision):
+            ddf = use.network_weight * self.model(x).float().cpu()
+        return estimate.plus(ddf)
+
+    def modules(self) -> list[nn.Module]:
+        return [self.model]
+
+    def ready(self, device: torch.device, precision: str) -> "Refine":
+        self.model = fast_layout(self.model.to(device).eval(), precision)
+        return self
+
+    def weights(self) -> dict:
+        return self.model.state_dict()
+
+    def load_weights(self, weights: dict) -> None:
+        self.model.load_state_dict(weights)
+
+
+def build_stages(config: TrainConfig) -> list[Stage]:
+    """The stages of a run, in order, with fresh weights drawn from torch's generator.
+
+    The network is drawn before the segmenters (runs made before the stages existed drew them in this
+    order, and a seed still gives the same weights).
+    """
+    refine = Refine(RefineConfig(config.model))
+    stages: list[Stage] = []
+    if config.locator:
+        stages.append(Locate(LocateConfig(config.model.width)))
+    if config.prior:
+        stages.append(Prior())
+    return [*stages, refine]
+
+
+def stage_from_state(name: str, saved: dict) -> Stage:
+    """A stage as a checkpoint saved it (:meth:`Stage.state_dict`), its own config included."""
+    config = saved["config"]
+    if name == "locate":
+        stage = Locate(LocateConfig(**config))
+    elif name == "prior":
+        stage = Prior(PriorConfig(**config))
+    elif name == "refine":
+        stage = Refine(RefineConfig(ModelConfig(**config["model"])))
+    else:
+        raise ValueError(f"unknown stage {name!r}")
+    stage.load_state_dict(saved)
+    return stage

@@ -1,0 +1,162 @@
+"""Training a run: its stages in order, each within its share of the budget, a checkpoint after each.
+
+Iterating a :class:`Trainer` yields one :class:`Progress` per step.  The CLI iterates it with a
+progress bar; napari's ``thread_worker`` turns the same generator into progress events and
+cancellation (closing the generator saves a checkpoint).  Under ``torchrun`` it runs
+DistributedDataParallel: one process per GPU (NCCL) or CPU process (gloo), each rank drawing its own
+quartets, rank 0 alone writing to the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from ..config import InferenceConfig, TrainConfig
+from ..io import Pair, atomic_write
+from ..nn.device import pick_device
+from ..training.distributed import distributed_context, local_rank, rank_zero_seconds
+from ..training.schedule import Budget
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from .registrator import Registrator
+from .stages import Progress, Refine, Stage, TrainingData, build_stages, stage_from_state
+
+
+class Trainer:
+    """A training run: set up on construction, iterated for :class:`Progress` reports.
+
+    Iterating writes ``config.json``, ``log.csv`` and ``checkpoint.pt`` (after each stage, every
+    ``config.checkpoint_every`` steps, and when the iteration is closed early, as a GUI's cancel does)
+    to ``out_dir``.  With ``resume`` it continues from the folder's checkpoint inside the stage it
+    stopped in, drawing the same minibatches an uninterrupted run would have drawn.  ``use``: what the
+    run records it is to be registered with (default: the paper's, the network in full).
+    ``validator(registrator) -> {"val_tre_mm": ..., "val_dice": ...}`` scores the network's stage every
+    ``validate_every`` steps.
+    """
+
+    def __init__(self, pairs: Sequence[Pair], config: TrainConfig, out_dir: str | os.PathLike, *,
+                 use: InferenceConfig | None = None, resume: bool = False, device: str | None = None,
+                 validator: Callable[[Registrator], dict] | None = None, validate_every: int = 50) -> None:
+        self.validator, self.validate_every = validator, validate_every
+        self.rank, self.world = distributed_context()
+        dev = pick_device(device)
+        if self.world > 1 and dev.type == "cuda":
+            dev = torch.device("cuda", local_rank())
+        self.device, self.config, self.out = dev, config, Path(out_dir)
+        self.use = use or InferenceConfig()
+        self.data = TrainingData(list(pairs), config, dev, self.rank, self.world)
+        torch.manual_seed(config.seed)
+        self.stages = build_stages(config)
+        self.fitted: list[str] = []
+        checkpoint = self.out / CHECKPOINT
+        if resume and checkpoint.exists():
+            self._resume(checkpoint)
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(config.to_dict(), indent=2)
+            atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(text))
+
+    def _resume(self, checkpoint: Path) -> None:
+        state = load_checkpoint(checkpoint)
+        names = [s.name for s in self.stages]
+        if list(state["config"].stage_budgets()) != names:
+            raise ValueError(f"{checkpoint}: the run's stages were {', '.join(state['config'].stage_budgets())}; "
+                             f"these settings make {', '.join(names)}")
+        saved = state["stages"]["refine"]["config"]["model"]
+        if saved != asdict(self.config.model):
+            raise ValueError(f"{checkpoint}: network {saved} differs from {self.config.model}")
+        self.stages = [stage_from_state(s.name, state["stages"][s.name]) if s.name in state["stages"] else s
+                       for s in self.stages]
+        self.fitted = [name for name in state["fitted"] if name != names[-1]]
+        for stage in self.stages:
+            if stage.name in self.fitted:
+                stage.hand_on(self.data)
+
+    @property
+    def step(self) -> int:
+        """The network's steps so far."""
+        return self.stages[-1].step
+
+    def stage(self, name: str) -> Stage | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+    def checkpoint(self) -> str | None:
+        """Write the checkpoint (rank 0 only); returns its path."""
+        if self.rank != 0:
+            return None
+        states = {s.name: s.state_dict() for s in self.stages}
+        save_checkpoint(self.out / CHECKPOINT, config=self.config, use=self.use,
+                        stages={name: state for name, state in states.items() if state is not None},
+                        fitted=self.fitted)
+        return str(self.out / CHECKPOINT)
+
+    def registrator(self) -> Registrator:
+        """The stages as they are now, registering at the training precision on the training device."""
+        use = replace(self.use, precision=self.config.precision, device=str(self.device))
+        return Registrator([s for s in self.stages if s.name in self.fitted or s is self.stages[-1]], self.config,
+                           use)
+
+    def validate(self) -> dict[str, float]:
+        """The validator's figures, with BatchNorm in eval mode for the call."""
+        try:
+            with torch.no_grad():
+                return self.validator(self.registrator())
+        finally:
+            self.stages[-1].model.train()
+
+    def budget(self, stage: Stage) -> Budget:
+        """The stage's share of the run's budget, timed by rank 0's clock from now."""
+        steps, seconds = self.config.stage_budgets()[stage.name]
+        start = time.perf_counter()
+        return Budget(steps, seconds, lambda: rank_zero_seconds(time.perf_counter() - start, self.world, self.device))
+
+    def __iter__(self) -> Iterator[Progress]:
+        saved = self._saved_steps()
+        try:
+            for stage in self.stages:
+                if stage.name in self.fitted:
+                    continue
+                for report in stage.fit(self.data, self.budget(stage)):
+                    if report.step % self.config.checkpoint_every == 0:
+                        report, saved = replace(report, checkpoint=self.checkpoint()), self._saved_steps()
+                    if (isinstance(stage, Refine) and self.validator
+                            and report.step % self.validate_every == 0):
+                        report = replace(report, **self.validate())
+                    if self.rank == 0:
+                        _log(self.out, report)
+                    yield report
+                if stage is not self.stages[-1]:
+                    self.fitted.append(stage.name)
+                    stage.optimizer = None  # done: only its weights are kept
+                    stage.hand_on(self.data)
+                    self.checkpoint()
+                    saved = self._saved_steps()
+        finally:
+            if self._saved_steps() != saved:
+                self.checkpoint()
+
+    def _saved_steps(self) -> tuple:
+        return tuple(self.fitted), tuple(s.step for s in self.stages)
+
+
+def train(pairs: Sequence[Pair], config: TrainConfig, out_dir: str | os.PathLike, *, use: InferenceConfig | None = None,
+          resume: bool = False, device: str | None = None, validator=None) -> Iterator[Progress]:
+    """Train on ``pairs``, yielding a :class:`Progress` per step (see :class:`Trainer`)."""
+    return iter(Trainer(pairs, config, out_dir, use=use, resume=resume, device=device, validator=validator))
+
+
+def _log(out: Path, report: Progress) -> None:
+    path = out / "log.csv"
+    new = not path.exists()
+    with open(path, "a") as fh:
+        if new:
+            fh.write("stage,step,loss,similarity,regulariser,elapsed_s,step_s,val_tre_mm,val_dice\n")
+        val = "" if report.val_tre_mm is None else f"{report.val_tre_mm:.4g},{report.val_dice:.4g}"
+        fh.write(f"{report.stage},{report.step},{report.loss:.6g},{report.similarity:.6g},{report.regulariser:.6g},"
+                 f"{report.elapsed_s:.3f},{report.step_s:.3f},{val or ','}\n")

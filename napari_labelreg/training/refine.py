@@ -1,0 +1,137 @@
+"""The registration network's training step: minibatches of augmented quartets and the paper's loss.
+
+(The network itself: :mod:`napari_labelreg.nn.networks`; the stage that trains and applies it:
+:class:`napari_labelreg.pipeline.stages.Refine`.)
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..nn.device import autocast, fast_layout
+from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter, folding
+from ..nn.warp import moving_coordinates, sample
+from .data import PreparedPair, cross_subject_matrix
+from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
+
+
+def build_losses(config: TrainConfig, grid) -> tuple[nn.Module, nn.Module]:
+    filter_ = MultiScaleFilter(grid.shape, grid.spacing, config.loss.scales_mm)
+    similarity = (MultiScaleDice if config.loss.similarity == "msdice" else MultiScaleCrossEntropy)(filter_)
+    regulariser = BendingEnergy() if config.loss.regulariser == "bending" else GradientL2()
+    return similarity, regulariser
+
+
+class Batcher:
+    """Draws and assembles the minibatch of one step (see sampling)."""
+
+    def __init__(self, prepared: list[PreparedPair], config: TrainConfig, device: torch.device, rank: int = 0):
+        self.prepared, self.config, self.device, self.rank = prepared, config, device, rank
+        self.shape = prepared[0].grid.shape
+        self._prefiltered: dict[tuple[str, int, int], torch.Tensor] = {}
+        # per pair, the gland prior's DDF on its network grid (1, 3, *shape), network voxels; None: no prior
+        self.priors: list[torch.Tensor] | None = None
+
+    def _labels(self, pp: PreparedPair, label: int, side: str) -> torch.Tensor:
+        """(1, C, ...) label; with prefiltering, C = number of scales, filtered once and cached."""
+        source = pp.moving_labels if side == "moving" else pp.fixed_labels
+        raw = source[label][None, None]
+        if not self.config.loss.prefilter:
+            return raw
+        key = (pp.name, label, side)
+        if key not in self._prefiltered:
+            shape = raw.shape[2:]
+            spacing = (pp.grid if side == "fixed" else pp.moving_grid).spacing
+            self._prefiltered[key] = MultiScaleFilter(shape, spacing, self.config.loss.scales_mm)(raw)
+        return self._prefiltered[key]
+
+    def _entry(self, p: int, label: int, g: torch.Generator):
+        """(pair giving the moving side, network -> moving voxels, [(fixed label, moving label)]) of a quartet.
+
+        With probability ``cross_subject`` the moving side comes from another
+        pair and the glands are the one label pair; no draw is made when it is 0.
+        """
+        pp, cfg = self.prepared[p], self.config
+        if cfg.cross_subject and len(self.prepared) > 1 and torch.rand((), generator=g) < cfg.cross_subject:
+            q = int(torch.randint(len(self.prepared) - 1, (1,), generator=g))
+            other = self.prepared[q + (q >= p)]
+            return other, cross_subject_matrix(pp, other), [(pp.gland, other.gland)]
+        chosen = range(pp.num_labels) if cfg.label_sampling == "all" else [label]
+        return pp, pp.net_to_moving, [(k, k) for k in chosen]
+
+    def _prior(self, p: int, t_moving: torch.Tensor) -> torch.Tensor:
+        """Pair ``p``'s prior DDF seen through the moving side's augmentation ``t_moving`` (network voxels).
+
+        The moving side maps network voxel x to ``to_moving @ t_moving @ (x + d)``: the prior,
+        a displacement at ``t_moving @ x`` of the unaugmented grid, enters ``d`` as ``A^-1 u(t_moving @ x)``
+        with A the augmentation's linear part.
+        """
+        u = sample(self.priors[p], moving_coordinates(t_moving[None].float(), self.shape), padding="border")
+        return torch.einsum("ij,bjdhw->bidhw", torch.linalg.inv(t_moving[:3, :3]).float(), u)
+
+    def __call__(self, step: int):
+        """``(inputs (B, 2, ...), fixed labels, matrices (B, 4, 4), moving labels, priors)`` of one step.
+
+        The label entries are lists over the minibatch of ``(1, M * C, ...)``
+        tensors: M label pairs (1, or all of the pair's with
+        ``label_sampling="all"``) of C channels (1, or one per scale when
+        pre-filtered).  ``priors``: the gland prior's DDF of each entry
+        ``(B, 3, ...)`` (zero for cross-subject entries), to which the
+        network's DDF is added; None without a prior.
+        """
+        g = step_generator(self.config.seed, self.rank, step)
+        counts = [pp.num_labels for pp in self.prepared]
+        inputs, fixed_labels, matrices, moving_labels, priors = [], [], [], [], []
+        for p, label in draw_quartets(counts, self.config.batch_size, g):
+            pp = self.prepared[p]
+            source, to_moving, chosen = self._entry(p, label, g)
+            t_moving = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))
+            t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
+            matrix = (to_moving @ t_moving)[None]
+            fixed_coords = moving_coordinates(t_fixed, self.shape)
+            prior = None
+            if self.priors is not None:
+                prior = self._prior(p, t_moving) if source is pp else torch.zeros(1, 3, *self.shape)
+                priors.append(prior)
+            moving = sample(source.moving_image[None], moving_coordinates(matrix, self.shape, prior))
+            fixed = sample(pp.fixed_image[None], fixed_coords)
+            inputs.append(torch.cat([moving, fixed], dim=1))
+            fixed_stack = torch.cat([self._labels(pp, k, "fixed") for k, _ in chosen], dim=1)
+            fixed_labels.append(sample(fixed_stack, fixed_coords).to(self.device))
+            matrices.append(matrix)
+            moving_stack = torch.cat([self._labels(source, k, "moving") for _, k in chosen], dim=1)
+            moving_labels.append(moving_stack.to(self.device))
+        to = dict(device=self.device)
+        priors = torch.cat(priors).to(**to) if priors else None
+        return torch.cat(inputs).to(**to), fixed_labels, torch.cat(matrices).to(**to), moving_labels, priors
+
+
+def compute_loss(model, batch, similarity, regulariser, weight: float, device, precision: str, *,
+                 label_channels: int = 1, folding_weight: float = 0.0):
+    """(loss, similarity mean, regulariser mean) of one minibatch (see :meth:`Batcher.__call__`).
+
+    ``label_channels``: C, the channels of one label (1, or the number of
+    scales when pre-filtered).  The similarity of a minibatch entry is the mean
+    over its label pairs; the loss averages the entries.  The loss adds
+    ``weight`` times the regulariser of the network's DDF and ``folding_weight``
+    times the folding of the whole DDF (network and prior; :func:`folding`).
+    """
+    inputs, fixed_labels, matrices, moving_labels, priors = batch
+    with autocast(device, precision):
+        ddf = model(fast_layout(inputs, precision))
+    ddf = ddf.float()
+    total = ddf if priors is None else ddf + priors  # the regulariser sees the network's own DDF
+    shape = inputs.shape[2:]
+    sims = []
+    for b, (moving, fixed) in enumerate(zip(moving_labels, fixed_labels)):
+        warped = sample(moving, moving_coordinates(matrices[b : b + 1], shape, total[b : b + 1]))
+        c = label_channels  # (1, M * C, ...) -> M labels of C channels
+        sims.append(similarity(warped.view(-1, c, *shape), fixed.view(-1, c, *shape)).mean())
+    sim = torch.stack(sims).mean()
+    reg = regulariser(ddf).mean()
+    loss = sim + weight * reg
+    if folding_weight:
+        loss = loss + folding_weight * folding(total).mean()
+    return loss, sim, reg
