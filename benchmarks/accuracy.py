@@ -21,13 +21,13 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from napari_labelreg.baselines import centroid
+from napari_labelreg.evaluation.baselines import centroid
 from napari_labelreg.cli import build_parser, config_from_args, use_from_args
-from napari_labelreg.data import folder_pairs
-from napari_labelreg.evaluation import evaluate
+from napari_labelreg.core.pairs import folder_pairs
+from napari_labelreg.evaluation.scoring import evaluate
 from napari_labelreg.pipeline.registrator import Registrator, identity_registration
-from napari_labelreg.io import list_folder_pairs
-from napari_labelreg.statistics import paired_wilcoxon
+from napari_labelreg.core.io import list_folder_pairs
+from napari_labelreg.evaluation.statistics import paired_wilcoxon
 from napari_labelreg.pipeline.train import train
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mrus_prostate"

@@ -29,7 +29,7 @@ from napari_labelreg.pipeline.stages import Estimate, Refine
 from napari_labelreg.nn.device import fast_layout
 from napari_labelreg.nn.losses import MultiScaleDice, MultiScaleFilter
 from napari_labelreg.nn.networks import build_model
-from napari_labelreg.phantom import make_phantom
+from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
 from napari_labelreg.training.refine import Batcher, build_losses, compute_loss
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_labelreg import api, metrics
-from napari_labelreg.demo import DEMO_CONFIG, PHANTOM
-from napari_labelreg.phantom import make_phantom
+from napari_labelreg import api
+from napari_labelreg.core import metrics
+from napari_labelreg.app.demo import DEMO_CONFIG, PHANTOM
+from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.pipeline.train import train
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 def phantom_pair(seed: int = 0) -> list[tuple]:
     """MR and TRUS images and their label stacks (value k+1 = label pair k), with voxel spacing."""
-    from .phantom import make_phantom
+    from .core.phantom import make_phantom
 
     pair = make_phantom(seed, fixed_shape=(40, 48, 36), moving_shape=(48, 48, 44), spacing=1.5).pair
     layers = []

@@ -19,9 +19,9 @@ import os
 
 import numpy as np
 
-from .geometry import Grid
+from .core.geometry import Grid
 from .pipeline.registrator import Registration, Registrator
-from .io import Volume, load_volume
+from .core.io import Volume, load_volume
 
 __all__ = ["Registration", "Registrator", "load_model", "register", "as_volume"]
 

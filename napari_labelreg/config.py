@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields, replace
 
-from .geometry import CONVENTIONS
+from .core.geometry import CONVENTIONS
 
 VARIANTS = ("baseline", "delta0", "delta1-4", "global", "composite")
 SIMILARITIES = ("msdice", "msce")

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from variants import PAPER, TABLE1  # noqa: E402
 
 from napari_labelreg.cli import main as cli  # noqa: E402
-from napari_labelreg.statistics import METRICS, paired_wilcoxon, summary_table  # noqa: E402
+from napari_labelreg.evaluation.statistics import METRICS, paired_wilcoxon, summary_table  # noqa: E402
 
 
 def run_row(name: str, args, study: Path) -> None:

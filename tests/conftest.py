@@ -20,8 +20,8 @@ def rng():
 
 def write_phantom_folder(root: Path, count: int = 3, **kwargs) -> Path:
     """Phantom pairs in the mrus_prostate folder layout (4-D labels)."""
-    from napari_labelreg import io
-    from napari_labelreg.phantom import make_phantom
+    from napari_labelreg.core import io
+    from napari_labelreg.core.phantom import make_phantom
 
     for seed in range(count):
         pair = make_phantom(seed, **kwargs).pair
@@ -44,7 +44,7 @@ def phantom_folder(tmp_path):
 def trained_run(tmp_path_factory):
     """A tiny network trained for two steps on phantoms: enough to run registration end to end."""
     from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
-    from napari_labelreg.phantom import make_phantom
+    from napari_labelreg.core.phantom import make_phantom
     from napari_labelreg.pipeline.train import train
 
     run = tmp_path_factory.mktemp("model")

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from napari_labelreg.config import ModelConfig, TrainConfig
-from napari_labelreg.phantom import make_phantom
+from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.pipeline.train import Trainer
 from napari_labelreg.training.refine import Batcher
 

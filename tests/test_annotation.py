@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_labelreg.annotation import AnnotationSession, ball, phantom_database, window
-from napari_labelreg.geometry import Grid, apply_affine, display_affines, fixed_to_moving
+from napari_labelreg.app.annotation import AnnotationSession, ball, phantom_database, window
+from napari_labelreg.core.geometry import Grid, apply_affine, display_affines, fixed_to_moving
 
 
 @pytest.mark.parametrize("convention", ["world", "centred", "fov"])

@@ -5,7 +5,7 @@ import pytest
 
 from napari_labelreg import api
 from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
-from napari_labelreg.phantom import make_phantom
+from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.pipeline.train import train
 
 
@@ -33,7 +33,7 @@ def test_map_points_agrees_with_warping(model):
     res = api.register(model, pair.moving, pair.fixed, geometry="centred")
     res = type(res)(np.full_like(res.ddf_mm, 0.0) + np.array([2.0, -1.0, 3.0], np.float32), res.fixed,
                     res.moving, res.matrix, res.warped)  # a known translation, fixed -> moving
-    from napari_labelreg.metrics import centroid_mm
+    from napari_labelreg.core.metrics import centroid_mm
 
     warped = res.warp(pair.moving_labels[0]) >= 0.5
     c_fixed = centroid_mm(warped, pair.fixed.grid)
@@ -52,8 +52,8 @@ def test_bad_arrays_are_refused(model):
 
 def test_ddf_file_reads_as_an_itk_vector_image(tmp_path):
     sitk = pytest.importorskip("SimpleITK")
-    from napari_labelreg import io
-    from napari_labelreg.geometry import Grid
+    from napari_labelreg.core import io
+    from napari_labelreg.core.geometry import Grid
 
     grid = Grid.from_spacing((5, 6, 7), (1.5, 2.0, 2.5))
     ddf = np.random.default_rng(0).normal(size=(5, 6, 7, 3)).astype(np.float32)

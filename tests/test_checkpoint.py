@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_labelreg.io import DataError
+from napari_labelreg.core.io import DataError
 from napari_labelreg.pipeline.checkpoint import FORMAT, load_checkpoint
 
 OLD = Path(__file__).parent / "data" / "format2" / "paper.pt"  # format 2, made before the stages (test_stages.py)
@@ -28,7 +28,7 @@ def as_format_1(state, members=1, elastic=0.0):
 
 def test_a_format_1_checkpoint_loads_and_registers_exactly_as_it_did(tmp_path):
     from napari_labelreg.pipeline.registrator import Registrator
-    from napari_labelreg.phantom import make_phantom
+    from napari_labelreg.core.phantom import make_phantom
 
     old = rewrite(OLD, tmp_path / "old.pt", as_format_1)
     state = load_checkpoint(old)
@@ -61,8 +61,8 @@ def test_the_cli_refuses_an_old_ensemble_run_in_one_line(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     rewrite(OLD, run / "checkpoint.pt", lambda s: as_format_1(s, members=2))
-    from napari_labelreg.io import save_volume
-    from napari_labelreg.phantom import make_phantom
+    from napari_labelreg.core.io import save_volume
+    from napari_labelreg.core.phantom import make_phantom
 
     pair = make_phantom(3).pair
     save_volume(tmp_path / "mr.nii.gz", pair.moving.data, pair.moving.grid)

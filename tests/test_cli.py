@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_labelreg import io
+from napari_labelreg.core import io
 from napari_labelreg.cli import main
 
 TINY = ["--width", "4", "--iterations", "2", "--geometry", "centred", "--spacing", "0"]

@@ -8,7 +8,7 @@ from napari_labelreg.database import LabelDB, ValidationError, decode_mask, enco
 from napari_labelreg.database.check import check
 from napari_labelreg.database.transfer import export_folder, export_per_label, import_folder
 from napari_labelreg.database.views import counts, label_pairs_frame, summary
-from napari_labelreg.io import list_folder_pairs, load_folder_pair
+from napari_labelreg.core.io import list_folder_pairs, load_folder_pair
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from napari_labelreg import geometry, metrics
-from napari_labelreg.geometry import Grid
+from napari_labelreg.core import geometry, metrics
+from napari_labelreg.core.geometry import Grid
 from napari_labelreg.nn.warp import sample as torch_sample
 
 SHAPE = (7, 11, 5)  # non-cubic: an axis mix-up fails loudly
@@ -127,7 +127,7 @@ def test_identity_figures_of_the_shared_data():
     """The data README's identity TRE / Dice per convention (88 pairs)."""
     from conftest import DATA
 
-    from napari_labelreg.data import iter_folder_pairs
+    from napari_labelreg.core.pairs import iter_folder_pairs
 
     expected = {"centred": (12.1, 0.62), "fov": (11.9, 0.48), "world": (21.8, 0.29)}
     scores = {c: [] for c in expected}

@@ -11,7 +11,7 @@ pytest.importorskip("napari")
 pytestmark = pytest.mark.gui
 sys.path.insert(0, str(Path(__file__).parent))
 
-from napari_labelreg.annotation import AnnotationSession, phantom_database  # noqa: E402
+from napari_labelreg.app.annotation import AnnotationSession, phantom_database  # noqa: E402
 from napari_labelreg.database import LabelDB  # noqa: E402
 
 
@@ -409,7 +409,7 @@ def test_pair_switch_on_the_public_pairs(make_napari_viewer, qtbot, tmp_path):
     from qtpy.QtCore import Qt
 
     from napari_labelreg.database.transfer import import_folder
-    from napari_labelreg.io import FOLDERS, list_folder_pairs
+    from napari_labelreg.core.io import FOLDERS, list_folder_pairs
 
     names = list_folder_pairs(DATA)[:8]
     for folder in FOLDERS:
@@ -459,7 +459,7 @@ def test_unlinked_slicing_moves_only_the_painted_panel_and_relinking_restores(ma
 def test_point_mode_click_places_a_sphere_of_the_set_radius(make_napari_viewer, db_path, qtbot):
     from qtpy.QtCore import Qt
 
-    from napari_labelreg.annotation import ball
+    from napari_labelreg.app.annotation import ball
 
     viewer = make_napari_viewer(show=True)
     w, user = make_widget(viewer, db_path, qtbot)

@@ -95,7 +95,7 @@ def test_a_filter_matching_nothing_fails_without_claiming_a_checkpoint(make_napa
 
 def test_whole_budget_progress_counts_the_locator_and_prior():
     from napari_labelreg.config import PRESETS
-    from napari_labelreg.jobs import overall_fraction
+    from napari_labelreg.app.jobs import overall_fraction
     from napari_labelreg.pipeline.stages import Progress
 
     cfg = replace(PRESETS["cpu"], iterations=1000, minutes=None)  # locator 0.3, prior 0.05: 300 + 50 + 650 steps
@@ -123,7 +123,7 @@ def test_the_train_form_describes_the_preset_with_its_budget(qtbot):
 
 def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     from napari_labelreg._widgets.inspect import InspectWidget
-    from napari_labelreg.inspection import register_for_inspection
+    from napari_labelreg.app.inspection import register_for_inspection
 
     viewer = make_napari_viewer()
     w = InspectWidget(viewer)

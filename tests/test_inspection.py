@@ -1,7 +1,7 @@
 import numpy as np
 
-from napari_labelreg.geometry import Grid
-from napari_labelreg.inspection import ddf_vectors
+from napari_labelreg.core.geometry import Grid
+from napari_labelreg.app.inspection import ddf_vectors
 
 
 def test_ddf_vectors_show_on_every_slice_of_every_axis_with_the_field_at_their_voxels(rng):

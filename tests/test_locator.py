@@ -11,12 +11,12 @@ from pathlib import Path
 from napari_labelreg.config import InferenceConfig, ModelConfig, TrainConfig
 from napari_labelreg.pipeline.checkpoint import load_checkpoint
 from napari_labelreg.pipeline.stages import Locate, Refine
-from napari_labelreg.geometry import Grid, apply_affine, centroid_shift, fixed_to_moving, translation
+from napari_labelreg.core.geometry import Grid, apply_affine, centroid_shift, fixed_to_moving, translation
 from napari_labelreg.pipeline.registrator import Registrator
-from napari_labelreg.io import DataError, Volume
-from napari_labelreg.metrics import centroid_mm
+from napari_labelreg.core.io import DataError, Volume
+from napari_labelreg.core.metrics import centroid_mm
 from napari_labelreg.nn.networks import build_model
-from napari_labelreg.phantom import make_phantom
+from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.nn.grid import network_grid
 from napari_labelreg.nn.locator import GlandLocator
 from napari_labelreg.training.data import prepare_pairs

@@ -137,8 +137,8 @@ def test_folding_is_what_the_evaluation_counts_as_folding(rng):
     """The training penalty against metrics.jacobian_determinant (numpy, world mm) on an anisotropic grid."""
     from scipy.ndimage import gaussian_filter
 
-    from napari_labelreg.geometry import Grid
-    from napari_labelreg.metrics import jacobian_determinant
+    from napari_labelreg.core.geometry import Grid
+    from napari_labelreg.core.metrics import jacobian_determinant
 
     grid = Grid.from_spacing(SHAPE, (1.5, 2.0, 3.0))
     # a smooth random field (voxels) strong enough to fold part of the grid

@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from napari_labelreg.config import ModelConfig, TrainConfig
-from napari_labelreg.geometry import Grid, apply_affine, fixed_to_moving, voxel_coordinates
+from napari_labelreg.core.geometry import Grid, apply_affine, fixed_to_moving, voxel_coordinates
 from napari_labelreg.pipeline.registrator import Registrator
-from napari_labelreg.io import Pair, Volume
-from napari_labelreg.metrics import centroid_mm
+from napari_labelreg.core.io import Pair, Volume
+from napari_labelreg.core.metrics import centroid_mm
 from napari_labelreg.pipeline.checkpoint import load_checkpoint
 from napari_labelreg.nn.networks import build_model
 from napari_labelreg.nn.warp import moving_coordinates, transform_points
-from napari_labelreg.phantom import make_phantom
+from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
 from napari_labelreg.nn.locator import GlandLocator
 from napari_labelreg.pipeline.train import Trainer
@@ -217,7 +217,7 @@ def test_the_network_weight_scales_the_networks_ddf_over_the_located_glands_and_
 
 
 def test_validation_during_training_registers_through_the_locator_and_prior(tmp_path):
-    from napari_labelreg.evaluation import validator
+    from napari_labelreg.evaluation.scoring import validator
 
     pairs = [make_phantom(s, **TINY).pair for s in range(2)]
     config = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=4, locator=0.25, prior=0.25,

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from napari_labelreg.config import InferenceConfig, LossConfig, ModelConfig, TrainConfig
-from napari_labelreg.io import DataError
-from napari_labelreg.phantom import make_phantom
+from napari_labelreg.core.io import DataError
+from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.pipeline.checkpoint import CHECKPOINT, FORMAT, load_checkpoint
 from napari_labelreg.pipeline.registrator import Registrator
 from napari_labelreg.pipeline.stages import Locate, Prior, Refine

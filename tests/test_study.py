@@ -8,10 +8,10 @@ import pytest
 
 from napari_labelreg.cli import main
 from napari_labelreg.pipeline.registrator import Registration
-from napari_labelreg.inspection import inspection_layers
-from napari_labelreg.phantom import make_phantom
-from napari_labelreg.statistics import paired_wilcoxon, summary_table
-from napari_labelreg.training.crossval import load_or_make_splits, make_folds
+from napari_labelreg.app.inspection import inspection_layers
+from napari_labelreg.core.phantom import make_phantom
+from napari_labelreg.evaluation.statistics import paired_wilcoxon, summary_table
+from napari_labelreg.evaluation.crossval import load_or_make_splits, make_folds
 
 
 def test_folds_keep_subjects_whole_and_are_reproducible(tmp_path):
@@ -45,7 +45,7 @@ def test_paired_wilcoxon_and_table_exact_cases():
 def test_inspection_layers_of_the_true_deformation():
     phantom = make_phantom(4)
     pair = phantom.pair
-    from napari_labelreg.geometry import fixed_to_moving, warp
+    from napari_labelreg.core.geometry import fixed_to_moving, warp
 
     matrix = fixed_to_moving(pair.fixed.grid, pair.moving.grid, "centred")
     truth = Registration(phantom.ddf_mm, pair.fixed.grid, pair.moving.grid, matrix,
@@ -89,8 +89,8 @@ def test_crossval_compare_and_baselines_from_the_cli(phantom_folder, tmp_path, c
 
 def test_centroid_baseline_improves_and_ffd_runs_on_a_phantom():
     pytest.importorskip("SimpleITK")
-    from napari_labelreg.baselines import run_baseline
-    from napari_labelreg.evaluation import score
+    from napari_labelreg.evaluation.baselines import run_baseline
+    from napari_labelreg.evaluation.scoring import score
     from napari_labelreg.pipeline.registrator import identity_registration
 
     pair = make_phantom(6, translation_mm=5.0).pair
@@ -106,7 +106,7 @@ def test_ffd_frame_without_optimisation_is_the_centroid_start(monkeypatch):
     """The SimpleITK set-up (image frames, initial translation, field conversion) is exact: with the
     optimiser skipped, the FFD's DDF equals the gland-centroid alignment's."""
     sitk = pytest.importorskip("SimpleITK")
-    from napari_labelreg import baselines
+    from napari_labelreg.evaluation import baselines
 
     monkeypatch.setattr(sitk.ImageRegistrationMethod, "Execute", lambda self, fixed, moving: None)
     pair = make_phantom(7, translation_mm=5.0).pair

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
-from napari_labelreg.geometry import Grid, ddf_mm_to_voxels
-from napari_labelreg.io import DataError
+from napari_labelreg.core.geometry import Grid, ddf_mm_to_voxels
+from napari_labelreg.core.io import DataError
 from napari_labelreg.pipeline.checkpoint import load_checkpoint
 from napari_labelreg.nn.warp import moving_coordinates, sample
-from napari_labelreg.phantom import make_phantom
+from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
 from napari_labelreg.pipeline.train import train
 from napari_labelreg.training.refine import build_losses
@@ -219,7 +219,7 @@ def test_network_fits_its_training_pairs(tmp_path):
 
     Measured in eval mode (BatchNorm running statistics), as at inference.
     """
-    from napari_labelreg.evaluation import score
+    from napari_labelreg.evaluation.scoring import score
     from napari_labelreg.pipeline.registrator import Registrator, identity_registration
 
     phantoms = [make_phantom(s, amplitude_mm=2.0, translation_mm=5.0) for s in range(4)]
@@ -237,7 +237,7 @@ def test_network_fits_its_training_pairs(tmp_path):
 
 
 def test_cross_subject_entries_pair_one_subjects_fixed_gland_with_anothers_moving_gland():
-    from napari_labelreg.geometry import fixed_to_moving
+    from napari_labelreg.core.geometry import fixed_to_moving
     from napari_labelreg.nn.grid import normalise
     from napari_labelreg.training.refine import Batcher
 

@@ -1,7 +1,7 @@
 """The annotation widget: paint corresponding landmark pairs on MR and TRUS, saved as you go.
 
 The widget holds the controls; :class:`~napari_labelreg._widgets.workspace.Workspace`
-holds the layers; :class:`~napari_labelreg.annotation.AnnotationSession` holds
+holds the layers; :class:`~napari_labelreg.app.annotation.AnnotationSession` holds
 the state and talks to the database.  Loading a pair and proposing a side run
 in worker threads; a stroke is saved a quarter second after it ends, only into
 the label pair and image pair its layer shows.
@@ -33,9 +33,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..annotation import AnnotationSession, ball
+from ..app.annotation import AnnotationSession, ball
 from ..database import LABEL_TYPES
-from ..settings import load_settings, save_setting
+from ..app.settings import load_settings, save_setting
 from ._common import reports_errors, start_worker
 from .workspace import SIDES, TITLES, Workspace, colour_of
 
@@ -655,8 +655,8 @@ def _spin(value: float, lo: float, hi: float, tip: str) -> QDoubleSpinBox:
 
 def launch(viewer, db: str | None, pair_id: int | None = None, annotator: str | None = None) -> AnnotateWidget:
     """Dock the three widgets (tabbed) in ``viewer`` with ``db`` open (a phantom database when None)."""
-    from ..annotation import phantom_database
-    from ..settings import user_data_dir
+    from ..app.annotation import phantom_database
+    from ..app.settings import user_data_dir
     from .inspect import InspectWidget
     from .train import TrainWidget
 

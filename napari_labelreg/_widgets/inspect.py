@@ -18,8 +18,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..inspection import register_for_inspection
-from ..jobs import export_registration
+from ..app.inspection import register_for_inspection
+from ..app.jobs import export_registration
 from ._common import reports_errors, start_worker
 
 

@@ -27,9 +27,9 @@ from qtpy.QtWidgets import (
 
 from ..config import PRESETS, REGULARISERS, SIMILARITIES, USE, VARIANTS, TrainConfig
 from ..database import LABEL_TYPES
-from ..jobs import overall_fraction, training_job
+from ..app.jobs import overall_fraction, training_job
 from ..pipeline.checkpoint import CHECKPOINT, load_checkpoint
-from ..settings import load_settings
+from ..app.settings import load_settings
 from .plot import CurvePlot
 
 PROGRESS_STEPS = 1000  # the progress bar's resolution over the whole budget

@@ -24,8 +24,8 @@ import dataclasses
 
 import numpy as np
 
-from ..annotation import PairView
-from ..geometry import apply_affine
+from ..app.annotation import PairView
+from ..core.geometry import apply_affine
 
 SIDES = ("moving", "fixed")
 TITLES = {"moving": "MR (moving)", "fixed": "TRUS (fixed)"}

@@ -11,7 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..io import DataError, atomic_write
+from ..core.io import DataError, atomic_write
 from .options import config_from_args, drive, given, open_db, training_pairs, use_from_args
 
 
@@ -47,9 +47,9 @@ def cmd_train(args) -> None:
 
 
 def cmd_register(args) -> None:
-    from .. import io
+    from ..core import io
     from ..pipeline.registrator import Registrator
-    from ..jobs import export_registration
+    from ..app.jobs import export_registration
 
     reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
     pair = io.load_pair(args.moving, args.fixed, name="input")
@@ -62,7 +62,7 @@ def cmd_register(args) -> None:
 def cmd_evaluate(args) -> None:
     from tqdm import tqdm
 
-    from ..evaluation import evaluate, summary
+    from ..evaluation.scoring import evaluate, summary
     from ..pipeline.registrator import Registrator, identity_registration
 
     names, load = _evaluation_pairs(args)
@@ -83,7 +83,7 @@ def cmd_evaluate(args) -> None:
 def _evaluation_pairs(args):
     """(pair names, name -> Pair) of a folder or of a database through train's filters, cut to ``--pairs``."""
     if args.data:
-        from ..io import list_folder_pairs, load_folder_pair
+        from ..core.io import list_folder_pairs, load_folder_pair
 
         names = list_folder_pairs(args.data)
         load = lambda name: load_folder_pair(args.data, name)  # noqa: E731
@@ -116,6 +116,6 @@ def _warn_if_trained_on(run: Path, names: list[str]) -> None:
 
 
 def cmd_demo(args) -> None:
-    from ..demo import run_demo
+    from ..app.demo import run_demo
 
     run_demo(Path(args.out), iterations=args.iterations, device=args.device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ..geometry import CONVENTIONS
+from ..core.geometry import CONVENTIONS
 from .options import open_db
 
 
@@ -41,7 +41,7 @@ def cmd_import(args) -> None:
     from tqdm import tqdm
 
     from ..database.transfer import import_folder
-    from ..io import list_folder_pairs
+    from ..core.io import list_folder_pairs
 
     total = len(list_folder_pairs(args.folder))
     with open_db(args.db, must_exist=False) as db, tqdm(total=total, unit="pair") as bar:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..geometry import CONVENTIONS
-from ..io import DataError
+from ..core.geometry import CONVENTIONS
+from ..core.io import DataError
 from .annotate import cmd_annotate
 from .commands import cmd_demo, cmd_evaluate, cmd_register, cmd_train
 from .db import add_db_commands

@@ -9,8 +9,8 @@ from dataclasses import replace
 from ..config import (LABEL_SAMPLING, PRESETS, REGULARISERS, SCHEDULES, SIMILARITIES, USE, VARIANTS, AugmentConfig,
                       InferenceConfig, TrainConfig)
 from ..database.schema import LABEL_TYPES
-from ..geometry import CONVENTIONS
-from ..io import DataError
+from ..core.geometry import CONVENTIONS
+from ..core.io import DataError
 
 
 def preset_value(name: str, path: str):
@@ -138,7 +138,7 @@ def pair_source(p: argparse.ArgumentParser) -> None:
 def training_pairs(args):
     """The pairs ``train`` reads: a folder, or a database through its filters."""
     if args.data:
-        from ..data import folder_pairs
+        from ..core.pairs import folder_pairs
 
         return folder_pairs(args.data)
     with open_db(args.db) as db:
@@ -162,7 +162,7 @@ def drive(reports, config: TrainConfig) -> dict[str, int]:
     """One progress bar over the whole budget, all stages; returns the last step of each stage."""
     from tqdm import tqdm
 
-    from ..jobs import overall_fraction
+    from ..app.jobs import overall_fraction
 
     steps: dict[str, int] = {}
     unit, total = ("step", config.iterations) if config.iterations else ("s", round(60 * config.minutes))

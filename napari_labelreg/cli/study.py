@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..geometry import CONVENTIONS
-from ..io import DataError
+from ..core.geometry import CONVENTIONS
+from ..core.io import DataError
 
 
 def add_study_commands(sub, training_options) -> None:
@@ -33,7 +33,7 @@ def add_study_commands(sub, training_options) -> None:
 
 def _pairs_and_subjects(args):
     if args.data:
-        from ..data import folder_pairs
+        from ..core.pairs import folder_pairs
 
         pairs = folder_pairs(args.data)
         return pairs, {p.name: p.name for p in pairs}
@@ -50,9 +50,9 @@ def _pairs_and_subjects(args):
 
 def cmd_crossval(args) -> None:
     from .options import config_from_args, drive, use_from_args
-    from ..evaluation import evaluate_run
-    from ..statistics import box_plots, summary_table
-    from ..training.crossval import collect, load_or_make_splits, run_fold
+    from ..evaluation.scoring import evaluate_run
+    from ..evaluation.statistics import box_plots, summary_table
+    from ..evaluation.crossval import collect, load_or_make_splits, run_fold
 
     config = config_from_args(args)
     pairs, subjects = _pairs_and_subjects(args)
@@ -87,7 +87,7 @@ def _results(path):
 
 
 def cmd_compare(args) -> None:
-    from ..statistics import METRICS, box_plots, paired_wilcoxon, summary_table
+    from ..evaluation.statistics import METRICS, box_plots, paired_wilcoxon, summary_table
 
     (csv_a, a), (csv_b, b) = _results(args.run_a), _results(args.run_b)
     label_a, label_b = csv_a.parent.name, csv_b.parent.name
@@ -105,7 +105,7 @@ def cmd_compare(args) -> None:
 
 
 def add_baseline_command(sub) -> None:
-    from ..baselines import METHODS
+    from ..evaluation.baselines import METHODS
 
     p = sub.add_parser("baseline", help="classical baselines (gland centroids, B-spline FFD) scored like the network")
     p.add_argument("--method", choices=METHODS, required=True)
@@ -124,10 +124,10 @@ def cmd_baseline(args) -> None:
 
     from tqdm import tqdm
 
-    from ..baselines import run_baseline
-    from ..evaluation import score
-    from ..io import atomic_write
-    from ..statistics import summary_table
+    from ..evaluation.baselines import run_baseline
+    from ..evaluation.scoring import score
+    from ..core.io import atomic_write
+    from ..evaluation.statistics import summary_table
 
     pairs, _ = _pairs_and_subjects(args)
     pairs = pairs[: args.limit] if args.limit else pairs

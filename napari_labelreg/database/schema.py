@@ -25,7 +25,7 @@ from sqlalchemy import (
     text,
 )
 
-from ..geometry import CONVENTIONS  # noqa: F401 - re-exported: the database records one of these
+from ..core.geometry import CONVENTIONS  # noqa: F401 - re-exported: the database records one of these
 
 SCHEMA_VERSION = 1
 LABEL_TYPES = ("gland", "apex", "base", "urethra", "zonal boundary", "calcification", "cyst", "lesion", "other")

@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Connection, Engine
 
-from ..io import DataError, Pair, check_mask, load_volume
+from ..core.io import DataError, Pair, check_mask, load_volume
 from . import schema as s
 from .masks import decode_mask, encode_mask
 

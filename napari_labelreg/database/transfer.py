@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..io import FOLDERS, folder_pair_paths, list_folder_pairs, load_labels, load_volume, save_volume
+from ..core.io import FOLDERS, folder_pair_paths, list_folder_pairs, load_labels, load_volume, save_volume
 from .store import LabelDB
 
 FIRST_LABEL_TYPE = "gland"  # label 0 of the layout

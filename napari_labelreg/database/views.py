@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 
-from ..geometry import Grid
-from ..metrics import centroid_mm
+from ..core.geometry import Grid
+from ..core.metrics import centroid_mm
 from . import schema as s
 from .store import LabelDB
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..geometry import Grid, regrid, shape_for_spacing
+from ..core.geometry import Grid, regrid, shape_for_spacing
 from .warp import warp
 
 

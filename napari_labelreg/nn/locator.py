@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..geometry import Grid, apply_affine, centroid_shift
-from ..io import Volume
+from ..core.geometry import Grid, apply_affine, centroid_shift
+from ..core.io import Volume
 from .device import autocast, fast_layout
 from .grid import network_grid, normalise, to_network_grid
 from .networks import MULTIPLE, LocalNet

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..geometry import Grid, apply_affine, to_grid_sample, voxel_coordinates
+from ..core.geometry import Grid, apply_affine, to_grid_sample, voxel_coordinates
 
 HALF_WIDTH_MM = 60.0  # the field covers the gland centroid +/- this, and is constant beyond
 CONTROL_POINTS = 21  # per axis: a 6 mm lattice, interpolated trilinearly

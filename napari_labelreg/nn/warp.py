@@ -1,7 +1,7 @@
 """Differentiable trilinear warping in torch, following geometry's convention.
 
 Coordinates are moving voxel indices ``(B, D, H, W, 3)`` in (i, j, k) order;
-:func:`napari_labelreg.geometry.to_grid_sample` is the only conversion to
+:func:`napari_labelreg.core.geometry.to_grid_sample` is the only conversion to
 ``grid_sample`` order.  Volumes are ``(B, C, *shape)``; DDFs ``(B, 3, D, H, W)``
 in network-grid voxel units.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..geometry import to_grid_sample
+from ..core.geometry import to_grid_sample
 
 
 def base_grid(shape, device=None) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..config import InferenceConfig, TrainConfig
-from ..io import DataError, atomic_write
+from ..core.io import DataError, atomic_write
 from ..nn.locator import SPACING_MM
 
 FORMAT = 3

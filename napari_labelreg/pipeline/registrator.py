@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 
 from ..config import InferenceConfig, TrainConfig
-from ..geometry import Grid, apply_affine, fixed_to_moving, warp
-from ..geometry import sample as sample_np
-from ..io import DataError, Pair, Volume
+from ..core.geometry import Grid, apply_affine, fixed_to_moving, warp
+from ..core.geometry import sample as sample_np
+from ..core.io import DataError, Pair, Volume
 from ..nn.device import pick_device
 from .checkpoint import load_checkpoint, run_checkpoint
 from .stages import Estimate, Stage, stage_from_state

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ..config import InferenceConfig, ModelConfig, TrainConfig
-from ..geometry import Grid, ddf_voxels_to_mm, fixed_to_moving, resample_field, translation
-from ..io import Pair, Volume
+from ..core.geometry import Grid, ddf_voxels_to_mm, fixed_to_moving, resample_field, translation
+from ..core.io import Pair, Volume
 from ..nn.device import autocast, fast_layout
 from ..nn.grid import network_grid, normalise
 from ..nn.locator import SPACING_MM, GlandLocator

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from ..config import InferenceConfig, TrainConfig
-from ..io import Pair, atomic_write
+from ..core.io import Pair, atomic_write
 from ..nn.device import pick_device
 from ..training.distributed import distributed_context, local_rank, rank_zero_seconds
 from ..training.schedule import Budget

@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..geometry import Grid, centroid_shift, fixed_to_moving, shape_for_spacing, translation
-from ..io import DataError, Pair
-from ..metrics import centroid_mm
+from ..core.geometry import Grid, centroid_shift, fixed_to_moving, shape_for_spacing, translation
+from ..core.io import DataError, Pair
+from ..core.metrics import centroid_mm
 from ..nn.grid import network_grid, normalise, to_network_grid
 
 

@@ -11,8 +11,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..config import TrainConfig
-from ..geometry import Grid
-from ..io import Pair
+from ..core.geometry import Grid
+from ..core.io import Pair
 from ..nn.device import autocast, fast_layout
 from ..nn.locator import SIDES, GlandLocator, on_locator_grid
 from ..nn.warp import moving_coordinates, sample

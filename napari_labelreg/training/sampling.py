@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..config import AugmentConfig
-from ..geometry import Grid
+from ..core.geometry import Grid
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:

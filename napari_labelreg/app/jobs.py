@@ -13,8 +13,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .config import InferenceConfig, TrainConfig
-from .io import DataError, Pair, save_ddf, save_volume
+from ..config import InferenceConfig, TrainConfig
+from ..core.io import DataError, Pair, save_ddf, save_volume
 
 
 def split_validation(pairs: list[Pair], subjects: dict[str, str], fraction: float, seed: int
@@ -34,7 +34,7 @@ def split_validation(pairs: list[Pair], subjects: dict[str, str], fraction: floa
 def db_training_pairs(db_path, *, types: Sequence[str] | None = None, verified_only: bool = False,
                       annotators: Sequence[str] | None = None) -> tuple[list[Pair], dict[str, str]]:
     """Pairs passing the filters and their subjects, read from a label database."""
-    from .database import LabelDB
+    from ..database import LabelDB
 
     statuses = ["verified"] if verified_only else None
     with LabelDB.open(db_path) as db:
@@ -54,8 +54,8 @@ def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, us
     ``threading.Event``) ends the run after the current step; the run's checkpoint is written before
     this generator returns.
     """
-    from .evaluation import validator
-    from .pipeline.train import Trainer
+    from ..evaluation.scoring import validator
+    from ..pipeline.train import Trainer
 
     pairs, subjects = db_training_pairs(db_path, types=types, verified_only=verified_only)
     train, val = split_validation(pairs, subjects, validation_fraction, config.seed)

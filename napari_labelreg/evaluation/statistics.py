@@ -1,7 +1,7 @@
 """Comparing registration methods the way the paper does (numpy, scipy, pandas).
 
 Per-pair result tables have at least the columns ``pair``, ``tre_mm`` and
-``dice`` (what :func:`napari_labelreg.evaluation.score` writes).
+``dice`` (what :func:`napari_labelreg.evaluation.scoring.score` writes).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
-from .metrics import percentiles
+from ..core.metrics import percentiles
 
 METRICS = {"tre_mm": "landmark TRE (mm)", "dice": "gland DSC"}
 

@@ -7,9 +7,9 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from . import metrics
-from .pipeline.registrator import Registration
-from .io import Pair
+from ..core import metrics
+from ..pipeline.registrator import Registration
+from ..core.io import Pair
 
 
 def score(registration: Registration, pair: Pair) -> dict[str, float]:
@@ -63,6 +63,6 @@ def validator(pairs: list[Pair]):
 
 def evaluate_run(run_dir, pairs: list[Pair]) -> pd.DataFrame:
     """Per-pair scores of the model in ``run_dir`` on ``pairs``."""
-    from .pipeline.registrator import Registrator
+    from ..pipeline.registrator import Registrator
 
     return evaluate(Registrator.from_run(run_dir).register_pair, pairs)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import InferenceConfig, TrainConfig
-from ..io import Pair, atomic_write
+from ..core.io import Pair, atomic_write
 from ..pipeline.checkpoint import CHECKPOINT
 from ..pipeline.stages import Progress
 from ..pipeline.train import train

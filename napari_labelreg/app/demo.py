@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import AugmentConfig, ModelConfig, TrainConfig
+from ..config import AugmentConfig, ModelConfig, TrainConfig
 
 DEMO_CONFIG = TrainConfig(
     model=ModelConfig(width=8),
@@ -34,13 +34,13 @@ def dense_error(predicted_mm: np.ndarray, truth_mm: np.ndarray, mask: np.ndarray
 def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, train_pairs: int = 48) -> dict:
     from tqdm import tqdm
 
-    from . import io
-    from .evaluation import score
-    from .pipeline.registrator import Registrator, identity_registration
+    from ..core import io
+    from ..evaluation.scoring import score
+    from ..pipeline.registrator import Registrator, identity_registration
     from .jobs import export_registration
-    from .pipeline.checkpoint import CHECKPOINT
-    from .phantom import make_phantom
-    from .pipeline.train import train
+    from ..pipeline.checkpoint import CHECKPOINT
+    from ..core.phantom import make_phantom
+    from ..pipeline.train import train
 
     config = replace(DEMO_CONFIG, iterations=iterations)
     pairs = [make_phantom(seed, **PHANTOM).pair for seed in range(train_pairs)]

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import metrics
-from .evaluation import score
-from .geometry import ddf_mm_to_voxels
-from .pipeline.registrator import Registration, Registrator
-from .io import Pair
+from ..core import metrics
+from ..evaluation.scoring import score
+from ..core.geometry import ddf_mm_to_voxels
+from ..pipeline.registrator import Registration, Registrator
+from ..core.io import Pair
 
 
 def _label_stack(masks: np.ndarray) -> np.ndarray:
@@ -106,7 +106,7 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
     ``network_weight``: of the network's DDF over the located glands and prior (None: the run's).
     """
     if db_path:
-        from .database import LabelDB
+        from ..database import LabelDB
 
         with LabelDB.open(db_path) as db:
             records = db.image_pairs()
@@ -117,7 +117,7 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
             named = {lp.id: f"{lp.name or lp.type} ({lp.type})" for lp in db.label_pairs(record.id)}
         names = [named[int(n.split(":", 1)[0])] for n in pair.label_names]  # load_pair names them "id:type"
     else:
-        from .phantom import make_phantom
+        from ..core.phantom import make_phantom
 
         pair, names = make_phantom(1000 + pair_index).pair, None
     registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair)

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import metrics
-from .geometry import fixed_to_moving, warp
-from .pipeline.registrator import Registration
-from .io import Pair
+from ..core import metrics
+from ..core.geometry import fixed_to_moving, warp
+from ..pipeline.registrator import Registration
+from ..core.io import Pair
 
 METHODS = ("centroid", "ffd-nmi", "ffd-ncc", "ffd-ssd")
 

@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 
-from .database import LabelDB, LabelPairRecord
-from .database.store import ImagePairRecord
-from .geometry import display_affines
-from .io import Volume, load_volume
+from ..database import LabelDB, LabelPairRecord
+from ..database.store import ImagePairRecord
+from ..core.geometry import display_affines
+from ..core.io import Volume, load_volume
 
 SIDES = ("moving", "fixed")
 
@@ -233,9 +233,9 @@ def ball(shape: tuple[int, int, int], spacing, centre_voxel, radius_mm: float) -
 
 def phantom_database(folder: str | os.PathLike, count: int = 2) -> Path:
     """A new database in ``folder`` holding ``count`` phantom pairs (labels included)."""
-    from .database.transfer import import_folder
-    from .io import save_volume
-    from .phantom import make_phantom
+    from ..database.transfer import import_folder
+    from ..core.io import save_volume
+    from ..core.phantom import make_phantom
 
     folder = Path(folder)
     data = folder / "phantom_data"

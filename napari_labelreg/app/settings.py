@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .io import atomic_write
+from ..core.io import atomic_write
 
 
 def settings_path() -> Path:

@@ -1,0 +1,1 @@
+"""Evaluation: the paper's scores, the baselines, paired statistics and patient-level cross-validation."""
