@@ -119,6 +119,11 @@ def test_the_train_form_describes_the_preset_with_its_budget(qtbot):
     assert w.config().iterations == 30 and w.config().locator == 0.3  # the cpu preset's gland locator
     w.preset.setCurrentText("paper")
     assert w.config().learning_rate == 1e-5 and w.config().locator == 0.0 and w.config().iterations == 30
+    # a time limit is asked for, not a spin box's special value: off, the minutes field is disabled and unused
+    assert w.config().minutes is None and not w.minutes.isEnabled()
+    w.time_limit.setChecked(True)
+    w.minutes.setValue(12.5)
+    assert w.minutes.isEnabled() and w.config().minutes == 12.5 and w.config().iterations == 30
 
 
 def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):

@@ -60,8 +60,14 @@ class TrainWidget(QWidget):
         self.regulariser = _combo(REGULARISERS, "bending")
         self.weight = _spin(QDoubleSpinBox(), 0.5, 0, 100, decimals=3)
         self.iterations = _spin(QSpinBox(), 500, 1, 10**7)
-        self.minutes = _spin(QDoubleSpinBox(), 0.0, 0, 10**5, decimals=1)
-        self.minutes.setSpecialValueText("no time limit")
+        self.time_limit = QCheckBox("also stop after")  # whichever of the two budgets ends first
+        self.minutes = _spin(QDoubleSpinBox(), 30.0, 0.1, 10**5, decimals=1)
+        self.minutes.setSuffix(" min")
+        self.minutes.setEnabled(False)
+        self.time_limit.toggled.connect(self.minutes.setEnabled)
+        minutes = QHBoxLayout()
+        minutes.addWidget(self.time_limit)
+        minutes.addWidget(self.minutes)
         self.validation = _spin(QDoubleSpinBox(), 0.0, 0, 0.5, decimals=2)
         self.device = _combo(["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []), "auto")
         self.out_dir = QLineEdit(placeholderText="run folder")
@@ -81,7 +87,7 @@ class TrainWidget(QWidget):
         for label, widget in (("Database", self.db_path), ("Label types", self.types), ("", self.verified_only),
                               ("Preset", self.preset), ("Network", self.variant), ("Similarity", self.loss),
                               ("Regulariser", self.regulariser), ("Weight α", self.weight),
-                              ("Iterations", self.iterations), ("Minutes", self.minutes),
+                              ("Iterations", self.iterations), ("Time limit", minutes),
                               ("Validation fraction", self.validation), ("Device", self.device),
                               ("Output folder", self.out_dir)):
             form.addRow(label, widget)
@@ -103,7 +109,7 @@ class TrainWidget(QWidget):
     def config(self) -> TrainConfig:
         """The TrainConfig the form describes."""
         base = PRESETS[self.preset.currentText()]
-        minutes = self.minutes.value() or None
+        minutes = self.minutes.value() if self.time_limit.isChecked() else None
         return replace(
             base,
             model=replace(base.model, variant=self.variant.currentText()),
