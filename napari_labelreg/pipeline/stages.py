@@ -116,7 +116,8 @@ class TrainingData:
 
 
 class Stage:
-    """One job of a registration.  Subclasses set :attr:`name` and implement the four methods below.
+    """One job of a registration.  Subclasses set :attr:`name` and :attr:`config` and implement :meth:`fit`,
+    :meth:`apply`, :meth:`ready`, :meth:`weights` and :meth:`load_weights`.
 
     ``step`` counts the steps trained so far; a stage saved mid-way resumes from it, drawing what an
     uninterrupted run would have drawn.
@@ -127,6 +128,7 @@ class Stage:
     def __init__(self) -> None:
         self.step = 0
         self.optimizer: torch.optim.Optimizer | None = None
+        self._saved_optimizer: dict | None = None  # a loaded state's, restored when training resumes
 
     def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
         """Train within ``budget`` from :attr:`step`, yielding a report per step."""
@@ -136,8 +138,8 @@ class Stage:
         """The transform so far with this stage's part added."""
         raise NotImplementedError
 
-    def modules(self) -> list[nn.Module]:
-        """The trained parts, for :meth:`ready`."""
+    def ready(self, device: torch.device, precision: str) -> "Stage":
+        """The stage on ``device`` in inference mode, laid out for ``precision``."""
         raise NotImplementedError
 
     def weights(self) -> dict:
@@ -165,16 +167,9 @@ class Stage:
         """The stage's optimiser, made on first use and restored from a loaded state."""
         if self.optimizer is None:
             self.optimizer = make()
-            saved = getattr(self, "_saved_optimizer", None)
-            if saved is not None:
-                self.optimizer.load_state_dict(saved)
+            if self._saved_optimizer is not None:
+                self.optimizer.load_state_dict(self._saved_optimizer)
         return self.optimizer
-
-    def ready(self, device: torch.device, precision: str) -> "Stage":
-        """The stage on ``device`` in inference mode, laid out for ``precision``."""
-        for module in self.modules():
-            module.to(device).eval()
-        return self
 
     def _reports(self, steps: Iterator[tuple[int, float]], budget: Budget) -> Iterator[Progress]:
         """Reports of a training function's ``(step, loss)`` pairs, :attr:`step` kept up to date."""
@@ -216,9 +211,6 @@ class Locate(Stage):
         shift, gland_mm = self.locator.start(moving, fixed, estimate.matrix, use.precision)
         return replace(estimate, matrix=estimate.matrix @ translation(fixed.grid, shift),
                        shift_mm=estimate.shift_mm + shift, gland_mm=gland_mm)
-
-    def modules(self) -> list[nn.Module]:
-        return [self.locator]
 
     def ready(self, device: torch.device, precision: str) -> "Locate":
         self.locator = fast_layout(self.locator.to(device).eval(), precision)
@@ -268,9 +260,6 @@ class Prior(Stage):
         if estimate.gland_mm is None:
             raise ValueError("a gland prior sits on the located gland: a Locate stage must come before it")
         return estimate.plus(self.prior.grid_ddf(estimate.grid, estimate.gland_mm).cpu())
-
-    def modules(self) -> list[nn.Module]:
-        return [self.prior]
 
     def ready(self, device: torch.device, precision: str) -> "Prior":
         self.prior.eval()  # a small field: it stays on the CPU, where the registration grid is
@@ -345,9 +334,6 @@ class Refine(Stage):
         with torch.inference_mode(), autocast(device, use.precision):
             ddf = use.network_weight * self.model(x).float().cpu()
         return estimate.plus(ddf)
-
-    def modules(self) -> list[nn.Module]:
-        return [self.model]
 
     def ready(self, device: torch.device, precision: str) -> "Refine":
         self.model = fast_layout(self.model.to(device).eval(), precision)
