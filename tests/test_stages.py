@@ -19,7 +19,7 @@ from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.pipeline.checkpoint import CHECKPOINT, FORMAT, load_checkpoint
 from napari_labelreg.pipeline.registrator import Registrator
 from napari_labelreg.pipeline.stages import Locate, Prior, Refine
-from napari_labelreg.pipeline.train import Trainer
+from napari_labelreg.pipeline.train import TRAINING_SET, Trainer
 
 BEFORE = Path(__file__).parent / "data" / "format2"
 TINY = dict(fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5)
@@ -92,6 +92,8 @@ def test_a_run_stopped_inside_any_stage_resumes_with_the_step_it_would_have_take
 def test_a_checkpoint_keeps_each_stages_own_config_and_the_use_it_was_trained_for(tmp_path):
     pairs = [make_phantom(s, **TINY).pair for s in range(2)]
     list(Trainer(pairs, staged_config(), tmp_path, use=InferenceConfig(network_weight=0.25)))
+    # whoever trains (CLI, widget, script), the run records what it trained on, for evaluate's warning
+    assert set(json.loads((tmp_path / TRAINING_SET).read_text())) == {p.name for p in pairs}
     state = load_checkpoint(tmp_path / CHECKPOINT)
     assert state["use"].network_weight == 0.25 and state["fitted"] == ["locate", "prior"]
     assert state["stages"]["prior"]["config"] == {"half_width_mm": 60.0, "points": 21}

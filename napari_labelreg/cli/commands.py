@@ -35,8 +35,6 @@ def cmd_train(args) -> None:
         for _ in reports:
             pass
         return
-    listing = {p.name: list(p.label_names) or p.num_labels for p in pairs}
-    atomic_write(out / "training_set.json", lambda tmp: Path(tmp).write_text(json.dumps(listing, indent=1)))
     steps = drive(reports, config)
     parts = ", ".join(f"{stage} {n} step{'s' * (n != 1)}" for stage, n in steps.items())
     source = f"--data {args.data}" if args.data else f"--db {args.db}"
@@ -104,8 +102,10 @@ def _evaluation_pairs(args):
 
 
 def _warn_if_trained_on(run: Path, names: list[str]) -> None:
-    """Say so when pairs being scored were among the run's training pairs (its training_set.json)."""
-    listing = run / "training_set.json" if run.is_dir() else run.parent / "training_set.json"
+    """Say so when pairs being scored were among the run's training pairs (its TRAINING_SET record)."""
+    from ..pipeline.train import TRAINING_SET
+
+    listing = run / TRAINING_SET if run.is_dir() else run.parent / TRAINING_SET
     if not listing.is_file():
         return
     seen = sorted(set(names) & set(json.loads(listing.read_text())))

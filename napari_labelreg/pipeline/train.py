@@ -28,10 +28,14 @@ from .registrator import Registrator
 from .stages import Progress, Refine, Stage, TrainingData, build_stages, stage_from_state
 
 
+TRAINING_SET = "training_set.json"  # a run's record of the pairs (and label pairs) it trained on
+
+
 class Trainer:
     """A training run: set up on construction, iterated for :class:`Progress` reports.
 
-    Iterating writes ``config.json``, ``log.csv`` and ``checkpoint.pt`` (after each stage, every
+    Construction writes ``config.json`` and :data:`TRAINING_SET` to ``out_dir``; iterating writes ``log.csv``
+    and ``checkpoint.pt`` (after each stage, every
     ``config.checkpoint_every`` steps, and when the iteration is closed early, as a GUI's cancel does)
     to ``out_dir``.  With ``resume`` it continues from the folder's checkpoint inside the stage it
     stopped in, drawing the same minibatches an uninterrupted run would have drawn.  ``use``: what the
@@ -61,6 +65,14 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             text = json.dumps(config.to_dict(), indent=2)
             atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(text))
+            self._record_training_set(pairs)
+
+    def _record_training_set(self, pairs: Sequence[Pair]) -> None:
+        """Add ``pairs`` to the run's record of what it trained on (a resumed run may have met others before)."""
+        path = self.out / TRAINING_SET
+        listing = json.loads(path.read_text()) if path.is_file() else {}
+        listing.update({p.name: list(p.label_names) or p.num_labels for p in pairs})
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(listing, indent=1)))
 
     def _resume(self, checkpoint: Path) -> None:
         state = load_checkpoint(checkpoint)
