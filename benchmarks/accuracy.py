@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from napari_labelreg.pipeline.registrator import Registrator, identity_registrat
 from napari_labelreg.core.io import list_folder_pairs
 from napari_labelreg.evaluation.statistics import paired_wilcoxon
 from napari_labelreg.pipeline.train import train
+from napari_labelreg.training.distributed import launched_rank
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mrus_prostate"
 
@@ -51,7 +51,7 @@ def main() -> None:
     cli = build_parser().parse_args(["train", "--data", args.data, "--out", args.out, "--geometry", "centred",
                                      "--minutes", str(args.minutes), "--checkpoint-every", "500", *training])
     config, use = config_from_args(cli), use_from_args(cli)
-    rank = int(os.environ.get("RANK", "0"))  # under torchrun, rank 0 alone reports and evaluates
+    rank = launched_rank()  # under torchrun, rank 0 alone reports and evaluates
     print(json.dumps(config.to_dict()))
     t0 = time.time()
     last = None

@@ -37,7 +37,7 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
     from ..core import io
     from ..evaluation.scoring import score
     from ..pipeline.registrator import Registrator, identity_registration
-    from .jobs import export_registration
+    from .jobs import DDF_FILE, WARPED_FILE, export_registration
     from ..pipeline.checkpoint import CHECKPOINT
     from ..core.phantom import make_phantom
     from ..pipeline.train import train
@@ -75,5 +75,5 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
     print(f"  DDF error in the gland (mm)       {report['ddf_error_before_mm']:7.2f}  "
           f"{report['ddf_error_after_mm']:7.2f}")
     print(f"  folding voxels                          -  {report['folding_voxels']:7d}")
-    print(f"wrote ddf.nii.gz, warped.nii.gz, fixed.nii.gz and run/ to {out}")
+    print(f"wrote {DDF_FILE}, {WARPED_FILE}, fixed.nii.gz and run/ to {out}")
     return report
