@@ -130,10 +130,14 @@ def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     from napari_labelreg._widgets.inspect import InspectWidget
     from napari_labelreg.app.inspection import register_for_inspection
 
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
     viewer = make_napari_viewer()
     w = InspectWidget(viewer)
+    viewer.window.add_dock_widget(w)
     w.model_dir.setText(str(trained_run))
-    worker = w.register()
+    QTest.mouseClick(w.register_btn, Qt.MouseButton.LeftButton)  # as a user does: the button, not the method
     qtbot.waitUntil(lambda: "phantom1000: Jacobian determinant" in viewer.layers, timeout=60_000)
     names = {layer.name.split(": ", 1)[1] for layer in viewer.layers}
     assert {"TRUS image (fixed)", "warped MR (moving on fixed)", "displacement magnitude (mm)",
@@ -141,7 +145,6 @@ def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     fixed_shape = viewer.layers["phantom1000: TRUS image (fixed)"].data.shape
     assert viewer.layers["phantom1000: Jacobian determinant"].data.shape == fixed_shape
     assert "landmark TRE" in w.summary.text() and w.errors.count() > 0
-    del worker
     # the network weight: the run's unless set; 0 asks for the located glands alone, which this run has not
     assert w.weight() is None and not w.network_weight.isEnabled()
     w.runs_weight.setChecked(False)

@@ -46,10 +46,11 @@ class InspectWidget(QWidget):
         self.network_weight.setToolTip("weight of the network's DDF over the located glands and gland prior; "
                                        "0: without the network, 1: the paper")
         self.runs_weight.toggled.connect(lambda own: self.network_weight.setEnabled(not own))
-        register_btn = QPushButton("Register")
-        register_btn.clicked.connect(self.register)
+        # clicked(bool) would hand its flag to a method that takes none
+        self.register_btn = register_btn = QPushButton("Register")
+        register_btn.clicked.connect(lambda: self.register())
         export_btn = QPushButton("Export DDF and warped MR…")
-        export_btn.clicked.connect(self._export)
+        export_btn.clicked.connect(lambda: self._export())
         self.summary = QLabel("")
         self.errors = QListWidget()
         form = QFormLayout()
