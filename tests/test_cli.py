@@ -151,7 +151,7 @@ def test_db_commands_and_train_from_a_filtered_database(phantom_folder, tmp_path
     out = capsys.readouterr().out
     # 2 steps of the cpu preset: the locator's 30% is one, the prior's 5% none, the network has the other
     assert f"run in {run}: geometry centred; stages locate 1 step, refine 1 step; network weight 0.5." in out
-    assert f"next: napari-labelreg evaluate --model {run} --db {db}" in out
+    assert f"next: napari-labelreg evaluate --model {run} --data|--db PAIRS_IT_DID_NOT_TRAIN_ON" in out
     # evaluate reads the database as train does, a subset of its pairs, and says they were trained on
     scores = tmp_path / "scores.csv"
     assert main(["evaluate", "--model", str(run), "--db", str(db), "--types", "gland", "--pairs", "obs001",
@@ -214,3 +214,39 @@ def test_train_help_states_the_presets_defaults_for_every_option():
             assert re.search(rf"default {re.escape(shown)}\b", text) or f"{shown} in the {name}" in text, (dest, text)
     assert "default 0.3 in the cpu preset, 0 in the paper one" in actions["locator"].help
     assert PRESETS["cpu"].locator == 0.3
+
+
+def test_train_and_evaluate_from_a_database_start_from_the_geometry_its_pairs_were_imported_with(
+        phantom_folder, tmp_path, capsys):
+    import json
+
+    db = tmp_path / "labels.db"
+    assert main(["db", "import", str(phantom_folder), "--db", str(db), "--geometry", "fov"]) == 0
+    run = tmp_path / "run"
+    tiny = [a for a in TINY if a not in ("--geometry", "centred")]
+    assert main(["train", "--db", str(db), "--out", str(run), *tiny]) == 0
+    assert json.loads((run / "config.json").read_text())["geometry"] == "fov"
+    assert f"run in {run}: geometry fov" in capsys.readouterr().out
+    # without a model: the identity of the recorded geometry, what --geometry fov gives, not world's
+    scores = {g: tmp_path / f"{g}.csv" for g in ("recorded", "fov", "world")}
+    assert main(["evaluate", "--db", str(db), "--out", str(scores["recorded"])]) == 0
+    for g in ("fov", "world"):
+        assert main(["evaluate", "--db", str(db), "--geometry", g, "--out", str(scores[g])]) == 0
+    recorded, fov, world = (pd.read_csv(scores[g]) for g in ("recorded", "fov", "world"))
+    pd.testing.assert_frame_equal(recorded, fov)
+    assert not np.allclose(recorded.tre_mm, world.tre_mm)
+
+
+def test_an_out_of_the_wrong_kind_is_refused_in_one_line_before_any_work(trained, tmp_path, capsys):
+    data, run = trained
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    mr, us = (str(data / side / "obs000.nii.gz") for side in ("moving_images", "fixed_images"))
+    for argv in (["train", "--data", str(data), "--out", str(a_file), *TINY],
+                 ["register", "--model", str(run), "--moving", mr, "--fixed", us, "--out", str(a_file)],
+                 ["evaluate", "--model", str(run), "--data", str(data), "--out", str(tmp_path)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"napari-labelreg {argv[0]}: error: ") and (
+            str(a_file) in err or str(tmp_path) in err), err
+    assert a_file.read_text() == "not a folder"

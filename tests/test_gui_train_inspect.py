@@ -93,6 +93,27 @@ def test_a_filter_matching_nothing_fails_without_claiming_a_checkpoint(make_napa
     assert not (tmp_path / "run").exists()
 
 
+def test_the_train_tab_refuses_what_the_cli_refuses_and_touches_nothing(make_napari_viewer, qtbot, tiny_db,
+                                                                          tmp_path, monkeypatch):
+    from napari_labelreg._widgets import train as train_widget
+
+    shown = []
+    monkeypatch.setattr(train_widget, "show_error", shown.append)
+    w = train_widget.TrainWidget(make_napari_viewer())
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "checkpoint.pt").write_bytes(b"someone's run")
+    for db, out, resume, words in ((tmp_path / "missing.db", tmp_path / "a", False, "database not found"),
+                                   (tiny_db, tmp_path / "empty", True, "no run to resume"),
+                                   (tiny_db, held, False, "holds a run already; Resume continues it")):
+        tiny_form(w, db, out, 5)
+        w.start(resume=resume)
+        qtbot.waitUntil(lambda: w.worker is None, timeout=60_000)
+        assert words in shown[-1] and w.outcome.startswith("failed"), shown
+    assert not (tmp_path / "missing.db").exists() and not (tmp_path / "empty").exists()
+    assert (held / "checkpoint.pt").read_bytes() == b"someone's run"
+
+
 def test_whole_budget_progress_counts_the_locator_and_prior():
     from napari_labelreg.config import PRESETS
     from napari_labelreg.app.jobs import overall_fraction
@@ -108,6 +129,10 @@ def test_whole_budget_progress_counts_the_locator_and_prior():
     prog = lambda stage, s: overall_fraction(Progress(1, None, 0, 0, 0, s, 0, stage=stage), timed)  # noqa: E731
     assert prog("locate", 90) == pytest.approx(0.15)
     assert prog("refine", 300) == pytest.approx(0.35 + 0.5)
+    # both budgets: the run ends with the first to run out, and the bar follows whichever is further on
+    both = replace(cfg, iterations=100_000, minutes=10)
+    assert overall_fraction(Progress(2, None, 0, 0, 0, 90, 0, stage="locate"), both) == pytest.approx(0.15)
+    assert overall_fraction(Progress(55_000, None, 0, 0, 0, 1, 0, stage="refine"), both) == pytest.approx(0.9)
 
 
 def test_the_train_form_describes_the_preset_with_its_budget(qtbot):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..config import InferenceConfig, TrainConfig
 from ..core.io import DataError, Pair, save_ddf, save_volume
+from ..pipeline.checkpoint import CHECKPOINT
 
 
 def split_validation(pairs: list[Pair], subjects: dict[str, str], fraction: float, seed: int
@@ -37,6 +39,8 @@ def db_training_pairs(db_path, *, types: Sequence[str] | None = None, verified_o
     from ..database import LabelDB
 
     statuses = ["verified"] if verified_only else None
+    if "://" not in str(db_path) and not Path(db_path).is_file():
+        raise DataError(f"{db_path}: database not found")
     with LabelDB.open(db_path) as db:
         pairs = db.training_pairs(types=types or None, statuses=statuses, annotators=annotators or None)
         subjects = {r.name: r.subject for r in db.image_pairs()}
@@ -57,7 +61,17 @@ def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, us
     from ..evaluation.scoring import validator
     from ..pipeline.train import Trainer
 
+    from ..database import LabelDB
+
+    run = Path(out_dir) / CHECKPOINT
+    if resume and not run.exists():
+        raise DataError(f"{out_dir}: no run to resume here (Start begins one)")
+    if not resume and run.exists():
+        raise DataError(f"{out_dir}: holds a run already; Resume continues it, or choose another output folder")
     pairs, subjects = db_training_pairs(db_path, types=types, verified_only=verified_only)
+    if not resume:  # the initial correspondence the database's pairs were imported with
+        with LabelDB.open(db_path) as db:
+            config = replace(config, geometry=db.recorded_geometry([p.name for p in pairs]))
     train, val = split_validation(pairs, subjects, validation_fraction, config.seed)
     trainer = Trainer(train, config, out_dir, use=use, resume=resume, device=device,
                       validator=validator(val) if val else None, validate_every=validate_every)
@@ -72,13 +86,16 @@ def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, us
 
 
 def overall_fraction(progress, config: TrainConfig) -> float:
-    """How much of the whole run's budget (all its stages) ``progress`` has used, in [0, 1]."""
+    """How much of the whole run's budget (all its stages) ``progress`` has used, in [0, 1]: of its steps or
+    of its minutes, whichever is further on (with both, the run ends with the first to run out)."""
     budgets = config.stage_budgets()
     before = list(budgets)[: list(budgets).index(progress.stage)]
+    used = []
     if config.iterations:
-        return min(1.0, (sum(budgets[s][0] for s in before) + progress.step) / config.iterations)
-    seconds = sum(budgets[s][1] for s in before) + progress.elapsed_s
-    return min(1.0, seconds / (60.0 * config.minutes))
+        used.append((sum(budgets[s][0] for s in before) + progress.step) / config.iterations)
+    if config.minutes:
+        used.append((sum(budgets[s][1] for s in before) + progress.elapsed_s) / (60.0 * config.minutes))
+    return min(1.0, max(used))
 
 
 DDF_FILE, WARPED_FILE, WARPED_LABELS_FILE = "ddf.nii.gz", "warped.nii.gz", "warped_labels.nii.gz"

@@ -12,36 +12,45 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core.io import DataError, atomic_write
-from .options import config_from_args, drive, given, open_db, training_pairs, use_from_args
+from .options import config_from_args, drive, given, open_db, source_geometry, training_pairs, use_from_args
 
 
 def cmd_train(args) -> None:
     from ..pipeline.checkpoint import CHECKPOINT, load_checkpoint
-    from ..pipeline.train import train
+    from ..pipeline.train import TRAINING_SET, train
     from ..training.distributed import launched_rank
 
     config, use = config_from_args(args), use_from_args(args)
     out = Path(args.out)
-    if args.resume and (out / CHECKPOINT).exists():
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: is a file; --out names the run's folder")
+    if args.resume and not (out / CHECKPOINT).exists():
+        print(f"nothing to resume in {out}: starting a new run", file=sys.stderr)
+        args.resume = False
+    if args.resume:
         saved = load_checkpoint(out / CHECKPOINT)
         budget = given(iterations=args.iterations, minutes=args.minutes)
         config, use = replace(saved["config"], **budget), saved["use"]
     elif (out / CHECKPOINT).exists():
         raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     pairs = training_pairs(args)
-    print(f"training {config.model.variant} (n0={config.model.width}) on {len(pairs)} pairs -> {out}")
+    if not args.resume:
+        config = replace(config, geometry=source_geometry(args, pairs))
+    print(f"training {', '.join(config.stage_budgets())} (a {config.model.variant} network of width "
+          f"{config.model.width}) on {len(pairs)} pairs, geometry {config.geometry} -> {out}")
     reports = train(pairs, config, out, use=use, resume=args.resume, device=args.device)
     if launched_rank() != 0:  # under torchrun, rank 0 alone writes and reports
         for _ in reports:
             pass
         return
     steps = drive(reports, config)
+    if not steps:
+        print(f"{out}: the run had used its whole budget; give a larger --iterations or --minutes to train further")
+        return
     parts = ", ".join(f"{stage} {n} step{'s' * (n != 1)}" for stage, n in steps.items())
-    source = f"--data {args.data}" if args.data else f"--db {args.db}"
-    print(f"run in {out}: geometry {config.geometry}; stages {parts or 'with no steps'}; network weight "
-          f"{use.network_weight:g}.\n"
-          f"next: napari-labelreg evaluate --model {out} {source} --out {out / 'results.csv'}  "
-          f"(held-out pairs; this run trained on {len(pairs)}), or napari-labelreg register --model {out} ...")
+    print(f"run in {out}: geometry {config.geometry}; stages {parts}; network weight {use.network_weight:g}.\n"
+          f"next: napari-labelreg evaluate --model {out} --data|--db PAIRS_IT_DID_NOT_TRAIN_ON --out results.csv "
+          f"(it trained on {len(pairs)}: {out / TRAINING_SET}), or napari-labelreg register --model {out} ...")
 
 
 def cmd_register(args) -> None:
@@ -49,6 +58,8 @@ def cmd_register(args) -> None:
     from ..pipeline.registrator import Registrator
     from ..app.jobs import export_registration
 
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise DataError(f"{args.out}: is a file; --out names the folder to write the results to")
     reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
     pair = io.load_pair(args.moving, args.fixed, name="input")
     result = reg.register(pair.moving, pair.fixed, geometry=args.geometry)
@@ -63,13 +74,16 @@ def cmd_evaluate(args) -> None:
     from ..evaluation.scoring import evaluate, summary
     from ..pipeline.registrator import Registrator, identity_registration
 
+    if Path(args.out).is_dir():
+        raise DataError(f"{args.out}: is a folder; --out names the CSV file to write")
     names, load = _evaluation_pairs(args)
+    geometry = args.geometry or (source_geometry(args, [load(names[0])]) if args.db and not args.model else None)
     if args.model:
         reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
-        register = lambda p: reg.register_pair(p, geometry=args.geometry)  # noqa: E731
+        register = lambda p: reg.register_pair(p, geometry=geometry)  # noqa: E731
         _warn_if_trained_on(Path(args.model), names)
     else:
-        register = lambda p: identity_registration(p.moving, p.fixed, args.geometry or "world")  # noqa: E731
+        register = lambda p: identity_registration(p.moving, p.fixed, geometry or "world")  # noqa: E731
     with tqdm(total=len(names), unit="pair") as bar:
         results = evaluate(register, (load(name) for name in names), progress=lambda _: bar.update())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train briefly on synthetic phantoms and register one (no data needed)")
     p.add_argument("--out", default="labelreg-demo", help="output folder (default ./labelreg-demo)")
-    p.add_argument("--iterations", type=int, default=400)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--iterations", type=int, default=400, help="training steps (default 400: a few CPU minutes)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda... (default auto)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -75,10 +75,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except (DataError, ValueError, OSError) as exc:  # OSError: an --out that is a file, a folder, not writable
         print(f"napari-labelreg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resume = " (the checkpoint is written: add --resume to continue)" if args.command == "train" else ""
+        print(f"interrupted{resume}", file=sys.stderr)
         return 130
     return 0

@@ -85,8 +85,9 @@ def training_options(p: argparse.ArgumentParser) -> None:
     option("--seed", "random seed of weights, sampling and augmentation", type=int)
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1... "
                    "(default auto)")
-    g.add_argument("--geometry", choices=CONVENTIONS, default="world",
-                   help="initial correspondence (default world; centred suits the mrus_prostate data)")
+    g.add_argument("--geometry", choices=CONVENTIONS,
+                   help="initial correspondence (default: with --db, the one its pairs were imported with; with "
+                        "--data, world; centred suits the mrus_prostate data)")
     option("--checkpoint-every", "steps between checkpoints, in every stage (and one after each stage)", type=int)
 
 
@@ -107,7 +108,7 @@ def config_from_args(args) -> TrainConfig:
     if args.iterations is not None or args.minutes is not None:
         budget = {"iterations": args.iterations, "minutes": args.minutes}
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
-    return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry, **budget, **spacing,
+    return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry or "world", **budget, **spacing,
                    **given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
                             cross_subject=args.cross_subject, locator=args.locator, prior=args.prior,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
@@ -146,6 +147,14 @@ def training_pairs(args):
     if not pairs:
         raise DataError(f"{args.db}: no complete label pairs pass the filters")
     return pairs
+
+
+def source_geometry(args, pairs) -> str:
+    """``--geometry``, else what a database records for ``pairs`` (a folder records none: world)."""
+    if args.geometry or not getattr(args, "db", None):
+        return args.geometry or "world"
+    with open_db(args.db) as db:
+        return db.recorded_geometry([p.name for p in pairs])
 
 
 def open_db(path, must_exist: bool = True):

@@ -319,6 +319,19 @@ class LabelDB:
         fl = np.stack([f for _, f in pairs]) if pairs else empty(fixed)
         return Pair(row["name"], moving, fixed, ml, fl, tuple(f"{r.id}:{r.type}" for r in records))
 
+    def recorded_geometry(self, names: Sequence[str]) -> str:
+        """The initial correspondence the named image pairs were imported with; refused when they differ."""
+        wanted = set(names)
+        found: dict[str, int] = {}
+        for record in self.image_pairs():
+            if record.name in wanted:
+                found[record.convention] = found.get(record.convention, 0) + 1
+        if len(found) > 1:
+            counts = ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
+            raise ValidationError(f"{self.location}: these pairs were imported with different geometries ({counts}); "
+                                  "choose one with --geometry")
+        return next(iter(found), "world")
+
     def training_pairs(self, **filters) -> list[Pair]:
         """Every image pair that has at least one label pair passing the filters."""
         wanted = {r.image_pair_id for r in self.label_pairs(
