@@ -91,10 +91,6 @@ class TrainConfig:
     # second sampling stage: "one" label pair per image pair (the paper), or "all" of the pair's label
     # pairs averaged: the exact inner expectation of the paper's Eq. 3 (same objective, lower variance)
     label_sampling: str = "one"
-    # fraction of minibatch entries that pair one subject's fixed image with another subject's moving
-    # image, their glands being the only label pair (volume centres aligned): inter-subject examples
-    # of finding and aligning the gland.  0 = the paper (intra-subject pairs only)
-    cross_subject: float = 0.0
     # The registration's stages (pipeline/stages.py) and their shares of the budget, steps or minutes alike;
     # the network (Refine) has the rest.  locator > 0: a Locate stage first (the gland segmenters), and the
     # network starts from the gland centroids: true ones in training, located ones at registration.
@@ -120,8 +116,6 @@ class TrainConfig:
             raise ValueError(f"prior must be a share of the budget in [0, 1 - locator), got {self.prior}")
         if self.prior and not self.locator:
             raise ValueError("a gland prior needs a gland locator (locator > 0): it sits on the located gland")
-        if not 0.0 <= self.cross_subject <= 1.0:
-            raise ValueError(f"cross_subject must be a fraction in [0, 1], got {self.cross_subject}")
         if self.spacing_mm is not None and self.spacing_mm <= 0:
             raise ValueError(f"spacing_mm must be positive, got {self.spacing_mm}")
 
@@ -154,10 +148,12 @@ class TrainConfig:
 
 
 # settings removed because their benchmarks showed no gain (benchmarks/HISTORY.md): a config that
-# used them at their neutral value still loads; one that relied on them is refused by name
+# used them at their neutral value still loads; one that relied on them is refused by name.  Neutral
+# None: a setting that only shaped the training, dropped (the run's weights register as they did)
 REMOVED = {("members",): (1, "--members (averaged networks)"),
            ("augment", "elastic_mm"): (0.0, "--elastic (elastic augmentation)"),
-           ("augment", "elastic_grid_mm"): (None, "")}
+           ("augment", "elastic_grid_mm"): (None, ""),
+           ("cross_subject",): (None, "")}
 
 
 def _without_removed_settings(data: dict) -> dict:
@@ -210,13 +206,12 @@ PRESETS: dict[str, TrainConfig] = {
     # What generalises furthest within 30 CPU minutes (benchmarks/README.md): a narrower net on a
     # 3 mm grid in bf16, a larger step size decayed by a cosine over the budget, every label pair of
     # a drawn image pair in the loss instead of one, wider affine augmentation (10 degrees, 10%
-    # scaling), half the minibatch entries pairing two subjects by their glands, 30% of the budget
-    # for a gland locator that starts the registration from the located glands' centroids, 5% for
-    # a gland prior, the training pairs' mean deformation about the gland, under the network's, and a
+    # scaling), 30% of the budget for a gland locator that starts the registration from the located
+    # glands' centroids, 5% for a gland prior, the training pairs' mean deformation about the gland, under the network's, and a
     # penalty on folding (a run fell into a folded field without it); registration with half the
     # network's DDF on top of the prior (USE below).
     "cpu": TrainConfig(model=ModelConfig(width=16), spacing_mm=3.0, learning_rate=3e-4, schedule="cosine",
-                       label_sampling="all", cross_subject=0.5, locator=0.3, prior=0.05,
+                       label_sampling="all", locator=0.3, prior=0.05,
                        loss=LossConfig(folding=1.0), augment=AugmentConfig(rotation_deg=10.0, scale=0.1, shear=0.05)),
 }
 

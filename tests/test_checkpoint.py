@@ -71,3 +71,16 @@ def test_the_cli_refuses_an_old_ensemble_run_in_one_line(tmp_path, capsys):
                  str(tmp_path / "us.nii.gz"), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "--members" in err, err
+
+
+def test_a_run_trained_with_cross_subject_pairs_loads_and_registers_as_it_did(tmp_path):
+    """--cross-subject (deleted: no gain in its own paired runs) only shaped training: such runs are kept."""
+    from napari_labelreg.core.phantom import make_phantom
+    from napari_labelreg.pipeline.registrator import Registrator
+
+    old = rewrite(OLD, tmp_path / "old.pt", lambda s: s["config"].update(cross_subject=0.5))
+    assert not hasattr(load_checkpoint(old)["config"], "cross_subject")
+    pair = make_phantom(7).pair
+    now = Registrator.from_run(OLD, precision="fp32").register_pair(pair, geometry="centred").ddf_mm
+    np.testing.assert_array_equal(Registrator.from_run(old, precision="fp32").register_pair(
+        pair, geometry="centred").ddf_mm, now)

@@ -63,7 +63,7 @@ def staged_config(**changes) -> TrainConfig:
     """Three stages of 2 steps each, with the preset's sampling."""
     return replace(TrainConfig(model=ModelConfig(width=2), geometry="centred", learning_rate=1e-3, iterations=6,
                                locator=1 / 3, prior=1 / 3, checkpoint_every=100, precision="fp32", spacing_mm=4.0,
-                               label_sampling="all", cross_subject=0.5, schedule="cosine",
+                               label_sampling="all", schedule="cosine",
                                loss=LossConfig(folding=1.0)), **changes)
 
 

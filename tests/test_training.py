@@ -234,37 +234,3 @@ def test_network_fits_its_training_pairs(tmp_path):
     tre_after = np.mean([s["tre_all_mm"] for s in after])
     assert tre_after < 0.75 * tre_before, (tre_before, tre_after)
     assert all(s["folding_voxels"] == 0 for s in after)
-
-
-def test_cross_subject_entries_pair_one_subjects_fixed_gland_with_anothers_moving_gland():
-    from napari_labelreg.core.geometry import fixed_to_moving
-    from napari_labelreg.nn.grid import normalise
-    from napari_labelreg.training.refine import Batcher
-
-    # moving grids differ, so each pairing has its own centred matrix
-    pairs = [make_phantom(s, fixed_shape=(16, 20, 12), moving_shape=shape, spacing=2.5).pair
-             for s, shape in enumerate([(18, 18, 16), (20, 16, 14), (16, 22, 18)])]
-    pairs[2] = replace(pairs[2], label_names=("a", "b", "gland", "c")[: pairs[2].num_labels])
-    cfg = tiny_config(batch_size=6, cross_subject=1.0, augment=AugmentConfig(enabled=False), precision="fp32")
-    prepared = prepare_pairs(pairs, "centred", None)
-    inputs, fixed_labels, _, moving_labels, _ = Batcher(prepared, cfg, torch.device("cpu"))(2)
-    glands = [0, 0, 2]
-
-    def expected(p, q):  # q's moving image on p's fixed grid, centres aligned
-        matrix = torch.as_tensor(fixed_to_moving(pairs[p].fixed.grid, pairs[q].moving.grid, "centred"))[None]
-        image = torch.as_tensor(normalise(pairs[q].moving.data))[None, None]
-        return sample(image, moving_coordinates(matrix, pairs[p].fixed.grid.shape))[0, 0]
-
-    seen = set()
-    for b in range(6):
-        p = next(k for k in range(3) if torch.allclose(inputs[b, 1], prepared[k].fixed_image[0], atol=1e-5))
-        qs = [q for q in range(3) if torch.allclose(inputs[b, 0], expected(p, q), atol=1e-5)]
-        assert len(qs) == 1 and qs[0] != p, (b, p, qs)
-        q = qs[0]
-        seen.add((p, q))
-        assert fixed_labels[b].shape[1] == moving_labels[b].shape[1] == 1
-        assert torch.allclose(fixed_labels[b][0, 0], prepared[p].fixed_labels[glands[p]], atol=1e-5)
-        assert torch.equal(moving_labels[b][0, 0], prepared[q].moving_labels[glands[q]])
-    assert len(seen) > 1
-    with pytest.raises(ValueError, match="cross_subject"):
-        tiny_config(cross_subject=1.5)

@@ -38,7 +38,7 @@ TRAINING_SETTINGS = {
     "weight": "loss.weight", "folding": "loss.folding", "prefilter": "loss.prefilter",
     "translation": "augment.translation_mm", "iterations": "iterations",
     "minutes": "minutes", "batch_size": "batch_size", "lr": "learning_rate", "schedule": "schedule",
-    "label_sampling": "label_sampling", "cross_subject": "cross_subject", "locator": "locator", "prior": "prior",
+    "label_sampling": "label_sampling", "locator": "locator", "prior": "prior",
     "network_weight": "use.network_weight", "spacing": "spacing_mm", "precision": "precision",
     "seed": "seed", "checkpoint_every": "checkpoint_every",
 }
@@ -72,8 +72,6 @@ def training_options(p: argparse.ArgumentParser) -> None:
     option("--schedule", "learning rate over the budget", choices=SCHEDULES)
     option("--label-sampling", "per image pair, train on one random label pair (the paper) or all of them averaged",
            choices=LABEL_SAMPLING)
-    option("--cross-subject", "fraction of minibatch entries pairing two subjects' images by their glands",
-           type=float, metavar="FRACTION")
     option("--locator", "share of the budget for a gland locator that starts registration from the located glands",
            type=float, metavar="SHARE")
     option("--prior", "share of the budget for a gland prior, the training pairs' mean deformation about the gland, "
@@ -110,7 +108,7 @@ def config_from_args(args) -> TrainConfig:
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
     return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry or "world", **budget, **spacing,
                    **given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
-                            cross_subject=args.cross_subject, locator=args.locator, prior=args.prior,
+                            locator=args.locator, prior=args.prior,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
                             checkpoint_every=args.checkpoint_every))
 

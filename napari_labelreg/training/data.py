@@ -81,11 +81,6 @@ def prepare_pair(pair: Pair, convention: str, spacing_mm: float | None, shape=No
     )
 
 
-def cross_subject_matrix(fixed: PreparedPair, moving: PreparedPair) -> torch.Tensor:
-    """Network voxels of ``fixed``'s pair -> moving voxels of ``moving``'s pair, volume centres aligned."""
-    return torch.as_tensor(fixed_to_moving(fixed.fixed_grid, moving.moving_grid, "centred") @ fixed.net_to_fixed)
-
-
 def prepare_pairs(pairs: Sequence[Pair], convention: str, spacing_mm: float | None, *,
                   glands: bool = False) -> list[PreparedPair]:
     """Prepare all pairs on network grids of one common shape (so they batch).

@@ -13,7 +13,7 @@ from ..config import TrainConfig
 from ..nn.device import autocast, fast_layout
 from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter, folding
 from ..nn.warp import moving_coordinates, sample
-from .data import PreparedPair, cross_subject_matrix
+from .data import PreparedPair
 from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
 
 
@@ -47,20 +47,6 @@ class Batcher:
             self._prefiltered[key] = MultiScaleFilter(shape, spacing, self.config.loss.scales_mm)(raw)
         return self._prefiltered[key]
 
-    def _entry(self, p: int, label: int, g: torch.Generator):
-        """(pair giving the moving side, network -> moving voxels, [(fixed label, moving label)]) of a quartet.
-
-        With probability ``cross_subject`` the moving side comes from another
-        pair and the glands are the one label pair; no draw is made when it is 0.
-        """
-        pp, cfg = self.prepared[p], self.config
-        if cfg.cross_subject and len(self.prepared) > 1 and torch.rand((), generator=g) < cfg.cross_subject:
-            q = int(torch.randint(len(self.prepared) - 1, (1,), generator=g))
-            other = self.prepared[q + (q >= p)]
-            return other, cross_subject_matrix(pp, other), [(pp.gland, other.gland)]
-        chosen = range(pp.num_labels) if cfg.label_sampling == "all" else [label]
-        return pp, pp.net_to_moving, [(k, k) for k in chosen]
-
     def _prior(self, p: int, t_moving: torch.Tensor) -> torch.Tensor:
         """Pair ``p``'s prior DDF seen through the moving side's augmentation ``t_moving`` (network voxels).
 
@@ -78,7 +64,7 @@ class Batcher:
         tensors: M label pairs (1, or all of the pair's with
         ``label_sampling="all"``) of C channels (1, or one per scale when
         pre-filtered).  ``priors``: the gland prior's DDF of each entry
-        ``(B, 3, ...)`` (zero for cross-subject entries), to which the
+        ``(B, 3, ...)``, to which the
         network's DDF is added; None without a prior.
         """
         g = step_generator(self.config.seed, self.rank, step)
@@ -86,22 +72,22 @@ class Batcher:
         inputs, fixed_labels, matrices, moving_labels, priors = [], [], [], [], []
         for p, label in draw_quartets(counts, self.config.batch_size, g):
             pp = self.prepared[p]
-            source, to_moving, chosen = self._entry(p, label, g)
+            chosen = range(pp.num_labels) if self.config.label_sampling == "all" else [label]
             t_moving = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))
             t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
-            matrix = (to_moving @ t_moving)[None]
+            matrix = (pp.net_to_moving @ t_moving)[None]
             fixed_coords = moving_coordinates(t_fixed, self.shape)
             prior = None
             if self.priors is not None:
-                prior = self._prior(p, t_moving) if source is pp else torch.zeros(1, 3, *self.shape)
+                prior = self._prior(p, t_moving)
                 priors.append(prior)
-            moving = sample(source.moving_image[None], moving_coordinates(matrix, self.shape, prior))
+            moving = sample(pp.moving_image[None], moving_coordinates(matrix, self.shape, prior))
             fixed = sample(pp.fixed_image[None], fixed_coords)
             inputs.append(torch.cat([moving, fixed], dim=1))
-            fixed_stack = torch.cat([self._labels(pp, k, "fixed") for k, _ in chosen], dim=1)
+            fixed_stack = torch.cat([self._labels(pp, k, "fixed") for k in chosen], dim=1)
             fixed_labels.append(sample(fixed_stack, fixed_coords).to(self.device))
             matrices.append(matrix)
-            moving_stack = torch.cat([self._labels(source, k, "moving") for _, k in chosen], dim=1)
+            moving_stack = torch.cat([self._labels(pp, k, "moving") for k in chosen], dim=1)
             moving_labels.append(moving_stack.to(self.device))
         to = dict(device=self.device)
         priors = torch.cat(priors).to(**to) if priors else None

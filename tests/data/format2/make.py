@@ -14,7 +14,7 @@ test = make_phantom(9, **TINY).pair
 runs = {
  "staged": TrainConfig(model=ModelConfig(width=2), geometry="centred", learning_rate=1e-3, iterations=4, locator=0.5,
                        prior=0.25, checkpoint_every=100, precision="fp32", spacing_mm=4.0, label_sampling="all",
-                       cross_subject=0.5, schedule="cosine", loss=LossConfig(folding=1.0), network_weight=0.5),
+                       schedule="cosine", loss=LossConfig(folding=1.0), network_weight=0.5),
  "paper": TrainConfig(model=ModelConfig(width=2), geometry="centred", learning_rate=1e-3, iterations=3,
                       checkpoint_every=100, precision="fp32"),
 }
