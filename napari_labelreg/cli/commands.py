@@ -35,7 +35,7 @@ def cmd_train(args) -> None:
         raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     pairs = training_pairs(args)
     if not args.resume:
-        config = replace(config, geometry=source_geometry(args, pairs))
+        config = replace(config, geometry=source_geometry(args, [p.name for p in pairs]))
     print(f"training {', '.join(config.stage_budgets())} (a {config.model.variant} network of width "
           f"{config.model.width}) on {len(pairs)} pairs, geometry {config.geometry} -> {out}")
     reports = train(pairs, config, out, use=use, resume=args.resume, device=args.device)
@@ -77,7 +77,7 @@ def cmd_evaluate(args) -> None:
     if Path(args.out).is_dir():
         raise DataError(f"{args.out}: is a folder; --out names the CSV file to write")
     names, load = _evaluation_pairs(args)
-    geometry = args.geometry or (source_geometry(args, [load(names[0])]) if args.db and not args.model else None)
+    geometry = args.geometry or (source_geometry(args, names) if args.db and not args.model else None)
     if args.model:
         reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
         register = lambda p: reg.register_pair(p, geometry=geometry)  # noqa: E731

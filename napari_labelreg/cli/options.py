@@ -147,12 +147,12 @@ def training_pairs(args):
     return pairs
 
 
-def source_geometry(args, pairs) -> str:
-    """``--geometry``, else what a database records for ``pairs`` (a folder records none: world)."""
+def source_geometry(args, names) -> str:
+    """``--geometry``, else what a database records for the pairs ``names`` (a folder records none: world)."""
     if args.geometry or not getattr(args, "db", None):
         return args.geometry or "world"
     with open_db(args.db) as db:
-        return db.recorded_geometry([p.name for p in pairs])
+        return db.recorded_geometry(list(names))
 
 
 def open_db(path, must_exist: bool = True):
