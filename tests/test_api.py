@@ -38,7 +38,7 @@ def test_map_points_agrees_with_warping(model):
     warped = res.warp(pair.moving_labels[0]) >= 0.5
     c_fixed = centroid_mm(warped, pair.fixed.grid)
     c_moving = centroid_mm(pair.moving_labels[0], pair.moving.grid)
-    np.testing.assert_allclose(res.map_points(c_fixed[None])[0], c_moving, atol=2.0)
+    np.testing.assert_allclose(res.map_points(c_fixed[None]).points[0], c_moving, atol=2.0)
 
 
 def test_bad_arrays_are_refused(model):

@@ -250,3 +250,49 @@ def test_an_out_of_the_wrong_kind_is_refused_in_one_line_before_any_work(trained
         assert len(err.splitlines()) == 1 and err.startswith(f"napari-labelreg {argv[0]}: error: ") and (
             str(a_file) in err or str(tmp_path) in err), err
     assert a_file.read_text() == "not a folder"
+
+
+def test_map_points_carries_mr_targets_onto_the_ultrasound_and_back(trained, tmp_path, capsys):
+    """MR targets (CSV, RAS mm) onto the TRUS and back through the same registration; Slicer markups both ways."""
+    import json
+
+    data, run = trained
+    images = ["--model", str(run), "--moving", str(data / "moving_images/obs000.nii.gz"),
+              "--fixed", str(data / "fixed_images/obs000.nii.gz")]
+    moving = io.load_volume(data / "moving_images/obs000.nii.gz").grid
+    vox = np.array([[10.0, 12, 11], [14, 15, 13], [12.5, 13.5, 12.5]])
+    targets = vox @ moving.affine[:3, :3].T + moving.affine[:3, 3]
+    pd.DataFrame({"label": ["lesion", "apex", "base"], "x": targets[:, 0], "y": targets[:, 1],
+                  "z": targets[:, 2]}).to_csv(tmp_path / "targets.csv", index=False)
+    assert main(["map-points", *images, "--points", str(tmp_path / "targets.csv"), "--to", "fixed",
+                 "--out", str(tmp_path / "on_us.mrk.json")]) == 0
+    assert "mapped 3 points from the moving image's world to the fixed image's" in capsys.readouterr().out
+    markups = json.loads((tmp_path / "on_us.mrk.json").read_text())["markups"][0]
+    assert markups["coordinateSystem"] == "LPS" and [p["label"] for p in markups["controlPoints"]] == [
+        "lesion", "apex", "base"]
+    assert main(["map-points", *images, "--points", str(tmp_path / "on_us.mrk.json"), "--to", "moving",
+                 "--out", str(tmp_path / "back.csv")]) == 0
+    back = pd.read_csv(tmp_path / "back.csv")
+    np.testing.assert_allclose(back[["x", "y", "z"]].to_numpy(), targets, atol=1e-3)
+    # a register output folder serves as well as the model and the images
+    assert main(["register", *images, "--inverse", "--out", str(tmp_path / "reg")]) == 0
+    assert (tmp_path / "reg" / "inverse_ddf.nii.gz").is_file()
+    assert main(["map-points", "--registration", str(tmp_path / "reg"), "--points", str(tmp_path / "targets.csv"),
+                 "--to", "fixed", "--out", str(tmp_path / "again.csv")]) == 0
+    again = pd.read_csv(tmp_path / "again.csv")
+    on_us = np.array([p["position"] for p in markups["controlPoints"]]) * [-1, -1, 1]
+    np.testing.assert_allclose(again[["x", "y", "z"]].to_numpy(), on_us, atol=1e-3)
+
+
+def test_map_points_refuses_a_target_outside_the_registration_in_one_line(trained, tmp_path, capsys):
+    data, run = trained
+    centre = io.load_volume(data / "moving_images/obs000.nii.gz").grid
+    centre = centre.affine[:3, :3] @ centre.centre + centre.affine[:3, 3]
+    (tmp_path / "far.csv").write_text("label,x,y,z\nlesion,{},{},{}\nstray,5000,0,0\n".format(*centre))
+    code = main(["map-points", "--model", str(run), "--moving", str(data / "moving_images/obs000.nii.gz"),
+                 "--fixed", str(data / "fixed_images/obs000.nii.gz"), "--points", str(tmp_path / "far.csv"),
+                 "--to", "fixed", "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "far.csv: 'stray' (row 2): outside the fixed image" in err and "lesion" not in err, err
+    assert not (tmp_path / "o.csv").exists()

@@ -1,7 +1,12 @@
-"""The inspection widget: register a pair with a trained model and show what the DDF does."""
+"""The inspection widget: register a pair with a trained model and show what the DDF does.
+
+"Map MR targets…" then maps points planned on the MR (a CSV or a 3D Slicer ``.mrk.json``, world mm of the
+moving image) onto the TRUS through the registration, as a Points layer over the TRUS.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -19,8 +24,13 @@ from qtpy.QtWidgets import (
 )
 
 from ..app.inspection import register_for_inspection
-from ..app.jobs import export_registration
+from ..app.results import export_registration
+from ..core.geometry import apply_affine
+from ..core.points import read_points
 from ._common import reports_errors, start_worker
+
+TARGETS_LAYER = "MR targets on TRUS"
+POINTS_FILTER = "Points (*.csv *.mrk.json *.json)"
 
 
 class InspectWidget(QWidget):
@@ -51,6 +61,10 @@ class InspectWidget(QWidget):
         register_btn.clicked.connect(lambda: self.register())
         export_btn = QPushButton("Export DDF and warped MR…")
         export_btn.clicked.connect(lambda: self._export())
+        self.targets_btn = QPushButton("Map MR targets…")
+        self.targets_btn.setToolTip("map points planned on the MR (CSV or Slicer .mrk.json, world mm) onto the TRUS")
+        self.targets_btn.setEnabled(False)  # until a registration exists
+        self.targets_btn.clicked.connect(lambda: self.map_targets())
         self.summary = QLabel("")
         self.errors = QListWidget()
         form = QFormLayout()
@@ -68,6 +82,7 @@ class InspectWidget(QWidget):
         layout.addWidget(QLabel("Landmark errors"))
         layout.addWidget(self.errors)
         layout.addWidget(export_btn)
+        layout.addWidget(self.targets_btn)
 
     @reports_errors
     def register(self) -> None:
@@ -97,6 +112,7 @@ class InspectWidget(QWidget):
 
     def show_result(self, result) -> None:
         self.registration, pair, layers = result
+        self.targets_btn.setEnabled(True)
         viewer = self.target_viewer()
         for layer in [layer for layer in viewer.layers if layer.metadata.get("inspection")]:
             viewer.layers.remove(layer)  # only this widget's own layers, never another widget's
@@ -128,3 +144,35 @@ class InspectWidget(QWidget):
         if folder:
             paths = export_registration(self.registration, folder)
             show_info(f"wrote {', '.join(p.name for p in paths)} to {folder}")
+
+    def ask_points_file(self) -> str:
+        """The points file to map ('' when cancelled); tests patch this."""
+        path, _ = QFileDialog.getOpenFileName(self, "MR targets (world mm on the MR)", "", POINTS_FILTER)
+        return path
+
+    @reports_errors
+    def map_targets(self, path: str | None = None):
+        """Map MR targets (world mm on the moving image) onto the TRUS: a Points layer over the TRUS, each
+        point labelled, with its inversion residual (mm) in the features.  Points the registration does not
+        cover are refused, all of them, with the reason."""
+        if self.registration is None:
+            raise ValueError("register a pair first")
+        path = path or self.ask_points_file()
+        if not path:
+            return None
+        labels, points = read_points(path)
+        mapped = self.registration.map_points(points, to="fixed")  # OutsideField names the points outside
+        fixed = self.registration.fixed
+        # this widget's layers are voxel index x voxel size on the TRUS grid
+        coords = apply_affine(np.linalg.inv(fixed.affine), mapped.points) * fixed.spacing
+        viewer = self.target_viewer()
+        for layer in [la for la in viewer.layers if la.name == TARGETS_LAYER and la.metadata.get("inspection")]:
+            viewer.layers.remove(layer)  # the targets mapped before, not a layer of that name of the user's
+        features = {"label": list(labels), "residual_mm": mapped.residual_mm}
+        layer = viewer.add_points(coords, name=TARGETS_LAYER, features=features, face_color="lime", size=3,
+                                  text={"string": "{label}", "size": 10, "color": "lime", "anchor": "upper_left"},
+                                  metadata={"inspection": True, "source": str(path),
+                                            "world_mm": mapped.points.tolist()})
+        show_info(f"{len(coords)} MR target{'s' * (len(coords) != 1)} mapped onto the TRUS "
+                  f"(inversion residual up to {mapped.residual_mm.max():.2g} mm)")
+        return layer

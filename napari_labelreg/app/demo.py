@@ -37,7 +37,7 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
     from ..core import io
     from ..evaluation.scoring import score
     from ..pipeline.registrator import Registrator, identity_registration
-    from .jobs import DDF_FILE, WARPED_FILE, export_registration
+    from .results import export_registration
     from ..pipeline.checkpoint import CHECKPOINT
     from ..core.phantom import make_phantom
     from ..pipeline.train import train
@@ -67,13 +67,16 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
         "ddf_error_after_mm": dense_error(result.ddf_mm, test.ddf_mm, gland),
         "folding_voxels": after["folding_voxels"],
     }
-    export_registration(result, out)
+    io.save_volume(out / "moving.nii.gz", test.pair.moving.data, test.pair.moving.grid)
     io.save_volume(out / "fixed.nii.gz", test.pair.fixed.data, test.pair.fixed.grid)
+    written = export_registration(result, out, test.pair.moving_labels, sources={
+        "moving": out / "moving.nii.gz", "fixed": out / "fixed.nii.gz", "model": out / "run"})
     print("unseen phantom pair, all labels:      before    after")
     print(f"  landmark TRE (mm)                 {report['tre_before_mm']:7.2f}  {report['tre_after_mm']:7.2f}")
     print(f"  gland Dice                        {report['dice_before']:7.3f}  {report['dice_after']:7.3f}")
     print(f"  DDF error in the gland (mm)       {report['ddf_error_before_mm']:7.2f}  "
           f"{report['ddf_error_after_mm']:7.2f}")
     print(f"  folding voxels                          -  {report['folding_voxels']:7d}")
-    print(f"wrote {DDF_FILE}, {WARPED_FILE}, fixed.nii.gz and run/ to {out}")
+    print(f"wrote moving.nii.gz, fixed.nii.gz, {', '.join(p.name for p in written)} and run/ to {out}\n"
+          f"open them in napari: napari {out}")
     return report

@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..config import InferenceConfig, TrainConfig
-from ..core.io import DataError, Pair, save_ddf, save_volume
+from ..core.io import DataError, Pair
 from ..pipeline.checkpoint import CHECKPOINT
 
 
@@ -96,25 +96,3 @@ def overall_fraction(progress, config: TrainConfig) -> float:
     if config.minutes:
         used.append((sum(budgets[s][1] for s in before) + progress.elapsed_s) / (60.0 * config.minutes))
     return min(1.0, max(used))
-
-
-DDF_FILE, WARPED_FILE, WARPED_LABELS_FILE = "ddf.nii.gz", "warped.nii.gz", "warped_labels.nii.gz"
-
-
-def export_registration(registration, folder: str | os.PathLike, moving_labels: np.ndarray | None = None
-                        ) -> list[Path]:
-    """Write a registration's DDF (mm, a NIfTI displacement field) and warped MR to ``folder``.
-
-    With ``moving_labels`` (``(M, *moving shape)``) also the labels warped onto the fixed grid,
-    thresholded at 0.5: one 3-D mask, or a 4-D stack of ``M``.  Returns the paths written.
-    """
-    folder = Path(folder)
-    save_ddf(folder / DDF_FILE, registration.ddf_mm, registration.fixed)
-    save_volume(folder / WARPED_FILE, registration.warped.astype(np.float32), registration.fixed)
-    written = [folder / DDF_FILE, folder / WARPED_FILE]
-    if moving_labels is not None:
-        warped = (registration.warp_labels(moving_labels) >= 0.5).astype(np.uint8)
-        stack = warped[0] if len(warped) == 1 else warped.transpose(1, 2, 3, 0)
-        save_volume(folder / WARPED_LABELS_FILE, stack, registration.fixed)
-        written.append(folder / WARPED_LABELS_FILE)
-    return written

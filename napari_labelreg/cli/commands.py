@@ -54,18 +54,53 @@ def cmd_train(args) -> None:
 
 
 def cmd_register(args) -> None:
-    from ..core import io
-    from ..pipeline.registrator import Registrator
-    from ..app.jobs import export_registration
+    from ..app.results import export_registration
+    from ..core.io import load_labels
 
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise DataError(f"{args.out}: is a file; --out names the folder to write the results to")
+    result, pair = _register(args)
+    labels = load_labels(args.moving_labels, pair.moving.grid) if args.moving_labels else None
+    written = export_registration(result, args.out, labels, inverse=args.inverse,
+                                  sources={"moving": args.moving, "fixed": args.fixed, "model": args.model})
+    print(f"wrote {', '.join(p.name for p in written)} to {args.out}")
+
+
+def _register(args):
+    from ..core import io
+    from ..pipeline.registrator import Registrator
+
     reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
     pair = io.load_pair(args.moving, args.fixed, name="input")
-    result = reg.register(pair.moving, pair.fixed, geometry=args.geometry)
-    labels = io.load_labels(args.moving_labels, pair.moving.grid) if args.moving_labels else None
-    written = export_registration(result, args.out, labels)
-    print(f"wrote {', '.join(p.name for p in written)} to {args.out}")
+    return reg.register(pair.moving, pair.fixed, geometry=args.geometry), pair
+
+
+def cmd_map_points(args) -> None:
+    import numpy as np
+
+    from ..core.points import read_points, write_points
+    from ..core.transform import OutsideField
+
+    if args.registration and (args.model or args.moving or args.fixed):
+        raise DataError("give either --registration FOLDER or --model, --moving and --fixed, not both")
+    if args.registration:
+        from ..app.results import read_registration
+
+        registration = read_registration(args.registration)[0]
+    elif args.model and args.moving and args.fixed:
+        registration = _register(args)[0]
+    else:
+        raise DataError("map-points needs --model, --moving and --fixed (or a register output --registration)")
+    labels, points = read_points(args.points)
+    try:
+        mapped = registration.map_points(points, to=args.to)
+    except OutsideField as exc:
+        named = ", ".join(f"{labels[i]!r} (row {i + 1})" for i in exc.rows[:5]) + (", ..." if len(exc.rows) > 5 else "")
+        raise DataError(f"{args.points}: {named}: {exc.reason}") from None
+    write_points(args.out, labels, mapped.points, residual_mm=mapped.residual_mm)
+    source = "moving" if args.to == "fixed" else "fixed"
+    print(f"mapped {len(points)} point{'s' * (len(points) != 1)} from the {source} image's world to the {args.to} "
+          f"image's (largest residual {np.max(mapped.residual_mm):.2g} mm) -> {args.out}")
 
 
 def cmd_evaluate(args) -> None:

@@ -8,7 +8,7 @@ import sys
 from ..core.geometry import CONVENTIONS
 from ..core.io import DataError
 from .annotate import cmd_annotate
-from .commands import cmd_demo, cmd_evaluate, cmd_register, cmd_train
+from .commands import cmd_demo, cmd_evaluate, cmd_map_points, cmd_register, cmd_train
 from .db import add_db_commands
 from .options import pair_source, training_options
 from .study import add_baseline_command, add_study_commands
@@ -40,9 +40,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moving", required=True)
     p.add_argument("--fixed", required=True)
     p.add_argument("--moving-labels", help="3-D mask or 4-D label stack on the moving image to warp too")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--inverse", action="store_true",
+                   help="also write inverse_ddf.nii.gz: moving world -> fixed world, on the moving grid")
+    p.add_argument("--out", required=True, help="output folder (ddf.nii.gz maps fixed world points to the moving "
+                   "file's world: ITK and 3D Slicer apply it to the moving file as it is)")
     _registration_options(p)
     p.set_defaults(func=cmd_register)
+
+    p = sub.add_parser("map-points", help="map points (e.g. MR targets onto the ultrasound) through a registration")
+    p.add_argument("--model", help="run folder or checkpoint file (with --moving and --fixed)")
+    p.add_argument("--moving", help="moving image (MR)")
+    p.add_argument("--fixed", help="fixed image (TRUS)")
+    p.add_argument("--registration", metavar="FOLDER", help="instead of --model/--moving/--fixed: a register output "
+                   "folder")
+    p.add_argument("--points", required=True, help="CSV (columns x,y,z in RAS mm, or l,p,s in LPS mm; label kept) "
+                   "or 3D Slicer markups .mrk.json, in world mm of the image they are on")
+    p.add_argument("--to", required=True, choices=("fixed", "moving"),
+                   help="fixed: points on the moving image (MR targets) onto the fixed one; moving: the other way")
+    p.add_argument("--out", required=True, help="CSV (label, x, y, z RAS mm, residual_mm) or .mrk.json (LPS)")
+    _registration_options(p)
+    p.set_defaults(func=cmd_map_points)
 
     p = sub.add_parser("evaluate", help="TRE and gland Dice of a model (or of no model) on labelled pairs")
     p.add_argument("--model", help="run folder; omitted: the initial correspondence alone")

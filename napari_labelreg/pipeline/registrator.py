@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 
 from ..config import InferenceConfig, TrainConfig
-from ..core.geometry import Grid, apply_affine, fixed_to_moving, warp
-from ..core.geometry import sample as sample_np
+from ..core import transform
+from ..core.geometry import Grid, fixed_to_moving, warp
 from ..core.io import DataError, Pair, Volume
 from ..nn.device import pick_device
 from .checkpoint import load_checkpoint, run_checkpoint
@@ -46,11 +46,30 @@ class Registration:
         """Warp a ``(M, *moving.shape)`` stack; returns soft ``(M, *fixed.shape)``."""
         return np.stack([self.warp(label) for label in labels]) if len(labels) else np.zeros((0, *self.fixed.shape))
 
-    def map_points(self, points_mm: np.ndarray) -> np.ndarray:
-        """Map fixed-world points ``(N, 3)`` (mm) to their moving-world positions."""
-        vox = apply_affine(np.linalg.inv(self.fixed.affine), np.asarray(points_mm, float))
-        u = np.stack([sample_np(self.ddf_mm[..., c], vox) for c in range(3)], -1)
-        return apply_affine(self.moving.affine @ self.matrix @ np.linalg.inv(self.fixed.affine), points_mm + u)
+    @property
+    def initial(self) -> np.ndarray:
+        """The initial correspondence as a 4x4 map from fixed world mm to moving world mm (applied after the DDF)."""
+        return transform.initial_world(self.fixed, self.moving, self.matrix)
+
+    def complete_ddf(self) -> np.ndarray:
+        """The whole transform as one DDF on the fixed grid, fixed world -> the moving file's world (mm, RAS):
+        what ITK, SimpleITK and 3D Slicer apply to the moving file to reproduce :attr:`warped`."""
+        return transform.complete_ddf(self.ddf_mm, self.fixed, self.initial)
+
+    def inverse_ddf(self) -> tuple[np.ndarray, np.ndarray]:
+        """The inverse of :meth:`complete_ddf` on the moving grid (moving world -> fixed world, mm), and each
+        voxel's residual (mm; large where the field folds)."""
+        return transform.inverse_ddf(self.ddf_mm, self.fixed, self.initial, self.moving)
+
+    def map_points(self, points_mm, to: str = "moving") -> transform.Mapped:
+        """Map world points ``(N, 3)`` (mm): fixed -> moving (``to="moving"``, through the DDF) or moving -> fixed
+        (``to="fixed"``, by inverting it; an MR target onto the ultrasound).  Points outside the field, or where
+        the field folds, raise :class:`~napari_labelreg.core.transform.OutsideField`."""
+        if to == "moving":
+            return transform.to_moving(self.ddf_mm, self.fixed, self.initial, points_mm)
+        if to == "fixed":
+            return transform.to_fixed(self.ddf_mm, self.fixed, self.initial, points_mm)
+        raise ValueError(f"to must be 'moving' or 'fixed', got {to!r}")
 
 
 class Registrator:

@@ -1,0 +1,93 @@
+"""Point lists in world millimetres: CSV and 3D Slicer markups (``.mrk.json``).
+
+Points are held as an ``(N, 3)`` array in the NIfTI (RAS) world frame of the images, with a label each.
+
+* CSV: a header row and one point per row.  Coordinates are read from columns ``x, y, z`` or ``r, a, s``
+  (RAS mm) or ``l, p, s`` (LPS mm, as ITK and DICOM), case-insensitive; a ``label`` column is kept.  Written
+  with ``label, x, y, z`` (RAS mm) and any extra columns given.
+* Slicer markups JSON: every control point of every markup; ``coordinateSystem`` ``RAS`` or ``LPS`` as the file
+  says (Slicer writes LPS).  Written as one fiducial list in LPS, as Slicer 5 writes them.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import DataError, atomic_write
+
+LPS = np.array([-1.0, -1.0, 1.0])
+MARKUPS_SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
+COLUMNS = {("x", "y", "z"): 1.0, ("r", "a", "s"): 1.0, ("l", "p", "s"): LPS}
+
+
+def is_markups(path) -> bool:
+    return str(path).lower().endswith(".json")
+
+
+def read_points(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """``(labels, points (N, 3) RAS mm)`` from a CSV or a Slicer ``.mrk.json`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        labels, points = _read_markups(path) if is_markups(path) else _read_csv(path)
+    except DataError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read points ({type(exc).__name__}: {exc})") from None
+    if not len(points):
+        raise DataError(f"{path}: no points")
+    if not np.all(np.isfinite(points)):
+        raise DataError(f"{path}: points hold NaN or infinite coordinates")
+    return labels, points
+
+
+def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    header = {name.strip().lower(): name for name in (rows[0].keys() if rows else [])}
+    for axes, sign in COLUMNS.items():
+        if all(a in header for a in axes):
+            points = np.array([[float(row[header[a]]) for a in axes] for row in rows]) * sign
+            labels = [row[header["label"]] if "label" in header else str(i + 1) for i, row in enumerate(rows)]
+            return labels, points.reshape(-1, 3)
+    raise DataError(f"{path}: expected columns x,y,z (RAS mm), r,a,s or l,p,s (LPS mm)"
+                    f"{', found ' + ','.join(header) if header else ' (the file is empty)'}")
+
+
+def _read_markups(path: Path) -> tuple[list[str], np.ndarray]:
+    data = json.loads(path.read_text())
+    labels, points = [], []
+    for markup in data["markups"]:
+        sign = LPS if markup.get("coordinateSystem", "LPS").upper() == "LPS" else 1.0
+        for k, point in enumerate(markup.get("controlPoints", [])):
+            labels.append(str(point.get("label") or k + 1))
+            points.append(np.asarray(point["position"], float) * sign)
+    return labels, np.array(points, float).reshape(-1, 3)
+
+
+def write_points(path: str | os.PathLike, labels, points_mm: np.ndarray, **columns) -> None:
+    """Write points (RAS mm) as CSV (``label, x, y, z`` and ``columns``) or as a Slicer ``.mrk.json`` (LPS)."""
+    path, points = Path(path), np.asarray(points_mm, float)
+    if is_markups(path):
+        control = [{"id": str(k + 1), "label": str(label), "position": [float(v) for v in p * LPS],
+                    "positionStatus": "defined"} for k, (label, p) in enumerate(zip(labels, points))]
+        doc = {"@schema": MARKUPS_SCHEMA,
+               "markups": [{"type": "Fiducial", "coordinateSystem": "LPS", "coordinateUnits": "mm",
+                            "controlPoints": control}]}
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))
+        return
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["label", "x", "y", "z", *columns])
+            for k, (label, p) in enumerate(zip(labels, points)):
+                out.writerow([label, *(f"{v:.4f}" for v in p), *(f"{np.asarray(c)[k]:.4g}" for c in columns.values())])
+
+    atomic_write(path, write)
