@@ -14,6 +14,7 @@ loading (:func:`_from_format_2`); a run that used a setting since removed is ref
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -42,8 +43,14 @@ def load_checkpoint(path) -> dict:
         raise DataError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        culprit = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
+        raise DataError(f"{path}: the checkpoint holds pickled code or objects, which are never run or loaded "
+                        f"(only tensors and plain values are){': ' + culprit if culprit else ''}") from None
     except Exception as exc:
-        raise DataError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"{path}: cannot read checkpoint, the file is damaged or not one "
+                        f"({type(exc).__name__}: {first})") from None
     if not isinstance(state, dict) or "format" not in state or "config" not in state:
         raise DataError(f"{path}: not a napari-labelreg checkpoint")
     version = state["format"]
