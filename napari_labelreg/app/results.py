@@ -50,7 +50,7 @@ def export_registration(registration: Registration, folder: str | os.PathLike,
         written.append(folder / WARPED_LABELS_FILE)
     if inverse:
         field, _ = registration.inverse_ddf()
-        save_ddf(folder / INVERSE_FILE, field, registration.moving)
+        save_ddf(folder / INVERSE_FILE, field, registration.moving, name="DDF moving->fixed")
         written.append(folder / INVERSE_FILE)
     record = {
         "format": FORMAT,

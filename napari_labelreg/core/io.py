@@ -603,7 +603,7 @@ def save_volume(path, data: np.ndarray, grid: Grid) -> None:
     atomic_write(path, lambda tmp: nib.save(img, tmp))
 
 
-def save_ddf(path, ddf_mm: np.ndarray, grid: Grid) -> None:
+def save_ddf(path, ddf_mm: np.ndarray, grid: Grid, *, name: str = "DDF mm fixed->moving") -> None:
     """Write a DDF ``(I, J, K, 3)`` in mm as a NIfTI, NRRD or MetaImage vector image (by suffix).
 
     NIfTI: the file is 5-D ``(I, J, K, 1, 3)`` with intent ``NIFTI_INTENT_DISPVECT``
@@ -613,7 +613,8 @@ def save_ddf(path, ddf_mm: np.ndarray, grid: Grid) -> None:
     its displacement-field transforms use the same direction (fixed -> moving).
 
     ``.nrrd``/``.mha``: a 3-component float32 image with the components in ITK's LPS frame (x and y
-    negated), as ITK writes a displacement field and reads it back with no conversion.
+    negated), as ITK writes a displacement field and reads it back with no conversion.  ``name``: the
+    NIfTI intent name (16 characters), saying which way the field points.
     """
     if ddf_mm.shape != (*grid.shape, 3):
         raise ValueError(f"DDF shape {ddf_mm.shape} does not match grid {grid.shape} + (3,)")
@@ -624,7 +625,7 @@ def save_ddf(path, ddf_mm: np.ndarray, grid: Grid) -> None:
         atomic_write(path, lambda tmp: _sitk_write(img, tmp, fmt))
         return
     img = nib.Nifti1Image(ddf_mm[:, :, :, None, :].astype(np.float32), grid.affine)
-    img.header.set_intent("displacement vector", (), name="DDF mm fixed->moving")
+    img.header.set_intent("displacement vector", (), name=name[:16])
     img.header.set_xyzt_units("mm")
     img.set_qform(grid.affine, code=1)
     img.set_sform(grid.affine, code=1)
@@ -672,9 +673,11 @@ def _nrrd_vector_frame(path: Path) -> np.ndarray:
 def load_ddf(path) -> tuple[np.ndarray, Grid]:
     """Read a DDF: ``(I, J, K, 3)`` mm along the grid's RAS world axes, and its grid.
 
-    NIfTI as :func:`save_ddf` writes it (components RAS).  NRRD and MetaImage: a 3-component image
-    as ITK writes a displacement field, components in LPS (in the file's space for a NRRD in RAS or
-    LAS space), converted to RAS.
+    Components are taken as ITK takes them.  NIfTI with intent ``NIFTI_INTENT_DISPVECT`` (1006), as
+    :func:`save_ddf` writes it: RAS.  Any other NIfTI vector image (ITK, 3D Slicer and ANTs write
+    intent 1007, "vector"): LPS, converted to RAS.  NRRD and MetaImage: a 3-component image as ITK writes
+    a displacement field, components in LPS (in the file's space for a NRRD in RAS or LAS space),
+    converted to RAS.
     """
     def check(shape):
         if not (len(shape) == 4 and shape[-1] == 3 or len(shape) == 5 and shape[3:] == (1, 3)):
@@ -686,6 +689,8 @@ def load_ddf(path) -> tuple[np.ndarray, Grid]:
         data = np.asarray(img.get_fdata(dtype=np.float32))
         if data.ndim == 5:
             data = data[:, :, :, 0, :]
+        if img.header.get_intent("code")[0] != 1006:  # ITK converts only a DISPVECT field from RAS
+            data = data * np.diag(LPS_TO_RAS).astype(np.float32)
         return data, _grid_of(img, path)
 
     def check_sitk(dims, comps, shape):
