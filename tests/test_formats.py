@@ -7,6 +7,7 @@ from SimpleITK's own TransformIndexToPhysicalPoint, LPS turned to RAS.
 """
 
 import time
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -338,3 +339,16 @@ def test_a_folder_pair_saved_as_nrrd_and_mha_is_listed_and_read(written, tmp_pat
     io.save_volume(root / "fixed_images" / "case2.nii.gz", vol.data, vol.grid)
     with pytest.raises(io.DataError, match="second file for pair case2"):
         io.list_folder_pairs(root)
+
+
+def test_the_database_refuses_an_image_of_several_files_in_one_line(written, tmp_path):
+    """It hashes and copies one file per image: a .mhd (with its .raw) or a DICOM folder is refused, by name."""
+    db = LabelDB.open(tmp_path / "labels.db")
+    try:
+        for several in (written["mhd"], written["dicom"]):
+            with pytest.raises(io.DataError, match="several files") as refused:
+                db.add_image_pair(several, written["nifti"], subject="s")
+            assert Path(several).name in str(refused.value) and len(str(refused.value).splitlines()) == 1
+        assert db.image_pairs() == []
+    finally:
+        db.close()

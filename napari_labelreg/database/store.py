@@ -131,6 +131,10 @@ class LabelDB:
         values = {"convention": convention, "created": s.now()}
         for side, path in (("moving", moving), ("fixed", fixed)):
             path = Path(path).resolve()
+            if path.is_dir() or path.name.lower().endswith((".mhd", ".nhdr")):
+                raise DataError(f"{path}: the database records each image as one file it can hash and copy; "
+                                "save this image as .nii.gz, .nrrd or .mha to add it (a DICOM series, .mhd and "
+                                ".nhdr are several files)")
             vol = load_volume(path)
             values.update({
                 f"{side}_path": str(path), f"{side}_sha256": file_sha256(path),
