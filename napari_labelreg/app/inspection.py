@@ -6,7 +6,10 @@ determinant (diverging colormap centred on 1) with folding voxels
 highlighted, displacement-gradient norm, the DDF as subsampled vectors, and,
 when the pair has labels, warped MR labels against TRUS labels with each
 landmark pair's centroids and error.  Layer coordinates are voxel index times
-voxel size (napari's ``scale``), so every layer overlays the TRUS grid.
+voxel size (napari's ``scale``), so every layer overlays the TRUS grid.  With
+``world=True`` they are world millimetres instead (the fixed image's voxel ->
+RAS affine, napari's ``affine``), as the napari reader places image files, so
+the layers also overlay the TRUS file opened on its own.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 
 from ..core import metrics
 from ..evaluation.scoring import score
-from ..core.geometry import ddf_mm_to_voxels
+from ..core.geometry import apply_affine, ddf_mm_to_voxels
 from ..pipeline.registrator import Registration, Registrator
 from ..core.io import Pair
 
@@ -27,39 +30,50 @@ def _label_stack(masks: np.ndarray) -> np.ndarray:
     return stack
 
 
-def ddf_vectors(ddf_mm: np.ndarray, pair_grid, step: int = 4) -> np.ndarray:
+def ddf_vectors(ddf_mm: np.ndarray, pair_grid, step: int = 4, *, world: bool = False) -> np.ndarray:
     """napari vectors ``(N, 2, 3)``: a decimated set of voxels' positions and displacements, in layer units (mm).
 
     The voxels kept are those with ``(j - i) % step == 0`` and ``(k - i) % step == 0``: every slice
     along every axis holds a ``step``-spaced lattice of them, so vectors show on whichever slice is
     viewed (a plain ``[::step]`` subsample leaves three slices in four empty).
+    ``world``: positions in world mm (the grid's affine) and the displacements as they are (world mm).
     """
     spacing = pair_grid.spacing
     i, j, k = np.meshgrid(*[np.arange(n) for n in ddf_mm.shape[:3]], indexing="ij")
     keep = ((j - i) % step == 0) & ((k - i) % step == 0)
     idx = np.stack([i[keep], j[keep], k[keep]], -1)
+    if world:
+        return np.stack([apply_affine(pair_grid.affine, idx.astype(np.float64)), ddf_mm[keep]], axis=1)
     along_axes = ddf_mm_to_voxels(ddf_mm[keep], pair_grid) * spacing  # mm along the array axes
     return np.stack([idx * spacing, along_axes], axis=1)
 
 
-def inspection_layers(registration: Registration, pair: Pair, *, vector_step: int = 4,
-                      names: list[str] | None = None) -> list[tuple]:
+def inspection_layers(registration: Registration, pair: Pair | None, *, vector_step: int = 4,
+                      names: list[str] | None = None, world: bool = False,
+                      fixed_image: np.ndarray | None = None) -> list[tuple]:
     """Layer tuples for a registered pair; metrics go into the first layer's ``metadata``.
 
     ``names``: what to call each label pair in the landmark errors (default: from ``pair.label_names``).
+    ``world``: place the layers in world mm (RAS) rather than voxel index x voxel size: image and labels
+    layers get ``affine`` (the fixed grid's voxel -> world) instead of ``scale``, vectors and points world
+    positions.  ``pair`` None: a registration without its images (a result folder read back): no label
+    layers, and the TRUS image from ``fixed_image`` (on the registration's fixed grid) when given.
     """
-    grid = pair.fixed.grid
+    grid = pair.fixed.grid if pair is not None else registration.fixed
     scale = tuple(float(s) for s in grid.spacing)
     ddf = registration.ddf_mm
     det = metrics.jacobian_determinant(ddf, grid)
     folding = det <= 0
     spread = float(max(np.abs(det - 1).max(), 1e-3))
-    summary = score(registration, pair) if pair.num_labels else {"folding_voxels": int(folding.sum())}
-    base = {"scale": scale}
+    labelled = pair is not None and pair.num_labels > 0
+    summary = score(registration, pair) if labelled else {"folding_voxels": int(folding.sum())}
+    base = {"affine": grid.affine} if world else {"scale": scale}
+    fixed_data = pair.fixed.data if pair is not None else fixed_image
+    warped_meta = {} if fixed_data is not None else {"metadata": summary}  # the first layer carries the metrics
     layers = [
-        (pair.fixed.data, {**base, "name": "TRUS image (fixed)", "colormap": "gray", "metadata": summary}, "image"),
+        (fixed_data, {**base, "name": "TRUS image (fixed)", "colormap": "gray", "metadata": summary}, "image"),
         (registration.warped, {**base, "name": "warped MR (moving on fixed)", "colormap": "magenta",
-                               "blending": "additive", "opacity": 0.6}, "image"),
+                               "blending": "additive", "opacity": 0.6, **warped_meta}, "image"),
         (metrics.displacement_magnitude(ddf), {**base, "name": "displacement magnitude (mm)", "colormap": "viridis",
                                                "visible": False, "metadata": {"colorbar": True}}, "image"),
         (det, {**base, "name": "Jacobian determinant", "colormap": "bwr", "contrast_limits": (1 - spread, 1 + spread),
@@ -68,19 +82,25 @@ def inspection_layers(registration: Registration, pair: Pair, *, vector_step: in
                                     "opacity": 0.8}, "labels"),
         (metrics.gradient_norm(ddf, grid), {**base, "name": "displacement gradient norm", "colormap": "inferno",
                                             "visible": False, "metadata": {"colorbar": True}}, "image"),
-        (ddf_vectors(ddf, grid, vector_step), {"name": "DDF (fixed -> moving, mm)", "edge_width": 0.3,
-                                               "edge_color": "yellow", "visible": False}, "vectors"),
+        (ddf_vectors(ddf, grid, vector_step, world=world), {"name": "DDF (fixed -> moving, mm)", "edge_width": 0.3,
+                                                            "edge_color": "yellow", "visible": False}, "vectors"),
     ]
-    if pair.num_labels:
-        layers += _label_layers(registration, pair, base, names)
+    if fixed_data is None:
+        layers = layers[1:]
+    if labelled:
+        layers += _label_layers(registration, pair, base, names, world)
     return layers
 
 
-def _label_layers(registration: Registration, pair: Pair, base: dict, names: list[str] | None) -> list[tuple]:
+def _label_layers(registration: Registration, pair: Pair, base: dict, names: list[str] | None,
+                  world: bool = False) -> list[tuple]:
     grid = pair.fixed.grid
     warped = registration.warp_labels(pair.moving_labels) >= 0.5
     errors = metrics.centroid_errors(warped, pair.fixed_labels, grid)
-    to_layer = lambda mask: (np.argwhere(mask).mean(0) if mask.any() else np.full(3, np.nan)) * grid.spacing  # noqa: E731
+
+    def to_layer(mask):
+        centroid = np.argwhere(mask).mean(0) if mask.any() else np.full(3, np.nan)
+        return apply_affine(grid.affine, centroid) if world else centroid * grid.spacing
     moved = np.array([to_layer(m) for m in warped])
     target = np.array([to_layer(m) for m in pair.fixed_labels])
     if names is None:
