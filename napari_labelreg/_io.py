@@ -1,0 +1,231 @@
+"""napari reader and writer: medical images placed where they are in the world, and label maps written back.
+
+World coordinates
+-----------------
+Every layer this module makes is placed in **world millimetres of the NIfTI RAS frame**: napari's world
+axes are ``(x = R, y = A, z = S)`` in that order (right, anterior, superior), and a layer's napari
+``affine`` is its file's voxel ``(i, j, k)`` -> world RAS matrix, rotation included.  NRRD, MetaImage and
+DICOM geometry (LPS) is converted to RAS when read (:mod:`napari_labelreg.core.io`), so an MR and a TRUS
+opened from their files overlay where the scanners put them, whatever their orientations.  The axes
+are labelled ``R, A, S`` in mm.  The 3-D view shows oblique volumes exactly; napari's 2-D view does not:
+it slices a volume whose axes are rotated out of the viewed plane as if they were not (and warns
+"Non-orthogonal slicing"), which puts the slice elsewhere and, for a volume far from the world origin,
+can show none of it.  View oblique files in 3-D (or slice planes there).
+
+* :func:`get_reader` claims ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, a DICOM series
+  directory, and a ``napari-labelreg register`` output folder; anything else gets ``None``.
+* An image opens as an Image layer, or as a Labels layer when its **file name** says labels (contains
+  ``label``, ``mask`` or ``seg``) **and** every voxel is a non-negative integer.  Both are needed: an
+  8-bit ultrasound or a CT is integer-valued too, and a name alone cannot vouch for the voxels.  A 4-D
+  stack of binary masks with such a name opens as one Labels layer, value ``k + 1`` for mask ``k`` (the
+  later mask shows where they overlap).  Any Image layer converts to Labels in napari's layer menu.
+* A register output folder opens as the Inspect widget's layers (:func:`~napari_labelreg.app.inspection.
+  inspection_layers` with ``world=True``), so they overlay the TRUS file opened on its own.
+* :func:`write_labels` writes a Labels layer on the grid of the image it was painted on: the 4x4 in its
+  ``metadata["affine"]`` (which this reader sets), else napari's own data -> world transform of the layer.
+
+Layer metadata: ``affine`` (voxel -> world RAS, 4x4 as lists) and ``source`` (the file read).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .core.geometry import Grid
+from .core.io import NIFTI_SUFFIXES, DataError, load_labels, load_volume, save_volume
+
+READ_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".nhdr", ".mha", ".mhd")
+WRITE_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".mha")
+LABEL_NAME = re.compile(r"label|mask|seg", re.IGNORECASE)
+WORLD_AXES = ("R", "A", "S")
+DICOM_PROBE = 16  # files looked at to recognise a DICOM series directory
+
+
+class NotWritten(RuntimeError):
+    """A layer the writer cannot write, with a one-line message.
+
+    Not a ValueError: napari turns a ValueError from a writer into "not a valid writer" and drops the message.
+    """
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+
+def get_reader(path):
+    """npe2 ``get_reader``: a function reading ``path``, or None when it is not ours to read (never raises)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return None  # a list: napari asks to stack; these images carry their own geometry, never stacked
+    try:
+        kind = _kind(Path(path))
+    except OSError:
+        return None
+    return {"image": read_image, "folder": read_result_folder}.get(kind)
+
+
+def _kind(path: Path) -> str | None:
+    from .app.results import is_result_folder
+
+    if path.is_dir():
+        if is_result_folder(path):
+            return "folder"
+        return "image" if _is_dicom_dir(path) else None
+    if path.is_file() and path.name.lower().endswith(READ_SUFFIXES):
+        return "image"
+    return None
+
+
+def _is_dicom_dir(path: Path) -> bool:
+    files = [f for f in sorted(path.iterdir())[:DICOM_PROBE * 4] if f.is_file()][:DICOM_PROBE]
+    for f in files:
+        if f.suffix.lower() in (".dcm", ".dicom", ".ima"):
+            return True
+        with open(f, "rb") as fh:
+            head = fh.read(132)
+        if head[128:132] == b"DICM":
+            return True
+    return False
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in READ_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _placed(affine: np.ndarray, source, **kwargs) -> dict:
+    """Layer kwargs placing voxel data in world RAS mm, with the geometry kept in the metadata for the writer."""
+    meta = {**kwargs.pop("metadata", {}), "affine": np.asarray(affine).tolist(), "source": str(source)}
+    return {**kwargs, "affine": np.asarray(affine), "axis_labels": WORLD_AXES, "units": "mm", "metadata": meta}
+
+
+def read_image(path) -> list[tuple]:
+    """One Image (or Labels, see the module's rule) layer in world RAS mm; DataError for a file it cannot use."""
+    path = Path(path)
+    labels_named = bool(LABEL_NAME.search(_stem(path)))
+    try:
+        volume = load_volume(path)
+    except DataError as error:
+        if not labels_named:
+            raise
+        if not path.name.lower().endswith(NIFTI_SUFFIXES):
+            raise
+        try:
+            stack = load_labels(path)  # a 4-D NIfTI stack of masks
+        except DataError:
+            raise error from None
+        affine = _stack_affine(path, stack)
+        data = np.zeros(stack.shape[1:], np.uint8 if len(stack) < 256 else np.uint16)
+        for k, mask in enumerate(stack):
+            data[mask] = k + 1
+        return [(data, _placed(affine, path, name=_stem(path), metadata={"stack": len(stack)}), "labels")]
+    data, affine = volume.data, volume.grid.affine
+    if labels_named and _integral(data):
+        return [(_label_dtype(data), _placed(affine, path, name=_stem(path)), "labels")]
+    return [(data, _placed(affine, path, name=_stem(path), colormap="gray"), "image")]
+
+
+def _stack_affine(path: Path, stack: np.ndarray) -> np.ndarray:
+    """The voxel -> world affine of a 4-D NIfTI mask stack (load_labels returns no grid): its header's."""
+    import nibabel as nib
+
+    return np.asarray(nib.load(str(path)).affine, np.float64)
+
+
+def _integral(data: np.ndarray) -> bool:
+    return bool(data.size) and data.min() >= 0 and data.max() < 2 ** 31 and bool(np.all(data == np.round(data)))
+
+
+def _label_dtype(data: np.ndarray) -> np.ndarray:
+    data = np.asarray(data)
+    if data.dtype == bool:
+        return data.astype(np.uint8)
+    top = int(data.max()) if data.size else 0
+    if int(data.min() if data.size else 0) < 0:
+        return data.astype(np.int32)
+    return data.astype(np.uint8 if top < 2 ** 8 else np.uint16 if top < 2 ** 16 else np.int32)
+
+
+def read_result_folder(path) -> list[tuple]:
+    """A register output folder as the Inspect widget's layers, in world RAS mm (see the module docstring).
+
+    The TRUS image when the file registered to is still where it was; the warped MR labels when the
+    folder has them.  Layer names start with the folder's name.
+    """
+    from .app.inspection import inspection_layers
+    from .app.results import WARPED_LABELS_FILE, read_registration
+
+    folder = Path(path)
+    registration, fixed, record = read_registration(folder)
+    grid = registration.fixed
+    fixed_data = None
+    if fixed is not None:
+        if fixed.grid.shape == grid.shape and np.allclose(fixed.grid.affine, grid.affine, atol=1e-4):
+            fixed_data = fixed.data
+        else:
+            warnings.warn(f"{record.get('fixed')}: not on the registration's fixed grid any more; TRUS image left out")
+    layers = []
+    for data, kwargs, kind in inspection_layers(registration, None, world=True, fixed_image=fixed_data):
+        kwargs = {**kwargs, "name": f"{folder.name}: {kwargs['name']}"}
+        if kind in ("image", "labels"):
+            source = record.get("fixed") if kwargs["name"].endswith("TRUS image (fixed)") else folder
+            kwargs = _placed(kwargs.pop("affine"), source, **kwargs)
+        else:  # points and vectors: world positions already
+            kwargs = {**kwargs, "axis_labels": WORLD_AXES, "units": "mm"}
+        layers.append((data, kwargs, kind))
+    labels_path = folder / WARPED_LABELS_FILE
+    if labels_path.is_file():
+        try:
+            stack = load_labels(labels_path, grid)
+        except DataError as exc:  # an empty mask (a label warped out of the field) among them
+            warnings.warn(f"warped MR labels left out: {exc}")
+        else:
+            data = np.zeros(grid.shape, np.uint8 if len(stack) < 256 else np.uint16)
+            for k, mask in enumerate(stack):
+                data[mask] = k + 1
+            layers.append((data, _placed(grid.affine, labels_path, name=f"{folder.name}: warped MR labels",
+                                         opacity=0.7), "labels"))
+    return layers
+
+
+# --- writing ---------------------------------------------------------------------------------------------
+
+
+def layer_affine(meta: dict) -> np.ndarray:
+    """A 3-D layer's voxel -> world 4x4: ``metadata["affine"]`` when there, else napari's data -> world transform
+    composed from the layer's ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine``."""
+    stored = (meta.get("metadata") or {}).get("affine")
+    if stored is not None:
+        stored = np.asarray(stored, np.float64)
+        if stored.shape == (4, 4) and np.all(np.isfinite(stored)):
+            return stored
+    from napari.utils.transforms import Affine, CompositeAffine
+
+    data2physical = CompositeAffine(scale=meta.get("scale", (1.0,) * 3), translate=meta.get("translate", (0.0,) * 3),
+                                    rotate=meta.get("rotate"), shear=meta.get("shear"), ndim=3)
+    physical2world = np.asarray(meta["affine"], np.float64) if meta.get("affine") is not None else np.eye(4)
+    return Affine(affine_matrix=physical2world).affine_matrix @ data2physical.affine_matrix
+
+
+def write_labels(path: str, data, meta: dict) -> list[str]:
+    """npe2 single-layer writer: a 3-D Labels layer to NIfTI, NRRD or MetaImage on its image's grid."""
+    if meta.get("multiscale"):
+        data = data[0]
+    array = np.asarray(data)
+    if array.ndim != 3:
+        raise NotWritten(f"{path}: napari-labelreg writes 3-D label maps; layer {meta.get('name', '')!r} is "
+                         f"{array.ndim}-D {tuple(array.shape)}")
+    if not str(path).lower().endswith(WRITE_SUFFIXES):
+        raise NotWritten(f"{path}: napari-labelreg writes labels as {', '.join(WRITE_SUFFIXES)}")
+    try:
+        grid = Grid(array.shape, layer_affine(meta))
+        save_volume(path, _label_dtype(array), grid)
+    except ValueError as exc:  # DataError among them
+        raise NotWritten(str(exc)) from None
+    return [str(path)]
