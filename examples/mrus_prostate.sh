@@ -13,10 +13,16 @@ napari-labelreg train --data "$DATA" --out "$OUT/net" --geometry centred --minut
 # 2. per-pair TRE and gland Dice (on the training pairs here: use crossval for honest figures)
 napari-labelreg evaluate --model "$OUT/net" --data "$DATA" --out "$OUT/net_results.csv"
 
-# 3. register one pair: ddf.nii.gz (mm, TRUS space), warped.nii.gz, warped_labels.nii.gz
-napari-labelreg register --model "$OUT/net" --out "$OUT/obs000" \
+# 3. register one pair: ddf.nii.gz (the whole transform, TRUS world -> MR world, for ITK and 3D Slicer),
+#    warped.nii.gz, warped_labels.nii.gz, inverse_ddf.nii.gz, registration.json
+napari-labelreg register --model "$OUT/net" --out "$OUT/obs000" --inverse \
     --moving "$DATA/moving_images/obs000.nii.gz" --fixed "$DATA/fixed_images/obs000.nii.gz" \
     --moving-labels "$DATA/moving_labels/obs000.nii.gz"
+
+# 3b. MR targets (world mm on the MR: columns label,x,y,z) onto the ultrasound, through that registration
+printf 'label,x,y,z\ncentre,0,0,0\n' > "$OUT/targets.csv"   # put your own targets here
+napari-labelreg map-points --registration "$OUT/obs000" --points "$OUT/targets.csv" --to fixed \
+    --out "$OUT/targets_on_us.csv" || echo "(a target outside the TRUS field of view is refused, by label)"
 
 # 4. the paper's protocol: label database, 12-fold patient-level cross-validation,
 #    the gland-centroid reference, and a paired comparison

@@ -53,15 +53,16 @@ def main() -> None:
     gland = result.warp_labels(test.pair.moving_labels[:1])[0] >= 0.5
     print(f"gland Dice: {metrics.dice(gland, test.pair.fixed_labels[0]):.3f}")
 
-    # 4b. points: TRUS landmark centroids (mm) mapped into the MR, against the true mapping
-    points = np.array([metrics.centroid_mm(lab, us.grid) for lab in test.pair.fixed_labels[1:]])
-    mapped = result.map_points(points)
-    truth = replace(result, ddf_mm=test.ddf_mm).map_points(points)  # the same mapping with the true DDF
-    unregistered = replace(result, ddf_mm=np.zeros_like(result.ddf_mm)).map_points(points)
-    for q, m, t, u in zip(points, mapped, truth, unregistered):
-        print(f"TRUS point {np.round(q, 1)} -> MR {np.round(m, 1)} (truth {np.round(t, 1)}): "
-              f"error {np.linalg.norm(m - t):.2f} mm, {np.linalg.norm(u - t):.2f} mm before registration")
-
+    # 4b. points: MR landmark centroids (the targets one plans on the MR, mm) carried onto the TRUS, where the
+    #     matching TRUS landmarks truly are; the mapping inverts the DDF and reports its residual
+    targets = np.array([metrics.centroid_mm(lab, mr.grid) for lab in test.pair.moving_labels[1:]])
+    truth = np.array([metrics.centroid_mm(lab, us.grid) for lab in test.pair.fixed_labels[1:]])
+    on_us = result.map_points(targets, to="fixed")
+    unregistered = replace(result, ddf_mm=np.zeros_like(result.ddf_mm)).map_points(targets, to="fixed").points
+    for q, m, t, u, r in zip(targets, on_us.points, truth, unregistered, on_us.residual_mm):
+        print(f"MR target {np.round(q, 1)} -> TRUS {np.round(m, 1)} (landmark at {np.round(t, 1)}): "
+              f"{np.linalg.norm(m - t):.2f} mm off, {np.linalg.norm(u - t):.2f} mm before registration "
+              f"(inversion residual {r:.1g} mm)")
 
 if __name__ == "__main__":
     main()

@@ -7,10 +7,11 @@ axes are ``(x = R, y = A, z = S)`` in that order (right, anterior, superior), an
 ``affine`` is its file's voxel ``(i, j, k)`` -> world RAS matrix, rotation included.  NRRD, MetaImage and
 DICOM geometry (LPS) is converted to RAS when read (:mod:`napari_labelreg.core.io`), so an MR and a TRUS
 opened from their files overlay where the scanners put them, whatever their orientations.  The axes
-are labelled ``R, A, S`` in mm.  The 3-D view shows oblique volumes exactly; napari's 2-D view does not:
-it slices a volume whose axes are rotated out of the viewed plane as if they were not (and warns
-"Non-orthogonal slicing"), which puts the slice elsewhere and, for a volume far from the world origin,
-can show none of it.  View oblique files in 3-D (or slice planes there).
+are labelled ``R, A, S`` in mm.  The 3-D view shows oblique volumes exactly.  napari's 2-D view slices a
+volume along its own array axes: it shows the array slice nearest the viewed plane, rotated in that plane,
+as if the volume were not tilted out of it (and warns "Non-orthogonal slicing").  For the usual obliquity of
+a few degrees that is a fair picture; a strongly oblique volume is best seen in 3-D (in 2-D the slice shown
+can fall near an edge of the volume, far from the viewed point).
 
 * :func:`get_reader` claims ``.nii``, ``.nii.gz``, ``.nrrd``, ``.nhdr``, ``.mha``, ``.mhd``, a DICOM series
   directory, and a ``napari-labelreg register`` output folder; anything else gets ``None``.

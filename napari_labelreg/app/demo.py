@@ -78,5 +78,5 @@ def run_demo(out: Path, *, iterations: int = 400, device: str | None = None, tra
           f"{report['ddf_error_after_mm']:7.2f}")
     print(f"  folding voxels                          -  {report['folding_voxels']:7d}")
     print(f"wrote moving.nii.gz, fixed.nii.gz, {', '.join(p.name for p in written)} and run/ to {out}\n"
-          f"open them in napari: napari {out}")
+          f"see them in napari: napari --plugin napari-labelreg {out}")
     return report
