@@ -52,3 +52,14 @@ def trained_run(tmp_path_factory):
                       augment=AugmentConfig(enabled=False))
     list(train([make_phantom(s).pair for s in range(2)], cfg, run))
     return run
+
+
+@pytest.fixture(autouse=True)
+def _locale_kept():
+    """GDCM's DICOM writer (tests write series with it) sets the C locale for the whole process, which makes
+    Python's default text encoding ASCII for every later test: put the locale back after each test."""
+    import locale
+
+    saved = locale.setlocale(locale.LC_ALL)
+    yield
+    locale.setlocale(locale.LC_ALL, saved)

@@ -9,7 +9,7 @@ RECORD = Path(__file__).resolve().parents[1] / "benchmarks" / "README.md"
 
 
 def test_every_train_option_is_backed_in_the_benchmark_record():
-    text = RECORD.read_text()
+    text = RECORD.read_text(encoding="utf-8")
     table = text[text.index("## What earned each option of `train --help`"):]
     table = table[: table.index("\n## ", 3)]
     listed = set(re.findall(r"`(--[a-z-]+)", table))

@@ -58,7 +58,7 @@ def export_registration(registration: Registration, folder: str | os.PathLike,
         "moving_grid": {"shape": list(registration.moving.shape), "affine": registration.moving.affine.tolist()},
         **{key: str(Path(path).resolve()) if path else None for key, path in (sources or {}).items()},
     }
-    atomic_write(folder / RECORD_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+    atomic_write(folder / RECORD_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8"))
     return [*written, folder / RECORD_FILE]
 
 
@@ -76,7 +76,7 @@ def read_registration(folder: str | os.PathLike) -> tuple[Registration, Volume |
     folder = Path(folder)
     record_path = folder / RECORD_FILE
     try:
-        record = json.loads(record_path.read_text())
+        record = json.loads(record_path.read_text(encoding="utf-8"))
         initial = np.asarray(record["initial"], np.float64)
         moving = Grid(tuple(record["moving_grid"]["shape"]), np.asarray(record["moving_grid"]["affine"]))
     except FileNotFoundError:

@@ -21,7 +21,8 @@ import numpy as np
 from .io import DataError, atomic_write
 
 LPS = np.array([-1.0, -1.0, 1.0])
-MARKUPS_SCHEMA = "https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/markups-schema-v1.0.3.json#"
+MARKUPS_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
+                  "markups-schema-v1.0.3.json#")
 COLUMNS = {("x", "y", "z"): 1.0, ("r", "a", "s"): 1.0, ("l", "p", "s"): LPS}
 
 
@@ -48,7 +49,7 @@ def read_points(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
 
 
 def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    with open(path, newline="") as fh:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     header = {name.strip().lower(): name for name in (rows[0].keys() if rows else [])}
     for axes, sign in COLUMNS.items():
@@ -61,7 +62,7 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def _read_markups(path: Path) -> tuple[list[str], np.ndarray]:
-    data = json.loads(path.read_text())
+    data = json.loads(path.read_text(encoding="utf-8"))
     labels, points = [], []
     for markup in data["markups"]:
         sign = LPS if markup.get("coordinateSystem", "LPS").upper() == "LPS" else 1.0
@@ -80,11 +81,11 @@ def write_points(path: str | os.PathLike, labels, points_mm: np.ndarray, **colum
         doc = {"@schema": MARKUPS_SCHEMA,
                "markups": [{"type": "Fiducial", "coordinateSystem": "LPS", "coordinateUnits": "mm",
                             "controlPoints": control}]}
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2)))
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=2), encoding="utf-8"))
         return
 
     def write(tmp):
-        with open(tmp, "w", newline="") as fh:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
             out = csv.writer(fh)
             out.writerow(["label", "x", "y", "z", *columns])
             for k, (label, p) in enumerate(zip(labels, points)):
