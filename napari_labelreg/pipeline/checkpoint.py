@@ -43,14 +43,16 @@ def load_checkpoint(path) -> dict:
         raise DataError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        culprit = next((line.strip() for line in str(exc).splitlines() if "GLOBAL" in line), "")
-        raise DataError(f"{path}: the checkpoint holds pickled code or objects, which are never run or loaded "
-                        f"(only tensors and plain values are){': ' + culprit if culprit else ''}") from None
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise DataError(f"{path}: cannot read checkpoint, the file is damaged or not one "
-                        f"({type(exc).__name__}: {first})") from None
+        text = str(exc)
+        culprit = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "")
+        if isinstance(exc, pickle.UnpicklingError) and culprit:  # a reference to code, refused unrun
+            raise DataError(f"{path}: the checkpoint holds pickled code or objects, which are never run or loaded "
+                            f"(only tensors and plain values are): {culprit}") from None
+        # torch's first line of an unpickling failure advises loading the file unsafely: not repeated here
+        first = "" if isinstance(exc, pickle.UnpicklingError) or not text.strip() else text.strip().splitlines()[0]
+        raise DataError(f"{path}: cannot read checkpoint, the file is damaged or not one"
+                        f"{f' ({type(exc).__name__}: {first})' if first else ''}") from None
     if not isinstance(state, dict) or "format" not in state or "config" not in state:
         raise DataError(f"{path}: not a napari-labelreg checkpoint")
     version = state["format"]
