@@ -470,6 +470,8 @@ def test_mr_targets_map_onto_the_trus_and_points_outside_are_refused(make_napari
                    + "apex,400,400,400\n")
     monkeypatch.setattr(w, "ask_points_file", lambda: str(far))
     QTest.mouseClick(w.targets_btn, Qt.MouseButton.LeftButton)
-    assert len(shown) == 1 and "\n" not in shown[0] and "outside" in shown[0] and "4" in shown[0]
+    assert len(shown) == 1 and "\n" not in shown[0], shown
+    assert shown[0].startswith(f"{far}: 'apex' (point 5): these map outside the fixed image"), shown
+    assert w.summary.text() == shown[0]  # stays after the notification fades
     assert [la.name for la in viewer.layers].count(TARGETS_LAYER) == 1
     assert list(viewer.layers[TARGETS_LAYER].features["label"])[0] == "target 1"

@@ -26,7 +26,9 @@ from qtpy.QtWidgets import (
 from ..app.inspection import register_for_inspection
 from ..app.results import export_registration
 from ..core.geometry import apply_affine
-from ..core.points import read_points
+from ..core.io import DataError
+from ..core.points import read_points, refusal
+from ..core.transform import OutsideField
 from ._common import reports_errors, start_worker
 
 TARGETS_LAYER = "MR targets on TRUS"
@@ -65,7 +67,7 @@ class InspectWidget(QWidget):
         self.targets_btn.setToolTip("map points planned on the MR (CSV or Slicer .mrk.json, world mm) onto the TRUS")
         self.targets_btn.setEnabled(False)  # until a registration exists
         self.targets_btn.clicked.connect(lambda: self.map_targets())
-        self.summary = QLabel("")
+        self.summary = self.status = QLabel("")  # errors stay here after their notification fades
         self.errors = QListWidget()
         form = QFormLayout()
         form.addRow("Model", self.model_dir)
@@ -86,6 +88,8 @@ class InspectWidget(QWidget):
 
     @reports_errors
     def register(self) -> None:
+        if not self.model_dir.text().strip():
+            raise ValueError("give the run folder of a trained model (Model) first")
         worker = start_worker(register_for_inspection, self.model_dir.text().strip(),
                               self.db_path.text().strip() or None, self.pair_index.value(), self.weight(),
                               done=self.show_result, what="registration", status=self.summary)
@@ -161,7 +165,10 @@ class InspectWidget(QWidget):
         if not path:
             return None
         labels, points = read_points(path)
-        mapped = self.registration.map_points(points, to="fixed")  # OutsideField names the points outside
+        try:
+            mapped = self.registration.map_points(points, to="fixed")
+        except OutsideField as exc:
+            raise DataError(refusal(path, labels, exc.rows, exc.reason)) from None
         fixed = self.registration.fixed
         # this widget's layers are voxel index x voxel size on the TRUS grid
         coords = apply_affine(np.linalg.inv(fixed.affine), mapped.points) * fixed.spacing

@@ -74,6 +74,9 @@ def read_registration(folder: str | os.PathLike) -> tuple[Registration, Volume |
     the fixed image is the file it was registered to, when that file is still where it was.
     """
     folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: {'not a folder' if folder.exists() else 'not found'}; a register output folder "
+                        f"(with {DDF_FILE} and {RECORD_FILE}) is expected")
     record_path = folder / RECORD_FILE
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))

@@ -78,7 +78,7 @@ def _register(args):
 def cmd_map_points(args) -> None:
     import numpy as np
 
-    from ..core.points import read_points, write_points
+    from ..core.points import read_points, refusal, write_points
     from ..core.transform import OutsideField
 
     if args.registration and (args.model or args.moving or args.fixed):
@@ -95,8 +95,7 @@ def cmd_map_points(args) -> None:
     try:
         mapped = registration.map_points(points, to=args.to)
     except OutsideField as exc:
-        named = ", ".join(f"{labels[i]!r} (row {i + 1})" for i in exc.rows[:5]) + (", ..." if len(exc.rows) > 5 else "")
-        raise DataError(f"{args.points}: {named}: {exc.reason}") from None
+        raise DataError(refusal(args.points, labels, exc.rows, exc.reason)) from None
     write_points(args.out, labels, mapped.points, residual_mm=mapped.residual_mm)
     source = "moving" if args.to == "fixed" else "fixed"
     print(f"mapped {len(points)} point{'s' * (len(points) != 1)} from the {source} image's world to the {args.to} "

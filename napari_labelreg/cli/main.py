@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed", help="fixed image (TRUS)")
     p.add_argument("--registration", metavar="FOLDER", help="instead of --model/--moving/--fixed: a register output "
                    "folder")
-    p.add_argument("--points", required=True, help="CSV (columns x,y,z in RAS mm, or l,p,s in LPS mm; label kept) "
-                   "or 3D Slicer markups .mrk.json, in world mm of the image they are on")
+    p.add_argument("--points", required=True, help="CSV (a header naming columns x,y,z or r,a,s in RAS mm, or l,p,s "
+                   "in LPS mm; a label column kept) or 3D Slicer markups .mrk.json, in world mm of the image they are "
+                   "on; a point the registration does not cover refuses the file, by label")
     p.add_argument("--to", required=True, choices=("fixed", "moving"),
                    help="fixed: points on the moving image (MR targets) onto the fixed one; moving: the other way")
     p.add_argument("--out", required=True, help="CSV (label, x, y, z RAS mm, residual_mm) or .mrk.json (LPS)")

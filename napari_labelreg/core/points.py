@@ -3,10 +3,11 @@
 Points are held as an ``(N, 3)`` array in the NIfTI (RAS) world frame of the images, with a label each.
 
 * CSV: a header row and one point per row.  Coordinates are read from columns ``x, y, z`` or ``r, a, s``
-  (RAS mm) or ``l, p, s`` (LPS mm, as ITK and DICOM), case-insensitive; a ``label`` column is kept.  Written
-  with ``label, x, y, z`` (RAS mm) and any extra columns given.
-* Slicer markups JSON: every control point of every markup; ``coordinateSystem`` ``RAS`` or ``LPS`` as the file
-  says (Slicer writes LPS).  Written as one fiducial list in LPS, as Slicer 5 writes them.
+  (RAS mm) or ``l, p, s`` (LPS mm, as ITK and DICOM), case-insensitive; a ``label`` (or ``name``) column is
+  kept.  Written with ``label, x, y, z`` (RAS mm) and any extra columns given.
+* Slicer markups JSON: every placed control point of every markup (unplaced ones, ``positionStatus``
+  ``undefined``, are skipped); ``coordinateSystem`` ``RAS`` or ``LPS`` as the file says (Slicer writes LPS).
+  Written as one fiducial list in LPS, as Slicer 5 writes them, extra values in each point's description.
 """
 
 from __future__ import annotations
@@ -49,16 +50,20 @@ def read_points(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
 
 
 def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.DictReader(fh))
-    header = {name.strip().lower(): name for name in (rows[0].keys() if rows else [])}
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a spreadsheet's byte-order mark
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        columns = list(reader.fieldnames or [])
+    header = {str(name).strip().lower(): name for name in columns}
     for axes, sign in COLUMNS.items():
         if all(a in header for a in axes):
             points = np.array([[float(row[header[a]]) for a in axes] for row in rows]) * sign
-            labels = [row[header["label"]] if "label" in header else str(i + 1) for i, row in enumerate(rows)]
+            name = header.get("label", header.get("name"))
+            labels = [row[name] if name else str(i + 1) for i, row in enumerate(rows)]
             return labels, points.reshape(-1, 3)
-    raise DataError(f"{path}: expected columns x,y,z (RAS mm), r,a,s or l,p,s (LPS mm)"
-                    f"{', found ' + ','.join(header) if header else ' (the file is empty)'}")
+    found = f"its first line reads {','.join(columns)}" if columns else "the file is empty"
+    raise DataError(f"{path}: expected a header line naming columns x,y,z (RAS mm), r,a,s or l,p,s (LPS mm), "
+                    f"then one point per line; {found}")
 
 
 def _read_markups(path: Path) -> tuple[list[str], np.ndarray]:
@@ -67,6 +72,8 @@ def _read_markups(path: Path) -> tuple[list[str], np.ndarray]:
     for markup in data["markups"]:
         sign = LPS if markup.get("coordinateSystem", "LPS").upper() == "LPS" else 1.0
         for k, point in enumerate(markup.get("controlPoints", [])):
+            if point.get("positionStatus", "defined") != "defined":
+                continue  # a point listed but not placed
             labels.append(str(point.get("label") or k + 1))
             points.append(np.asarray(point["position"], float) * sign)
     return labels, np.array(points, float).reshape(-1, 3)
@@ -76,8 +83,11 @@ def write_points(path: str | os.PathLike, labels, points_mm: np.ndarray, **colum
     """Write points (RAS mm) as CSV (``label, x, y, z`` and ``columns``) or as a Slicer ``.mrk.json`` (LPS)."""
     path, points = Path(path), np.asarray(points_mm, float)
     if is_markups(path):
-        control = [{"id": str(k + 1), "label": str(label), "position": [float(v) for v in p * LPS],
-                    "positionStatus": "defined"} for k, (label, p) in enumerate(zip(labels, points))]
+        notes = [", ".join(f"{name} {np.asarray(values)[k]:.3g}" for name, values in columns.items())
+                 for k in range(len(points))]
+        control = [{"id": str(k + 1), "label": str(label), "description": note,
+                    "position": [float(v) for v in p * LPS], "positionStatus": "defined"}
+                   for k, (label, p, note) in enumerate(zip(labels, points, notes))]
         doc = {"@schema": MARKUPS_SCHEMA,
                "markups": [{"type": "Fiducial", "coordinateSystem": "LPS", "coordinateUnits": "mm",
                             "controlPoints": control}]}
@@ -92,3 +102,9 @@ def write_points(path: str | os.PathLike, labels, points_mm: np.ndarray, **colum
                 out.writerow([label, *(f"{v:.4f}" for v in p), *(f"{np.asarray(c)[k]:.4g}" for c in columns.values())])
 
     atomic_write(path, write)
+
+
+def refusal(path, labels, rows, reason: str) -> str:
+    """One line saying which points of ``path`` (by label and place in the file) could not be mapped, and why."""
+    named = ", ".join(f"{labels[i]!r} (point {i + 1})" for i in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    return f"{path}: {named}: {reason}; nothing written"

@@ -50,7 +50,7 @@ def load_checkpoint(path) -> dict:
             raise DataError(f"{path}: the checkpoint holds pickled code or objects, which are never run or loaded "
                             f"(only tensors and plain values are): {culprit}") from None
         # torch's first line of an unpickling failure advises loading the file unsafely: not repeated here
-        first = "" if isinstance(exc, pickle.UnpicklingError) or not text.strip() else text.strip().splitlines()[0]
+        first = "" if isinstance(exc, pickle.UnpicklingError) or not text.strip() else text.strip().split(". ")[0]
         raise DataError(f"{path}: cannot read checkpoint, the file is damaged or not one"
                         f"{f' ({type(exc).__name__}: {first})' if first else ''}") from None
     if not isinstance(state, dict) or "format" not in state or "config" not in state:
@@ -106,6 +106,8 @@ def _from_format_2(old: dict) -> dict:
 def run_checkpoint(run_dir: str | os.PathLike) -> Path:
     """The checkpoint of a run folder (or the path itself if it is a file)."""
     run_dir = Path(run_dir)
+    if not run_dir.exists():
+        raise DataError(f"{run_dir}: not found (a run folder, or its {CHECKPOINT})")
     path = run_dir if run_dir.is_file() else run_dir / CHECKPOINT
     if not path.is_file():
         raise DataError(f"{run_dir}: no {CHECKPOINT} in this run folder")

@@ -117,7 +117,14 @@ class Registrator:
         return cls(stages, state["config"], use)
 
     def register(self, moving: Volume, fixed: Volume, *, geometry: str | None = None) -> Registration:
-        """Register ``moving`` to ``fixed`` (the run's geometry unless told otherwise)."""
+        """Register ``moving`` to ``fixed`` (the run's geometry unless told otherwise).
+
+        A constant image (no contrast: nothing to register) is refused with :class:`DataError`.
+        """
+        for volume, side in ((moving, "moving"), (fixed, "fixed")):
+            if volume.data.size and float(volume.data.min()) == float(volume.data.max()):
+                raise DataError(f"{volume.source or f'the {side} image'}: every voxel is {float(volume.data.min()):g}, "
+                                "a constant image has nothing to register")
         start = Estimate.start(moving, fixed, geometry or self.config.geometry, self.config.spacing_mm)
         estimate = start
         for stage in self.stages:
