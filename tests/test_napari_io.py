@@ -475,3 +475,30 @@ def test_mr_targets_map_onto_the_trus_and_points_outside_are_refused(make_napari
     assert w.summary.text() == shown[0]  # stays after the notification fades
     assert [la.name for la in viewer.layers].count(TARGETS_LAYER) == 1
     assert list(viewer.layers[TARGETS_LAYER].features["label"])[0] == "target 1"
+
+
+def test_a_register_output_folder_opens_in_the_inspect_widget_and_maps_targets(make_napari_viewer, qtbot, tmp_path,
+                                                                                monkeypatch):
+    """Your own MR and TRUS, registered from the command line: the widget shows the folder and maps through it."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    from napari_labelreg._widgets.inspect import TARGETS_LAYER, InspectWidget
+
+    folder, registration, trus = export_folder(tmp_path)
+    viewer = make_napari_viewer()
+    w = InspectWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    monkeypatch.setattr(w, "ask_result_folder", lambda: str(folder))
+    open_btn = next(b for b in w.findChildren(type(w.targets_btn)) if b.text().startswith("Open a register"))
+    QTest.mouseClick(open_btn, Qt.MouseButton.LeftButton)
+    np.testing.assert_allclose(viewer.layers["result: TRUS image (fixed)"].data, trus, atol=1e-5)
+    assert "result: Jacobian determinant" in viewer.layers and w.summary.text().startswith("result: folding voxels 0")
+    assert w.targets_btn.isEnabled()
+    on_trus = apply_affine(FIXED.affine, np.array([[8.0, 9, 7], [6, 12, 9]]))
+    on_mr = apply_affine(registration.initial, on_trus + bump(on_trus))
+    (tmp_path / "t.csv").write_text("label,x,y,z\n" + "".join(f"t{k},{p[0]},{p[1]},{p[2]}\n"
+                                                              for k, p in enumerate(on_mr)))
+    w.map_targets(str(tmp_path / "t.csv"))
+    expected = apply_affine(np.linalg.inv(FIXED.affine), on_trus) * FIXED.spacing
+    np.testing.assert_allclose(viewer.layers[TARGETS_LAYER].data, expected, atol=0.1)

@@ -1,10 +1,13 @@
 """The inspection widget: register a pair with a trained model and show what the DDF does.
 
-"Map MR targets…" then maps points planned on the MR (a CSV or a 3D Slicer ``.mrk.json``, world mm of the
-moving image) onto the TRUS through the registration, as a Points layer over the TRUS.
+"Open a register output folder…" shows one written by ``napari-labelreg register`` (your own MR and TRUS) the
+same way.  "Map MR targets…" then maps points planned on the MR (a CSV or a 3D Slicer ``.mrk.json``, world mm
+of the moving image) onto the TRUS through the registration, as a Points layer over the TRUS.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from napari.utils.notifications import show_info
@@ -23,8 +26,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.inspection import register_for_inspection
-from ..app.results import export_registration
+from ..app.inspection import inspection_layers, register_for_inspection
+from ..app.results import export_registration, read_registration
 from ..core.geometry import apply_affine
 from ..core.io import DataError
 from ..core.points import read_points, refusal
@@ -61,6 +64,9 @@ class InspectWidget(QWidget):
         # clicked(bool) would hand its flag to a method that takes none
         self.register_btn = register_btn = QPushButton("Register")
         register_btn.clicked.connect(lambda: self.register())
+        open_btn = QPushButton("Open a register output folder…")
+        open_btn.setToolTip("a folder `napari-labelreg register` wrote: inspect it and map MR targets through it")
+        open_btn.clicked.connect(lambda: self.open_result())
         export_btn = QPushButton("Export DDF and warped MR…")
         export_btn.clicked.connect(lambda: self._export())
         self.targets_btn = QPushButton("Map MR targets…")
@@ -80,6 +86,7 @@ class InspectWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(register_btn)
+        layout.addWidget(open_btn)
         layout.addWidget(self.summary)
         layout.addWidget(QLabel("Landmark errors"))
         layout.addWidget(self.errors)
@@ -115,13 +122,15 @@ class InspectWidget(QWidget):
         return None if self.runs_weight.isChecked() else self.network_weight.value()
 
     def show_result(self, result) -> None:
+        """Show ``(registration, pair or a name, layer tuples)``."""
         self.registration, pair, layers = result
+        name = pair if isinstance(pair, str) else pair.name
         self.targets_btn.setEnabled(True)
         viewer = self.target_viewer()
         for layer in [layer for layer in viewer.layers if layer.metadata.get("inspection")]:
             viewer.layers.remove(layer)  # only this widget's own layers, never another widget's
         for data, kwargs, kind in layers:
-            kwargs = {**kwargs, "name": f"{pair.name}: {kwargs['name']}",
+            kwargs = {**kwargs, "name": f"{name}: {kwargs['name']}",
                       "metadata": {**kwargs.get("metadata", {}), "inspection": True}}
             layer = getattr(viewer, f"add_{kind}")(data, **kwargs)
             if kwargs["metadata"].get("colorbar"):
@@ -129,7 +138,7 @@ class InspectWidget(QWidget):
             if kwargs["metadata"].get("outline"):
                 layer.contour = 1
         meta = layers[0][1]["metadata"]
-        text = f"{pair.name}: folding voxels {meta['folding_voxels']}"
+        text = f"{name}: folding voxels {meta['folding_voxels']}"
         if "tre_mm" in meta:
             text += f", landmark TRE {meta['tre_mm']:.2f} mm, gland DSC {meta['dice']:.3f}"
         self.summary.setText(text)
@@ -139,6 +148,23 @@ class InspectWidget(QWidget):
                 feats = kwargs["features"]
                 for label, err in zip(feats["label"], feats["error_mm"]):
                     self.errors.addItem(f"{label}: {err:.2f} mm")
+
+    def ask_result_folder(self) -> str:
+        """The register output folder to open ('' when cancelled); tests patch this."""
+        return QFileDialog.getExistingDirectory(self, "A register output folder")
+
+    @reports_errors
+    def open_result(self, folder: str | None = None) -> None:
+        """Show a register output folder (your own MR and TRUS registered from the command line) as a
+        registration made here, so its layers, export and MR targets work the same."""
+        folder = folder or self.ask_result_folder()
+        if not folder:
+            return
+        registration, fixed, _ = read_registration(folder)
+        same_grid = fixed is not None and fixed.grid.shape == registration.fixed.shape and np.allclose(
+            fixed.grid.affine, registration.fixed.affine, atol=1e-4)
+        layers = inspection_layers(registration, None, fixed_image=fixed.data if same_grid else None)
+        self.show_result((registration, Path(folder).name, layers))
 
     @reports_errors
     def _export(self, *_):
