@@ -2,12 +2,15 @@
 
 World coordinates
 -----------------
-Every layer this module makes is placed in **world millimetres of the NIfTI RAS frame**: napari's world
-axes are ``(x = R, y = A, z = S)`` in that order (right, anterior, superior), and a layer's napari
-``affine`` is its file's voxel ``(i, j, k)`` -> world RAS matrix, rotation included.  NRRD, MetaImage and
-DICOM geometry (LPS) is converted to RAS when read (:mod:`napari_labelreg.core.io`), so an MR and a TRUS
-opened from their files overlay where the scanners put them, whatever their orientations.  The axes
-are labelled ``R, A, S`` in mm.  The 3-D view shows oblique volumes exactly.  napari's 2-D view slices a
+Every layer this module makes is placed in **world millimetres of the patient**: napari's world axes are
+``(S, P, L)`` in that order (superior, posterior, left: DICOM's and ITK's LPS coordinates, last axis first),
+so napari's 2-D view opens on **axial** slices seen as radiologists read them, anterior up and the patient's
+right on the screen's left, with the slider running feet to head.  A layer's napari ``affine`` is its file's
+voxel ``(i, j, k)`` -> world RAS matrix (NIfTI's; NRRD, MetaImage and DICOM LPS geometry is converted to RAS
+when read, :mod:`napari_labelreg.core.io`) followed by the fixed axis change :data:`NAPARI_FROM_RAS`, rotation
+included, so an MR and a TRUS opened from their files overlay where the scanners put them, whatever their
+orientations.  The coordinates napari shows are (S, P, L) mm: a point ``x, y, z`` (RAS) of the command line's
+CSV files shows as ``z, -y, -x``.  The 3-D view shows oblique volumes exactly.  napari's 2-D view slices a
 volume along its own array axes: it shows the array slice nearest the viewed plane, rotated in that plane,
 as if the volume were not tilted out of it (and warns "Non-orthogonal slicing").  For the usual obliquity of
 a few degrees that is a fair picture; a strongly oblique volume is best seen in 3-D (in 2-D the slice shown
@@ -43,7 +46,10 @@ from .core.io import NIFTI_SUFFIXES, DataError, load_labels, load_volume, save_v
 READ_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".mha")
 LABEL_NAME = re.compile(r"label|mask|seg", re.IGNORECASE)
-WORLD_AXES = ("R", "A", "S")
+WORLD_AXES = ("S", "P", "L")
+# napari's world (S, P, L) from RAS: axial slices in 2-D, anterior up, the patient's right on the screen's left
+NAPARI_FROM_RAS = np.array([[0.0, 0, 1, 0], [0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]])
+REVERSED = np.array([[0.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])  # (k, j, i) <-> (i, j, k)
 DICOM_PROBE = 16  # files looked at to recognise a DICOM series directory
 
 
@@ -100,14 +106,26 @@ def _stem(path: Path) -> str:
     return name
 
 
-def _placed(affine: np.ndarray, source, **kwargs) -> dict:
-    """Layer kwargs placing voxel data in world RAS mm, with the geometry kept in the metadata for the writer."""
+def to_napari(points_ras: np.ndarray) -> np.ndarray:
+    """World RAS points (or displacements) ``(..., 3)`` -> napari world (S, P, L)."""
+    return np.asarray(points_ras, np.float64) @ NAPARI_FROM_RAS[:3, :3].T
+
+
+def _layer(data: np.ndarray, affine: np.ndarray, source, kind: str, **kwargs) -> tuple:
+    """A layer tuple placing voxel data ``(i, j, k)`` with a voxel -> RAS ``affine`` in napari's world.
+
+    napari's 2-D view pairs a layer's array axes with the world axes in order, so the array goes in as
+    ``(k, j, i)`` (ITK's order) with ``NAPARI_FROM_RAS @ affine @ REVERSED``: for an axis-aligned image a
+    diagonal matrix, sliced axially.  The metadata keeps the RAS ``affine`` of the ``(i, j, k)`` array.
+    """
     meta = {**kwargs.pop("metadata", {}), "affine": np.asarray(affine).tolist(), "source": str(source)}
-    return {**kwargs, "affine": np.asarray(affine), "axis_labels": WORLD_AXES, "units": "mm", "metadata": meta}
+    kwargs = {**kwargs, "affine": NAPARI_FROM_RAS @ np.asarray(affine) @ REVERSED, "axis_labels": WORLD_AXES,
+              "units": "mm", "metadata": meta}
+    return np.asarray(data).transpose(2, 1, 0), kwargs, kind
 
 
 def read_image(path) -> list[tuple]:
-    """One Image (or Labels, see the module's rule) layer in world RAS mm; DataError for a file it cannot use."""
+    """One Image (or Labels, see the module's rule) layer in napari's world; DataError for a file it cannot use."""
     path = Path(path)
     labels_named = bool(LABEL_NAME.search(_stem(path)))
     try:
@@ -125,11 +143,11 @@ def read_image(path) -> list[tuple]:
         data = np.zeros(stack.shape[1:], np.uint8 if len(stack) < 256 else np.uint16)
         for k, mask in enumerate(stack):
             data[mask] = k + 1
-        return [(data, _placed(affine, path, name=_stem(path), metadata={"stack": len(stack)}), "labels")]
+        return [_layer(data, affine, path, "labels", name=_stem(path), metadata={"stack": len(stack)})]
     data, affine = volume.data, volume.grid.affine
     if labels_named and _integral(data):
-        return [(_label_dtype(data), _placed(affine, path, name=_stem(path)), "labels")]
-    return [(data, _placed(affine, path, name=_stem(path), colormap="gray"), "image")]
+        return [_layer(_label_dtype(data), affine, path, "labels", name=_stem(path))]
+    return [_layer(data, affine, path, "image", name=_stem(path), colormap="gray")]
 
 
 def _stack_affine(path: Path, stack: np.ndarray) -> np.ndarray:
@@ -154,7 +172,7 @@ def _label_dtype(data: np.ndarray) -> np.ndarray:
 
 
 def read_result_folder(path) -> list[tuple]:
-    """A register output folder as the Inspect widget's layers, in world RAS mm (see the module docstring).
+    """A register output folder as the Inspect widget's layers, in napari's world (see the module docstring).
 
     The TRUS image when the file registered to is still where it was; the warped MR labels when the
     folder has them.  Layer names start with the folder's name.
@@ -176,10 +194,9 @@ def read_result_folder(path) -> list[tuple]:
         kwargs = {**kwargs, "name": f"{folder.name}: {kwargs['name']}"}
         if kind in ("image", "labels"):
             source = record.get("fixed") if kwargs["name"].endswith("TRUS image (fixed)") else folder
-            kwargs = _placed(kwargs.pop("affine"), source, **kwargs)
-        else:  # points and vectors: world positions already
-            kwargs = {**kwargs, "axis_labels": WORLD_AXES, "units": "mm"}
-        layers.append((data, kwargs, kind))
+            layers.append(_layer(data, kwargs.pop("affine"), source, kind, **kwargs))
+        else:  # points and vectors: world RAS positions (and displacements) -> napari's world
+            layers.append((to_napari(data), {**kwargs, "axis_labels": WORLD_AXES, "units": "mm"}, kind))
     labels_path = folder / WARPED_LABELS_FILE
     if labels_path.is_file():
         try:
@@ -190,8 +207,8 @@ def read_result_folder(path) -> list[tuple]:
             data = np.zeros(grid.shape, np.uint8 if len(stack) < 256 else np.uint16)
             for k, mask in enumerate(stack):
                 data[mask] = k + 1
-            layers.append((data, _placed(grid.affine, labels_path, name=f"{folder.name}: warped MR labels",
-                                         opacity=0.7), "labels"))
+            layers.append(_layer(data, grid.affine, labels_path, "labels", name=f"{folder.name}: warped MR labels",
+                                 opacity=0.7))
     return layers
 
 
@@ -199,8 +216,9 @@ def read_result_folder(path) -> list[tuple]:
 
 
 def layer_affine(meta: dict) -> np.ndarray:
-    """A 3-D layer's voxel -> world 4x4: ``metadata["affine"]`` when there, else napari's data -> world transform
-    composed from the layer's ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine``."""
+    """The voxel ``(i, j, k)`` -> world RAS 4x4 of a 3-D layer's array turned back to ``(i, j, k)``:
+    ``metadata["affine"]`` when there, else napari's data -> world transform, composed from the layer's
+    ``scale``, ``translate``, ``rotate``, ``shear`` and ``affine``, taken out of napari's (S, P, L) world."""
     stored = (meta.get("metadata") or {}).get("affine")
     if stored is not None:
         stored = np.asarray(stored, np.float64)
@@ -211,7 +229,8 @@ def layer_affine(meta: dict) -> np.ndarray:
     data2physical = CompositeAffine(scale=meta.get("scale", (1.0,) * 3), translate=meta.get("translate", (0.0,) * 3),
                                     rotate=meta.get("rotate"), shear=meta.get("shear"), ndim=3)
     physical2world = np.asarray(meta["affine"], np.float64) if meta.get("affine") is not None else np.eye(4)
-    return Affine(affine_matrix=physical2world).affine_matrix @ data2physical.affine_matrix
+    napari_world = Affine(affine_matrix=physical2world).affine_matrix @ data2physical.affine_matrix
+    return np.linalg.inv(NAPARI_FROM_RAS) @ napari_world @ REVERSED
 
 
 def write_labels(path: str, data, meta: dict) -> list[str]:
@@ -224,6 +243,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
                          f"{array.ndim}-D {tuple(array.shape)}")
     if not str(path).lower().endswith(WRITE_SUFFIXES):
         raise NotWritten(f"{path}: napari-labelreg writes labels as {', '.join(WRITE_SUFFIXES)}")
+    array = array.transpose(2, 1, 0)  # napari's (k, j, i) back to the file's (i, j, k), see _layer
     try:
         grid = Grid(array.shape, layer_affine(meta))
         save_volume(path, _label_dtype(array), grid)

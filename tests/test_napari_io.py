@@ -13,6 +13,7 @@ pytest.importorskip("napari")
 # napari warns whenever it slices an oblique volume in 2-D (see napari_labelreg/_io.py)
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")]
 
+from napari_labelreg._io import NAPARI_FROM_RAS, REVERSED, to_napari  # noqa: E402
 from napari_labelreg.core import io  # noqa: E402
 from napari_labelreg.core.geometry import Grid, apply_affine, fixed_to_moving, voxel_coordinates, warp  # noqa: E402
 
@@ -135,15 +136,15 @@ def test_an_oblique_nifti_opens_with_its_voxels_where_the_header_puts_them(make_
     io.save_volume(path, data, FIXED)
     (layer,) = viewer.open(path, plugin=PLUGIN)
     assert layer.name == "trus" and type(layer).__name__ == "Image"
-    np.testing.assert_array_equal(layer.data, data)
+    np.testing.assert_array_equal(layer.data, data.transpose(2, 1, 0))  # napari's (k, j, i), as ITK's arrays
     marked = tuple(np.argwhere(layer.data == layer.data.max())[0])
-    np.testing.assert_allclose(layer.data_to_world(marked), apply_affine(FIXED.affine, np.array(voxel, float)),
-                               atol=1e-6)
-    np.testing.assert_allclose(layer.world_to_data(apply_affine(FIXED.affine, np.array(voxel, float))), voxel,
-                               atol=1e-6)
+    ras = apply_affine(FIXED.affine, np.array(voxel, float))
+    np.testing.assert_allclose(layer.data_to_world(marked), to_napari(ras), atol=1e-6)
+    np.testing.assert_allclose(layer.data_to_world(marked), [ras[2], -ras[1], -ras[0]], atol=1e-6)  # S, P, L
+    np.testing.assert_allclose(layer.world_to_data(to_napari(ras)), voxel[::-1], atol=1e-6)
     np.testing.assert_allclose(layer.metadata["affine"], FIXED.affine)
     assert layer.metadata["source"] == str(path)
-    assert tuple(layer.axis_labels) == ("R", "A", "S")
+    assert tuple(layer.axis_labels) == ("S", "P", "L")
 
 
 @pytest.mark.parametrize("trus_suffix", [".nii.gz", ".nrrd", ".mha"])
@@ -163,7 +164,7 @@ def test_an_mr_and_a_trus_of_different_geometries_overlay_at_a_shared_point(make
     (trus_layer,) = viewer.open(tmp_path / f"trus{trus_suffix}", plugin=PLUGIN)
     for layer in (mr_layer, trus_layer):
         bright = tuple(np.argwhere(layer.data == layer.data.max())[0])
-        np.testing.assert_allclose(layer.data_to_world(bright), point, atol=1e-4)
+        np.testing.assert_allclose(layer.data_to_world(bright), to_napari(point), atol=1e-4)
     np.testing.assert_allclose(trus_layer.metadata["affine"], trus_grid.affine, atol=1e-5)
 
 
@@ -178,7 +179,7 @@ def test_a_label_map_named_so_opens_as_labels_and_an_integer_image_does_not(make
     (image,) = viewer.open(tmp_path / "case1.nii.gz", plugin=PLUGIN)
     (soft,) = viewer.open(tmp_path / "mask_soft.nii.gz", plugin=PLUGIN)
     assert type(seg).__name__ == "Labels" and np.issubdtype(seg.data.dtype, np.integer)
-    np.testing.assert_array_equal(seg.data, labels)
+    np.testing.assert_array_equal(seg.data, labels.transpose(2, 1, 0))
     assert type(image).__name__ == "Image" and type(soft).__name__ == "Image"
     # a 4-D stack of masks (the mrus_prostate layout) opens as one label map, value k + 1 for mask k
     stack = np.zeros((*FIXED.shape, 2), np.uint8)
@@ -222,10 +223,10 @@ def test_a_register_output_folder_opens_as_the_inspection_layers_in_world(make_n
     assert any(n.startswith("folding voxels (det <= 0): ") for n in names)
     by_name = {n: layer for n, layer in zip(names, layers)}
     jacobian = by_name["Jacobian determinant"]
-    assert jacobian.data.shape == FIXED.shape
+    assert jacobian.data.shape == FIXED.shape[::-1]
     assert np.all(jacobian.data > 0)  # the known bump folds nowhere
-    np.testing.assert_allclose(jacobian.affine.affine_matrix, FIXED.affine, atol=1e-5)
-    np.testing.assert_allclose(by_name["TRUS image (fixed)"].data, trus, atol=1e-5)
+    np.testing.assert_allclose(jacobian.affine.affine_matrix, NAPARI_FROM_RAS @ FIXED.affine @ REVERSED, atol=1e-5)
+    np.testing.assert_allclose(by_name["TRUS image (fixed)"].data, trus.transpose(2, 1, 0), atol=1e-5)
     assert by_name["TRUS image (fixed)"].metadata["folding_voxels"] == 0
     warped_labels = by_name["warped MR labels"]
     assert type(warped_labels).__name__ == "Labels" and warped_labels.data.any()
@@ -237,9 +238,9 @@ def test_a_register_output_folder_opens_as_the_inspection_layers_in_world(make_n
     # the vectors start at world voxel centres and are the DDF in world mm
     vectors = by_name["DDF (fixed -> moving, mm)"].data
     starts = vectors[:, 0]
-    voxels = np.round(apply_affine(np.linalg.inv(FIXED.affine), starts)).astype(int)
-    np.testing.assert_allclose(apply_affine(FIXED.affine, voxels.astype(float)), starts, atol=1e-4)
-    np.testing.assert_allclose(vectors[:, 1], registration.ddf_mm[tuple(voxels.T)], atol=1e-3)
+    voxels = np.round(apply_affine(np.linalg.inv(NAPARI_FROM_RAS @ FIXED.affine), starts)).astype(int)
+    np.testing.assert_allclose(to_napari(apply_affine(FIXED.affine, voxels.astype(float))), starts, atol=1e-4)
+    np.testing.assert_allclose(vectors[:, 1], to_napari(registration.ddf_mm[tuple(voxels.T)]), atol=1e-3)
 
 
 def test_a_folder_whose_trus_file_is_gone_opens_without_it(make_napari_viewer, tmp_path):
@@ -286,8 +287,8 @@ def test_labels_painted_on_an_opened_image_save_on_its_grid(make_napari_viewer, 
     painted[3:9, 4:12, 2:7] = 1
     painted[10:13, 2:5, 8:14] = 3
     # as napari's New Labels button makes it over the selected image: its transform, not its metadata
-    labels = viewer.add_labels(painted, affine=image.affine, units=image.units, axis_labels=image.axis_labels,
-                               name="gland labels")
+    labels = viewer.add_labels(painted.transpose(2, 1, 0), affine=image.affine, units=image.units,
+                               axis_labels=image.axis_labels, name="gland labels")
     assert "affine" not in labels.metadata
     viewer.layers.selection = {labels}
     path = tmp_path / f"gland_labels{suffix}"  # named so that it opens as Labels again
@@ -296,8 +297,8 @@ def test_labels_painted_on_an_opened_image_save_on_its_grid(make_napari_viewer, 
     # and back through the reader: a Labels layer where it was painted
     (back,) = viewer.open(path, plugin=PLUGIN)
     assert type(back).__name__ == "Labels"
-    np.testing.assert_array_equal(back.data, painted)
-    np.testing.assert_allclose(back.affine.affine_matrix, FIXED.affine, atol=1e-4)
+    np.testing.assert_array_equal(back.data, painted.transpose(2, 1, 0))
+    np.testing.assert_allclose(back.affine.affine_matrix, NAPARI_FROM_RAS @ FIXED.affine @ REVERSED, atol=1e-4)
 
 
 def test_the_writer_takes_the_stored_affine_first_and_composes_napari_transforms_otherwise(tmp_path):
@@ -312,15 +313,16 @@ def test_the_writer_takes_the_stored_affine_first_and_composes_napari_transforms
                    shear=(0.1, 0.0, 0.2))
     _, meta, _ = layer.as_layer_data_tuple()
     affine = layer_affine(meta)
-    for voxel in [(0, 0, 0), (5, 6, 7), (2, 3, 1)]:
-        np.testing.assert_allclose(apply_affine(affine, np.array(voxel, float)), layer.data_to_world(voxel),
-                                   atol=1e-6)
+    for voxel in [(0, 0, 0), (5, 6, 7), (2, 3, 1)]:  # napari's array order is the file's reversed
+        np.testing.assert_allclose(to_napari(apply_affine(affine, np.array(voxel[::-1], float))),
+                                   layer.data_to_world(voxel), atol=1e-6)
+    in_file = painted.transpose(2, 1, 0)
     written = write_labels(str(tmp_path / "composed.nii.gz"), painted, meta)
-    check_written(written[0], painted, Grid(painted.shape, affine), itk=False)  # ITK directions hold no shear
+    check_written(written[0], in_file, Grid(in_file.shape, affine), itk=False)  # ITK directions hold no shear
     unsheared = Labels(painted, scale=(1.2, 0.8, 2.0), translate=(5.0, -3.0, 7.0), rotate=rotation((1, 2, 3), 20))
     _, meta, _ = unsheared.as_layer_data_tuple()
     written = write_labels(str(tmp_path / "rotated.nii.gz"), painted, meta)
-    check_written(written[0], painted, Grid(painted.shape, layer_affine(meta)))
+    check_written(written[0], in_file, Grid(in_file.shape, layer_affine(meta)))
     # the stored affine of the image read wins
     stored = {**meta, "metadata": {"affine": FIXED.affine.tolist()}}
     np.testing.assert_allclose(layer_affine(stored), FIXED.affine)
@@ -414,8 +416,8 @@ def test_a_dicom_series_directory_opens_in_world(make_napari_viewer, tmp_path, s
     viewer = make_napari_viewer()
     (layer,) = viewer.open(series, plugin=PLUGIN)
     bright = tuple(np.argwhere(layer.data == layer.data.max())[0])
-    np.testing.assert_allclose(layer.data_to_world(bright), apply_affine(grid.affine, np.array(voxel, float)),
-                               atol=1e-3)
+    np.testing.assert_allclose(layer.data_to_world(bright),
+                               to_napari(apply_affine(grid.affine, np.array(voxel, float))), atol=1e-3)
 
 
 # --- (f): MR targets mapped onto the TRUS in the Inspect widget -------------------------------------------
@@ -492,7 +494,7 @@ def test_a_register_output_folder_opens_in_the_inspect_widget_and_maps_targets(m
     monkeypatch.setattr(w, "ask_result_folder", lambda: str(folder))
     open_btn = next(b for b in w.findChildren(type(w.targets_btn)) if b.text().startswith("Open a register"))
     QTest.mouseClick(open_btn, Qt.MouseButton.LeftButton)
-    np.testing.assert_allclose(viewer.layers["result: TRUS image (fixed)"].data, trus, atol=1e-5)
+    np.testing.assert_allclose(viewer.layers["result: TRUS image (fixed)"].data, trus, atol=1e-5)  # the widget's frame
     assert "result: Jacobian determinant" in viewer.layers and w.summary.text().startswith("result: folding voxels 0")
     assert w.targets_btn.isEnabled()
     on_trus = apply_affine(FIXED.affine, np.array([[8.0, 9, 7], [6, 12, 9]]))
