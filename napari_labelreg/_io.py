@@ -184,6 +184,8 @@ def read_result_folder(path) -> list[tuple]:
     registration, fixed, record = read_registration(folder)
     grid = registration.fixed
     fixed_data = None
+    if fixed is None and record.get("fixed"):
+        warnings.warn(f"{record['fixed']}: not found (moved?); the TRUS image is left out of {folder.name}")
     if fixed is not None:
         if fixed.grid.shape == grid.shape and np.allclose(fixed.grid.affine, grid.affine, atol=1e-4):
             fixed_data = fixed.data

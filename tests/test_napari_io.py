@@ -15,6 +15,7 @@ pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:Non-orthogonal
 
 from napari_labelreg._io import NAPARI_FROM_RAS, REVERSED, to_napari  # noqa: E402
 from napari_labelreg.core import io  # noqa: E402
+from test_transforms import oblique, rotation  # noqa: E402  (the oblique grids' makers)
 from napari_labelreg.core.geometry import Grid, apply_affine, fixed_to_moving, voxel_coordinates, warp  # noqa: E402
 
 PLUGIN = "napari-labelreg"
@@ -24,20 +25,6 @@ LPS = np.diag([-1.0, -1.0, 1.0])
 @pytest.fixture(autouse=True)
 def private_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-
-
-def rotation(axis, degrees):
-    axis = np.asarray(axis, float) / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    t = np.radians(degrees)
-    return np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
-
-
-def oblique(shape, spacing, axis, degrees, origin) -> Grid:
-    affine = np.eye(4)
-    affine[:3, :3] = rotation(axis, degrees) @ np.diag(spacing)
-    affine[:3, 3] = origin
-    return Grid(shape, affine)
 
 
 FIXED = oblique((18, 20, 16), (1.2, 1.0, 1.5), (1, 1, 0), 25, (-10.0, 5.0, 30.0))  # the TRUS
@@ -247,7 +234,8 @@ def test_a_folder_whose_trus_file_is_gone_opens_without_it(make_napari_viewer, t
     folder, _, _ = export_folder(tmp_path, with_labels=False)
     (tmp_path / "trus.nii.gz").unlink()
     viewer = make_napari_viewer()
-    layers = viewer.open(folder, plugin=PLUGIN)
+    with pytest.warns(UserWarning, match="trus.nii.gz: not found"):
+        layers = viewer.open(folder, plugin=PLUGIN)
     names = [layer.name.split(": ", 1)[1] for layer in layers]
     assert names[0] == "warped MR (moving on fixed)" and "TRUS image (fixed)" not in names
     assert "warped MR labels" not in names
