@@ -5,9 +5,10 @@ World coordinates
 Every layer this module makes is placed in **world millimetres of the patient**: napari's world axes are
 ``(S, P, L)`` in that order (superior, posterior, left: DICOM's and ITK's LPS coordinates, last axis first),
 so napari's 2-D view opens on **axial** slices seen as radiologists read them, anterior up and the patient's
-right on the screen's left, with the slider running feet to head.  A layer's napari ``affine`` is its file's
-voxel ``(i, j, k)`` -> world RAS matrix (NIfTI's; NRRD, MetaImage and DICOM LPS geometry is converted to RAS
-when read, :mod:`napari_labelreg.core.io`) followed by the fixed axis change :data:`NAPARI_FROM_RAS`, rotation
+right on the screen's left, with the slider running feet to head.  A layer holds its file's array in ITK's
+``(k, j, i)`` order, placed by the file's voxel -> world RAS matrix (NIfTI's; NRRD, MetaImage and DICOM LPS
+geometry is converted to RAS when read, :mod:`napari_labelreg.core.io`) and a fixed change of axes
+(:mod:`napari_labelreg.app.inspection`, which places the Inspect widget's layers the same way), rotation
 included, so an MR and a TRUS opened from their files overlay where the scanners put them, whatever their
 orientations.  The coordinates napari shows are (S, P, L) mm: a point ``x, y, z`` (RAS) of the command line's
 CSV files shows as ``z, -y, -x``.  The 3-D view shows oblique volumes exactly.  napari's 2-D view slices a
@@ -40,16 +41,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .app.inspection import NAPARI_FROM_RAS, REVERSED, napari_layer
 from .core.geometry import Grid
 from .core.io import NIFTI_SUFFIXES, DataError, load_labels, load_volume, save_volume
 
 READ_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".nhdr", ".mha", ".mhd")
 WRITE_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".mha")
 LABEL_NAME = re.compile(r"label|mask|seg", re.IGNORECASE)
-WORLD_AXES = ("S", "P", "L")
-# napari's world (S, P, L) from RAS: axial slices in 2-D, anterior up, the patient's right on the screen's left
-NAPARI_FROM_RAS = np.array([[0.0, 0, 1, 0], [0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]])
-REVERSED = np.array([[0.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])  # (k, j, i) <-> (i, j, k)
 DICOM_PROBE = 16  # files looked at to recognise a DICOM series directory
 
 
@@ -106,24 +104,6 @@ def _stem(path: Path) -> str:
     return name
 
 
-def to_napari(points_ras: np.ndarray) -> np.ndarray:
-    """World RAS points (or displacements) ``(..., 3)`` -> napari world (S, P, L)."""
-    return np.asarray(points_ras, np.float64) @ NAPARI_FROM_RAS[:3, :3].T
-
-
-def _layer(data: np.ndarray, affine: np.ndarray, source, kind: str, **kwargs) -> tuple:
-    """A layer tuple placing voxel data ``(i, j, k)`` with a voxel -> RAS ``affine`` in napari's world.
-
-    napari's 2-D view pairs a layer's array axes with the world axes in order, so the array goes in as
-    ``(k, j, i)`` (ITK's order) with ``NAPARI_FROM_RAS @ affine @ REVERSED``: for an axis-aligned image a
-    diagonal matrix, sliced axially.  The metadata keeps the RAS ``affine`` of the ``(i, j, k)`` array.
-    """
-    meta = {**kwargs.pop("metadata", {}), "affine": np.asarray(affine).tolist(), "source": str(source)}
-    kwargs = {**kwargs, "affine": NAPARI_FROM_RAS @ np.asarray(affine) @ REVERSED, "axis_labels": WORLD_AXES,
-              "units": "mm", "metadata": meta}
-    return np.asarray(data).transpose(2, 1, 0), kwargs, kind
-
-
 def read_image(path) -> list[tuple]:
     """One Image (or Labels, see the module's rule) layer in napari's world; DataError for a file it cannot use."""
     path = Path(path)
@@ -143,11 +123,11 @@ def read_image(path) -> list[tuple]:
         data = np.zeros(stack.shape[1:], np.uint8 if len(stack) < 256 else np.uint16)
         for k, mask in enumerate(stack):
             data[mask] = k + 1
-        return [_layer(data, affine, path, "labels", name=_stem(path), metadata={"stack": len(stack)})]
+        return [napari_layer(data, affine, path, "labels", name=_stem(path), metadata={"stack": len(stack)})]
     data, affine = volume.data, volume.grid.affine
     if labels_named and _integral(data):
-        return [_layer(_label_dtype(data), affine, path, "labels", name=_stem(path))]
-    return [_layer(data, affine, path, "image", name=_stem(path), colormap="gray")]
+        return [napari_layer(_label_dtype(data), affine, path, "labels", name=_stem(path))]
+    return [napari_layer(data, affine, path, "image", name=_stem(path), colormap="gray")]
 
 
 def _stack_affine(path: Path, stack: np.ndarray) -> np.ndarray:
@@ -177,7 +157,7 @@ def read_result_folder(path) -> list[tuple]:
     The TRUS image when the file registered to is still where it was; the warped MR labels when the
     folder has them.  Layer names start with the folder's name.
     """
-    from .app.inspection import inspection_layers
+    from .app.inspection import in_napari_world, inspection_layers
     from .app.results import WARPED_LABELS_FILE, read_registration
 
     folder = Path(path)
@@ -194,11 +174,8 @@ def read_result_folder(path) -> list[tuple]:
     layers = []
     for data, kwargs, kind in inspection_layers(registration, None, world=True, fixed_image=fixed_data):
         kwargs = {**kwargs, "name": f"{folder.name}: {kwargs['name']}"}
-        if kind in ("image", "labels"):
-            source = record.get("fixed") if kwargs["name"].endswith("TRUS image (fixed)") else folder
-            layers.append(_layer(data, kwargs.pop("affine"), source, kind, **kwargs))
-        else:  # points and vectors: world RAS positions (and displacements) -> napari's world
-            layers.append((to_napari(data), {**kwargs, "axis_labels": WORLD_AXES, "units": "mm"}, kind))
+        source = record.get("fixed") if kwargs["name"].endswith("TRUS image (fixed)") else folder
+        layers.append(in_napari_world(data, kwargs, kind, source))
     labels_path = folder / WARPED_LABELS_FILE
     if labels_path.is_file():
         try:
@@ -209,8 +186,8 @@ def read_result_folder(path) -> list[tuple]:
             data = np.zeros(grid.shape, np.uint8 if len(stack) < 256 else np.uint16)
             for k, mask in enumerate(stack):
                 data[mask] = k + 1
-            layers.append(_layer(data, grid.affine, labels_path, "labels", name=f"{folder.name}: warped MR labels",
-                                 opacity=0.7))
+            layers.append(napari_layer(data, grid.affine, labels_path, "labels",
+                                       name=f"{folder.name}: warped MR labels", opacity=0.7))
     return layers
 
 

@@ -13,7 +13,7 @@ pytest.importorskip("napari")
 # napari warns whenever it slices an oblique volume in 2-D (see napari_labelreg/_io.py)
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")]
 
-from napari_labelreg._io import NAPARI_FROM_RAS, REVERSED, to_napari  # noqa: E402
+from napari_labelreg.app.inspection import NAPARI_FROM_RAS, REVERSED, to_napari  # noqa: E402
 from napari_labelreg.core import io  # noqa: E402
 from test_transforms import oblique, rotation  # noqa: E402  (the oblique grids' makers)
 from napari_labelreg.core.geometry import Grid, apply_affine, fixed_to_moving, voxel_coordinates, warp  # noqa: E402
@@ -418,7 +418,7 @@ def test_mr_targets_map_onto_the_trus_and_points_outside_are_refused(make_napari
 
     from napari_labelreg._widgets import _common
     from napari_labelreg._widgets.inspect import TARGETS_LAYER, InspectWidget
-    from napari_labelreg.app.inspection import inspection_layers
+    from napari_labelreg.app.inspection import in_napari_world, inspection_layers
 
     registration, moving = registered("centred")
     pair = io.Pair("case7", io.Volume(moving, MOVING), io.Volume(smooth_image(FIXED.shape, 3), FIXED))
@@ -426,7 +426,8 @@ def test_mr_targets_map_onto_the_trus_and_points_outside_are_refused(make_napari
     w = InspectWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert not w.targets_btn.isEnabled()  # nothing to map through yet
-    w.show_result((registration, pair, inspection_layers(registration, pair)))
+    w.show_result((registration, pair, [in_napari_world(*layer) for layer in
+                                        inspection_layers(registration, pair, world=True)]))
     assert w.targets_btn.isEnabled()
 
     # targets planned on the MR: where known TRUS points truly lie in the MR file's world
@@ -442,12 +443,11 @@ def test_mr_targets_map_onto_the_trus_and_points_outside_are_refused(make_napari
     monkeypatch.setattr(w, "ask_points_file", lambda: str(targets))
     QTest.mouseClick(w.targets_btn, Qt.MouseButton.LeftButton)
     layer = viewer.layers[TARGETS_LAYER]
-    # in the widget's layer coordinates (voxel index x voxel size on the TRUS grid)
-    expected = apply_affine(np.linalg.inv(FIXED.affine), on_trus) * FIXED.spacing
-    np.testing.assert_allclose(layer.data, expected, atol=0.1)  # trilinear sampling of a smooth field
+    # in the plugin's world (S, P, L), where the reader puts the TRUS file too
+    np.testing.assert_allclose(layer.data, to_napari(on_trus), atol=0.1)  # trilinear sampling of a smooth field
     trus = viewer.layers["case7: TRUS image (fixed)"]
     np.testing.assert_allclose([trus.world_to_data(p) for p in layer.data],
-                               apply_affine(np.linalg.inv(FIXED.affine), on_trus), atol=0.1)
+                               apply_affine(np.linalg.inv(FIXED.affine), on_trus)[:, ::-1], atol=0.1)
     assert list(layer.features["label"]) == [f"target {k + 1}" for k in range(4)]
     assert np.all(layer.features["residual_mm"] < 1e-3)
     assert list(layer.text.values) == [f"target {k + 1}" for k in range(4)]
@@ -461,7 +461,8 @@ def test_mr_targets_map_onto_the_trus_and_points_outside_are_refused(make_napari
     monkeypatch.setattr(w, "ask_points_file", lambda: str(far))
     QTest.mouseClick(w.targets_btn, Qt.MouseButton.LeftButton)
     assert len(shown) == 1 and "\n" not in shown[0], shown
-    assert shown[0].startswith(f"{far}: 'apex' (point 5): these map outside the fixed image"), shown
+    assert shown[0].startswith(f"{far}: 'apex' (point 5): outside the fixed image once mapped"), shown
+    assert shown[0].endswith("none shown"), shown
     assert w.summary.text() == shown[0]  # stays after the notification fades
     assert [la.name for la in viewer.layers].count(TARGETS_LAYER) == 1
     assert list(viewer.layers[TARGETS_LAYER].features["label"])[0] == "target 1"
@@ -482,7 +483,7 @@ def test_a_register_output_folder_opens_in_the_inspect_widget_and_maps_targets(m
     monkeypatch.setattr(w, "ask_result_folder", lambda: str(folder))
     open_btn = next(b for b in w.findChildren(type(w.targets_btn)) if b.text().startswith("Open a register"))
     QTest.mouseClick(open_btn, Qt.MouseButton.LeftButton)
-    np.testing.assert_allclose(viewer.layers["result: TRUS image (fixed)"].data, trus, atol=1e-5)  # the widget's frame
+    np.testing.assert_allclose(viewer.layers["result: TRUS image (fixed)"].data, trus.transpose(2, 1, 0), atol=1e-5)
     assert "result: Jacobian determinant" in viewer.layers and w.summary.text().startswith("result: folding voxels 0")
     assert w.targets_btn.isEnabled()
     on_trus = apply_affine(FIXED.affine, np.array([[8.0, 9, 7], [6, 12, 9]]))
@@ -490,5 +491,8 @@ def test_a_register_output_folder_opens_in_the_inspect_widget_and_maps_targets(m
     (tmp_path / "t.csv").write_text("label,x,y,z\n" + "".join(f"t{k},{p[0]},{p[1]},{p[2]}\n"
                                                               for k, p in enumerate(on_mr)))
     w.map_targets(str(tmp_path / "t.csv"))
-    expected = apply_affine(np.linalg.inv(FIXED.affine), on_trus) * FIXED.spacing
-    np.testing.assert_allclose(viewer.layers[TARGETS_LAYER].data, expected, atol=0.1)
+    np.testing.assert_allclose(viewer.layers[TARGETS_LAYER].data, to_napari(on_trus), atol=0.1)
+    # and they land on the TRUS file opened with the reader, at the voxels they truly are
+    (trus_file,) = viewer.open(tmp_path / "trus.nii.gz", plugin=PLUGIN)
+    np.testing.assert_allclose([trus_file.world_to_data(p) for p in viewer.layers[TARGETS_LAYER].data],
+                               np.array([[8.0, 9, 7], [6, 12, 9]])[:, ::-1], atol=0.1)

@@ -28,8 +28,10 @@ def test_markups_round_trip_in_lps_and_skip_unplaced_points(tmp_path):
     assert markup["controlPoints"][1]["description"] == "residual_mm 2e-06"
     markup["controlPoints"].append({"label": "unplaced", "position": [0, 0, 0], "positionStatus": "undefined"})
     (tmp_path / "out.mrk.json").write_text(json.dumps(doc))
-    labels, back = read_points(tmp_path / "out.mrk.json")
+    notes = []
+    labels, back = read_points(tmp_path / "out.mrk.json", notes)
     assert labels == ["a", "b"]
+    assert notes == [f"{tmp_path / 'out.mrk.json'}: 1 point not placed in Slicer, left out: 'unplaced'"]
     np.testing.assert_allclose(back, points)
 
 
@@ -51,5 +53,5 @@ def test_a_bad_csv_is_refused_in_one_line_naming_it(tmp_path, text, words):
 
 
 def test_a_refusal_names_the_points_by_label_and_place():
-    message = refusal("t.csv", ["a", "b", "c"], [2], "these map outside the fixed image")
-    assert message == "t.csv: 'c' (point 3): these map outside the fixed image; nothing written"
+    message = refusal("t.csv", ["a", "b", "c"], [2], "outside the fixed image")
+    assert message == "t.csv: 'c' (point 3): outside the fixed image; nothing written"

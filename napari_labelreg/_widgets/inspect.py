@@ -26,9 +26,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.inspection import inspection_layers, register_for_inspection
+from ..app.inspection import in_napari_world, inspection_layers, register_for_inspection, to_napari
 from ..app.results import export_registration, read_registration
-from ..core.geometry import apply_affine
 from ..core.io import DataError
 from ..core.points import read_points, refusal
 from ..core.transform import OutsideField
@@ -163,8 +162,8 @@ class InspectWidget(QWidget):
         registration, fixed, _ = read_registration(folder)
         same_grid = fixed is not None and fixed.grid.shape == registration.fixed.shape and np.allclose(
             fixed.grid.affine, registration.fixed.affine, atol=1e-4)
-        layers = inspection_layers(registration, None, fixed_image=fixed.data if same_grid else None)
-        self.show_result((registration, Path(folder).name, layers))
+        layers = inspection_layers(registration, None, fixed_image=fixed.data if same_grid else None, world=True)
+        self.show_result((registration, Path(folder).name, [in_napari_world(*layer) for layer in layers]))
 
     @reports_errors
     def _export(self, *_):
@@ -190,14 +189,15 @@ class InspectWidget(QWidget):
         path = path or self.ask_points_file()
         if not path:
             return None
-        labels, points = read_points(path)
+        notes: list[str] = []
+        labels, points = read_points(path, notes)
+        for note in notes:
+            show_info(note)
         try:
             mapped = self.registration.map_points(points, to="fixed")
         except OutsideField as exc:
-            raise DataError(refusal(path, labels, exc.rows, exc.reason)) from None
-        fixed = self.registration.fixed
-        # this widget's layers are voxel index x voxel size on the TRUS grid
-        coords = apply_affine(np.linalg.inv(fixed.affine), mapped.points) * fixed.spacing
+            raise DataError(refusal(path, labels, exc.rows, exc.reason, then="none shown")) from None
+        coords = to_napari(mapped.points)  # the plugin's world, where this widget's layers and the reader's are
         viewer = self.target_viewer()
         for layer in [la for la in viewer.layers if la.name == TARGETS_LAYER and la.metadata.get("inspection")]:
             viewer.layers.remove(layer)  # the targets mapped before, not a layer of that name of the user's
@@ -206,6 +206,8 @@ class InspectWidget(QWidget):
                                   text={"string": "{label}", "size": 10, "color": "lime", "anchor": "upper_left"},
                                   metadata={"inspection": True, "source": str(path),
                                             "world_mm": mapped.points.tolist()})
-        show_info(f"{len(coords)} MR target{'s' * (len(coords) != 1)} mapped onto the TRUS "
-                  f"(inversion residual up to {mapped.residual_mm.max():.2g} mm)")
+        message = (f"{len(coords)} MR target{'s' * (len(coords) != 1)} mapped onto the TRUS "
+                   f"(inversion residual up to {mapped.residual_mm.max():.2g} mm)")
+        show_info(message)
+        self.summary.setText(message)  # in place of an earlier refusal
         return layer

@@ -7,9 +7,18 @@ highlighted, displacement-gradient norm, the DDF as subsampled vectors, and,
 when the pair has labels, warped MR labels against TRUS labels with each
 landmark pair's centroids and error.  Layer coordinates are voxel index times
 voxel size (napari's ``scale``), so every layer overlays the TRUS grid.  With
-``world=True`` they are world millimetres instead (the fixed image's voxel ->
-RAS affine, napari's ``affine``), as the napari reader places image files, so
-the layers also overlay the TRUS file opened on its own.
+``world=True`` they are world millimetres of the RAS frame instead (the fixed
+image's voxel -> RAS affine), and :func:`in_napari_world` places such a tuple
+in napari's world as the plugin's reader places image files, so the layers
+also overlay the TRUS and MR files opened on their own.
+
+napari's world
+--------------
+The plugin's world axes are ``(S, P, L)`` (superior, posterior, left: DICOM's and ITK's LPS millimetres,
+last axis first), so napari's 2-D view opens on axial slices as radiologists read them: anterior up, the
+patient's right on the screen's left.  napari pairs a layer's array axes with the world axes in order, so
+arrays go in as ``(k, j, i)`` (ITK's order) with ``NAPARI_FROM_RAS @ affine @ REVERSED``: for an
+axis-aligned image a diagonal matrix.
 """
 
 from __future__ import annotations
@@ -21,6 +30,36 @@ from ..evaluation.scoring import score
 from ..core.geometry import apply_affine, ddf_mm_to_voxels
 from ..pipeline.registrator import Registration, Registrator
 from ..core.io import Pair
+
+
+WORLD_AXES = ("S", "P", "L")
+# napari's world (S, P, L) from RAS: axial slices in 2-D, anterior up, the patient's right on the screen's left
+NAPARI_FROM_RAS = np.array([[0.0, 0, 1, 0], [0, -1, 0, 0], [-1, 0, 0, 0], [0, 0, 0, 1]])
+REVERSED = np.array([[0.0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])  # (k, j, i) <-> (i, j, k)
+
+
+def to_napari(points_ras) -> np.ndarray:
+    """World RAS points (or displacements) ``(..., 3)`` -> napari's world (S, P, L)."""
+    return np.asarray(points_ras, np.float64) @ NAPARI_FROM_RAS[:3, :3].T
+
+
+def napari_layer(data: np.ndarray, affine: np.ndarray, source, kind: str, **kwargs) -> tuple:
+    """A layer tuple placing voxel data ``(i, j, k)`` with a voxel -> RAS ``affine`` in napari's world.
+
+    The metadata keeps the RAS ``affine`` of the ``(i, j, k)`` array and the ``source`` read, for the writer.
+    """
+    meta = {**kwargs.pop("metadata", {}), "affine": np.asarray(affine).tolist(), "source": str(source)}
+    kwargs = {**kwargs, "affine": NAPARI_FROM_RAS @ np.asarray(affine) @ REVERSED, "axis_labels": WORLD_AXES,
+              "metadata": meta}
+    return np.asarray(data).transpose(2, 1, 0), kwargs, kind
+
+
+def in_napari_world(data, kwargs: dict, kind: str, source="") -> tuple:
+    """A tuple of ``inspection_layers(..., world=True)`` placed in napari's world."""
+    kwargs = dict(kwargs)
+    if kind in ("image", "labels"):
+        return napari_layer(data, kwargs.pop("affine"), source, kind, **kwargs)
+    return to_napari(data), {**kwargs, "axis_labels": WORLD_AXES}, kind  # points and vectors: world positions
 
 
 def _label_stack(masks: np.ndarray) -> np.ndarray:
@@ -141,4 +180,5 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
 
         pair, names = make_phantom(1000 + pair_index).pair, None
     registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair)
-    return registration, pair, inspection_layers(registration, pair, names=names)
+    layers = [in_napari_world(*layer) for layer in inspection_layers(registration, pair, names=names, world=True)]
+    return registration, pair, layers

@@ -91,7 +91,10 @@ def cmd_map_points(args) -> None:
         registration = _register(args)[0]
     else:
         raise DataError("map-points needs --model, --moving and --fixed (or a register output --registration)")
-    labels, points = read_points(args.points)
+    notes: list[str] = []
+    labels, points = read_points(args.points, notes)
+    for note in notes:
+        print(f"napari-labelreg map-points: note: {note}", file=sys.stderr)
     try:
         mapped = registration.map_points(points, to=args.to)
     except OutsideField as exc:

@@ -31,13 +31,14 @@ def is_markups(path) -> bool:
     return str(path).lower().endswith(".json")
 
 
-def read_points(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """``(labels, points (N, 3) RAS mm)`` from a CSV or a Slicer ``.mrk.json`` file."""
+def read_points(path: str | os.PathLike, notes: list[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """``(labels, points (N, 3) RAS mm)`` from a CSV or a Slicer ``.mrk.json`` file; what a user should know of
+    what was left out (Slicer's unplaced points) is appended to ``notes``."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
-        labels, points = _read_markups(path) if is_markups(path) else _read_csv(path)
+        labels, points = _read_markups(path, notes) if is_markups(path) else _read_csv(path)
     except DataError:
         raise
     except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as exc:
@@ -66,16 +67,20 @@ def _read_csv(path: Path) -> tuple[list[str], np.ndarray]:
                     f"then one point per line; {found}")
 
 
-def _read_markups(path: Path) -> tuple[list[str], np.ndarray]:
+def _read_markups(path: Path, notes: list[str] | None) -> tuple[list[str], np.ndarray]:
     data = json.loads(path.read_text(encoding="utf-8"))
-    labels, points = [], []
+    labels, points, unplaced = [], [], []
     for markup in data["markups"]:
         sign = LPS if markup.get("coordinateSystem", "LPS").upper() == "LPS" else 1.0
         for k, point in enumerate(markup.get("controlPoints", [])):
             if point.get("positionStatus", "defined") != "defined":
-                continue  # a point listed but not placed
+                unplaced.append(str(point.get("label") or k + 1))  # listed but not placed
+                continue
             labels.append(str(point.get("label") or k + 1))
             points.append(np.asarray(point["position"], float) * sign)
+    if unplaced and notes is not None:
+        notes.append(f"{path}: {len(unplaced)} point{'s' * (len(unplaced) > 1)} not placed in Slicer, left out: "
+                     f"{', '.join(map(repr, unplaced))}")
     return labels, np.array(points, float).reshape(-1, 3)
 
 
@@ -104,7 +109,8 @@ def write_points(path: str | os.PathLike, labels, points_mm: np.ndarray, **colum
     atomic_write(path, write)
 
 
-def refusal(path, labels, rows, reason: str) -> str:
-    """One line saying which points of ``path`` (by label and place in the file) could not be mapped, and why."""
+def refusal(path, labels, rows, reason: str, then: str = "nothing written") -> str:
+    """One line saying which points of ``path`` (by label and place in the file) could not be mapped, why, and
+    ``then`` what became of the others."""
     named = ", ".join(f"{labels[i]!r} (point {i + 1})" for i in rows[:5]) + (", ..." if len(rows) > 5 else "")
-    return f"{path}: {named}: {reason}; nothing written"
+    return f"{path}: {named}: {reason}; {then}"

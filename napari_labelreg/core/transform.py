@@ -111,8 +111,8 @@ def to_fixed(ddf_mm: np.ndarray, fixed: Grid, initial: np.ndarray, points_mm, *,
     if refuse_outside:
         outside = ~inside(fixed, x)
         if outside.any():
-            raise OutsideField(np.flatnonzero(outside), "these map outside the fixed image, the field of view the "
-                                                        "registration covers")
+            raise OutsideField(np.flatnonzero(outside), "outside the fixed image once mapped (the registration covers "
+                                                        "its field of view only)")
         unsolved = ~(residual < INVERSE_TOLERANCE_MM)
         if unsolved.any():
             raise OutsideField(np.flatnonzero(unsolved), "the registration cannot be inverted there (the field folds)")
