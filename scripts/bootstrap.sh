@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # Xvfb and the xcb libraries Qt needs for napari's GUI tests on a virtual display
   need=()
-  for pkg in xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 \
+  # (and PostgreSQL, whose throwaway server the database tests start on a Unix socket)
+  for pkg in postgresql xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 \
              libxcb-randr0 libxcb-shape0 libxcb-xfixes0 libxcb-cursor0 libxkbcommon-x11-0 libgl1 libegl1 \
              libfontconfig1 libdbus-1-3; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
@@ -23,4 +24,4 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[gui,testing]"
+.venv/bin/python -m pip install -q -e ".[gui,testing,postgres]"

@@ -1,3 +1,4 @@
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -54,12 +55,81 @@ def trained_run(tmp_path_factory):
     return run
 
 
+_LOCALE = locale.setlocale(locale.LC_ALL)  # the session's, before any test ran
+
+
 @pytest.fixture(autouse=True)
 def _locale_kept():
-    """GDCM's DICOM writer (tests write series with it) sets the C locale for the whole process, which makes
-    Python's default text encoding ASCII for every later test: put the locale back after each test."""
-    import locale
-
-    saved = locale.setlocale(locale.LC_ALL)
+    """GDCM's DICOM writer (tests write series with it, in fixtures of any scope) sets the C locale for the whole
+    process, which makes Python's default text encoding ASCII for every later test: put the session's back."""
     yield
-    locale.setlocale(locale.LC_ALL, saved)
+    locale.setlocale(locale.LC_ALL, _LOCALE)
+
+
+# ---- database backends: SQLite files and a throwaway PostgreSQL server ------------------------------------
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+def _postgres_binaries():
+    import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[-3]))
+    initdb = found[-1] if found else shutil.which("initdb")
+    return (initdb, str(Path(initdb).with_name("pg_ctl"))) if initdb else (None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a PostgreSQL server for the tests: ``LABELREG_TEST_POSTGRES`` when set, else a throwaway cluster
+    started here (Unix socket only, data in a temporary folder, removed at the end).  Skips without PostgreSQL."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    pytest.importorskip("psycopg", reason="psycopg (PostgreSQL's driver) is not installed")
+    if os.environ.get("LABELREG_TEST_POSTGRES"):
+        yield os.environ["LABELREG_TEST_POSTGRES"]
+        return
+    initdb, pg_ctl = _postgres_binaries()
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (scripts/bootstrap.sh installs it when run as root)")
+    root = Path(tempfile.mkdtemp(prefix="lrpg-"))  # short: a socket path has a 107-byte limit
+    as_owner = []
+    if os.getuid() == 0:  # the server refuses to run as root: as the distribution's postgres user
+        shutil.chown(root, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    subprocess.run([*as_owner, initdb, "-D", str(data), "-U", "labelreg", "--auth=trust", "-E", "UTF8",
+                    "--no-sync"], check=True, capture_output=True)
+    options = f"-k {root} -c listen_addresses='' -c fsync=off -c max_connections=50"
+    subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://labelreg@/postgres?host={root}"
+    finally:
+        subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path):
+    """Where a fresh label database lives: a SQLite file, or a new database on the test PostgreSQL server."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "labels.db")
+        return
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(request.getfixturevalue("postgres_server"))
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = dict(user=server.username, host=server.query["host"], dbname=server.database or "postgres")
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(**admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -12,8 +12,9 @@ from napari_labelreg.core.io import list_folder_pairs, load_folder_pair
 
 
 @pytest.fixture
-def db(tmp_path, phantom_folder):
-    database = LabelDB.open(tmp_path / "labels.db")
+def db(database_url, phantom_folder):
+    """An imported phantom folder, on each backend (SQLite and PostgreSQL)."""
+    database = LabelDB.open(database_url)
     import_folder(database, phantom_folder)
     yield database
     database.close()
@@ -142,14 +143,14 @@ def test_check_reports_problems_without_changing_anything(db):
     assert snapshot(db) == before
 
 
-def test_old_schema_versions_are_refused_or_upgraded(tmp_path):
-    db = LabelDB.open(tmp_path / "a.db")
+def test_old_schema_versions_are_refused_or_upgraded(database_url):
+    db = LabelDB.open(database_url)
     with db.transaction() as c:
         assert schema.schema_version(c) == schema.SCHEMA_VERSION
         c.execute(schema.meta.update().values(value=str(schema.SCHEMA_VERSION + 1)))
     db.close()
     with pytest.raises(RuntimeError, match="newer"):
-        LabelDB.open(tmp_path / "a.db")
+        LabelDB.open(database_url)
 
 
 @pytest.mark.data
@@ -176,13 +177,21 @@ def _writer(db_path, pair_id, count, tag, log, hold=None):
 
     script = Path(__file__).with_name("db_writer.py")
     args = [sys.executable, str(script), str(db_path), str(pair_id), str(count), tag, str(log)]
-    return subprocess.Popen(args + ([str(hold)] if hold else []))
+    with open(f"{log}.err", "w") as err:  # read by _finished when the writer fails
+        return subprocess.Popen(args + ([str(hold)] if hold else []), stderr=err)
+
+
+def _finished(procs, logs):
+    """Wait for the writers; a failed one's own error is the assertion's message."""
+    codes = [p.wait(timeout=240) for p in procs]
+    errors = {str(log): open(f"{log}.err").read()[-2000:] for code, log in zip(codes, logs) if code}
+    assert not errors, errors
 
 
 def test_two_processes_writing_at_once_lose_nothing(db, tmp_path):
     pair_id = db.image_pairs()[0].id
-    procs = [_writer(db.location, pair_id, 15, tag, tmp_path / f"{tag}.log") for tag in ("ann1", "ann2")]
-    assert [p.wait(timeout=240) for p in procs] == [0, 0]
+    logs = [tmp_path / f"{tag}.log" for tag in ("ann1", "ann2")]
+    _finished([_writer(db.location, pair_id, 15, tag, log) for tag, log in zip(("ann1", "ann2"), logs)], logs)
     for tag in ("ann1", "ann2"):
         names = {r.name for r in db.label_pairs(pair_id, annotators=[tag])}
         assert names == {f"{tag}-{i}" for i in range(15)}
@@ -210,3 +219,23 @@ def test_a_writer_killed_mid_transaction_loses_only_that_write(db, tmp_path):
     assert present == committed and len(committed) == 5
     assert check(reopened) == []
     reopened.close()
+
+
+@pytest.mark.parametrize("url,words", [
+    ("postgresql://nobody@/labels?host=/nonexistent-socket-dir", "cannot connect (connection"),
+    ("mysql://someone@somewhere/labels", "not a database this tool opens"),
+])
+def test_a_database_url_that_cannot_be_used_is_refused_in_one_line(url, words, capsys):
+    from napari_labelreg.cli import main
+
+    assert main(["db", "summary", "--db", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_plain_postgresql_url_opens_with_psycopg_3(database_url):
+    """``postgresql://`` (SQLAlchemy's default driver is psycopg2) means the driver the postgres extra installs."""
+    plain = database_url.replace("postgresql+psycopg://", "postgresql://")
+    with LabelDB.open(plain) as db:
+        assert db.engine.dialect.driver == "psycopg" and db.image_pairs() == []

@@ -520,3 +520,25 @@ def test_a_label_pairs_colour_is_the_same_in_the_layers_the_markers_and_the_list
         drawn = colormap.map(np.array([colour_value(position)]))[0]
         np.testing.assert_allclose(drawn[:3], transform_color(colour_of(position))[0][:3], atol=0.01)
         assert drawn[3] > 0.99  # never the transparent background
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_strokes_save_into_a_postgresql_database(make_napari_viewer, qtbot, tmp_path, database_url):
+    """The annotation workspace on a database server: what is painted is what the server holds."""
+    from qtpy.QtCore import Qt
+
+    location = phantom_database(tmp_path / "images", count=2, database=database_url)
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, location, qtbot)
+    user.key(Qt.Key.Key_N)
+    pid = w.session.selected
+    user.stroke("moving", around(viewer.dims.point))
+    user.stroke("fixed", around(viewer.dims.point))
+    user.saved()
+    painted = [w.workspace.layers[side, "selected"].data > 0 for side in ("moving", "fixed")]
+    with LabelDB.open(database_url) as db:  # a second connection, as a colleague's machine would open it
+        held = db.masks(pid)
+        assert [lp.id for lp in db.label_pairs(w.session.pair.id)][-1] == pid
+    for side in range(2):
+        assert painted[side].any()
+        np.testing.assert_array_equal(held[side], painted[side])

@@ -231,8 +231,9 @@ def ball(shape: tuple[int, int, int], spacing, centre_voxel, radius_mm: float) -
     return tuple(points.T)
 
 
-def phantom_database(folder: str | os.PathLike, count: int = 2) -> Path:
-    """A new database in ``folder`` holding ``count`` phantom pairs (labels included)."""
+def phantom_database(folder: str | os.PathLike, count: int = 2, database: str | None = None) -> Path | str:
+    """A database holding ``count`` phantom pairs (labels included), their images in ``folder``: the file
+    ``folder/labels.db``, or ``database`` (a SQLAlchemy URL) when given.  Returns where the database is."""
     from ..database.transfer import import_folder
     from ..core.io import save_volume
     from ..core.phantom import make_phantom
@@ -248,7 +249,7 @@ def phantom_database(folder: str | os.PathLike, count: int = 2) -> Path:
                     pair.moving.grid)
         save_volume(data / "fixed_labels" / name, np.moveaxis(pair.fixed_labels, 0, -1).astype(np.uint8),
                     pair.fixed.grid)
-    path = folder / "labels.db"
+    path = database or folder / "labels.db"
     with LabelDB.open(path) as db:
         if not db.image_pairs():
             import_folder(db, data, annotator="phantom")

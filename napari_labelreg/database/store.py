@@ -81,6 +81,37 @@ def _sqlite_engine(path: Path) -> Engine:
     return engine
 
 
+def _server_engine(url: str) -> Engine:
+    """An engine for a database server URL, checked by connecting; ``postgresql://`` means psycopg 3 (the driver
+    the ``postgres`` extra installs), not SQLAlchemy's default psycopg2."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise DataError(f"{url}: not a database URL ({exc})") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+            raise NoSuchModuleError(parsed.drivername)
+        engine = create_engine(parsed, pool_pre_ping=True)
+    except NoSuchModuleError:
+        raise DataError(f"{shown}: not a database this tool opens (a SQLite file, or a postgresql:// URL)") from None
+    except ImportError as exc:
+        raise DataError(f"{shown}: PostgreSQL needs its driver ({exc.name}): "
+                        "pip install 'napari-labelreg[postgres]'") from None
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        raise DataError(f"{shown}: cannot connect ({first})") from None
+    return engine
+
+
 class LabelDB:
     """A label database.  ``LabelDB.open(path_or_url)`` creates or upgrades it."""
 
@@ -94,7 +125,7 @@ class LabelDB:
     def open(cls, location: str | os.PathLike) -> "LabelDB":
         text_location = str(location)
         if "://" in text_location:
-            return cls(create_engine(text_location), text_location)
+            return cls(_server_engine(text_location), text_location)
         path = Path(location).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(_sqlite_engine(path), str(path))
@@ -165,8 +196,11 @@ class LabelDB:
                 return rec
         raise ValidationError(f"no image pair with id {pair_id}")
 
-    def _image_row(self, c: Connection, pair_id: int):
-        row = c.execute(select(s.image_pairs).where(s.image_pairs.c.id == pair_id)).mappings().first()
+    def _image_row(self, c: Connection, pair_id: int, *, lock: bool = False):
+        """The image pair's row; ``lock``: held until the transaction ends (PostgreSQL's ``FOR UPDATE``; a SQLite
+        writer holds the whole database from its ``BEGIN IMMEDIATE``), so writers to one pair take turns."""
+        query = select(s.image_pairs).where(s.image_pairs.c.id == pair_id)
+        row = c.execute(query.with_for_update() if lock else query).mappings().first()
         if row is None:
             raise ValidationError(f"no image pair with id {pair_id}")
         return row
@@ -195,7 +229,7 @@ class LabelDB:
         if type not in s.LABEL_TYPES:
             raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {type!r}")
         with self._maybe(conn) as c:
-            self._image_row(c, image_pair_id)
+            self._image_row(c, image_pair_id, lock=True)  # the next position is read and taken in one turn
             last = c.execute(select(func.max(s.label_pairs.c.position))
                              .where(s.label_pairs.c.image_pair_id == image_pair_id)).scalar()
             t = s.now()
