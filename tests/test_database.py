@@ -239,3 +239,20 @@ def test_a_plain_postgresql_url_opens_with_psycopg_3(database_url):
     plain = database_url.replace("postgresql+psycopg://", "postgresql://")
     with LabelDB.open(plain) as db:
         assert db.engine.dialect.driver == "psycopg" and db.image_pairs() == []
+
+
+def test_an_import_whose_label_stacks_disagree_in_count_is_one_line_and_keeps_the_pairs_before(database_url,
+                                                                                             phantom_folder, capsys):
+    import nibabel as nib
+
+    from napari_labelreg.cli import main
+
+    culprit = phantom_folder / "fixed_labels" / "obs001.nii.gz"
+    img = nib.load(culprit)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., :-1], img.affine), culprit)  # one label short
+    assert main(["db", "import", str(phantom_folder), "--db", database_url]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # the import's progress bar, then the error
+    assert "Traceback" not in "\n".join(err) and [line for line in err if "error:" in line] == err[-1:], err
+    assert "labels come in pairs (pair obs001, nothing of it imported)" in err[-1], err
+    with LabelDB.open(database_url) as db:
+        assert [p.name for p in db.image_pairs()] == ["obs000"]  # the pair before it, whole; nothing of obs001

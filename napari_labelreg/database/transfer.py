@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.io import FOLDERS, folder_pair_paths, list_folder_pairs, load_labels, load_volume, save_volume
+from ..core.io import FOLDERS, DataError, folder_pair_paths, list_folder_pairs, load_labels, load_volume, save_volume
 from .store import LabelDB
 
 FIRST_LABEL_TYPE = "gland"  # label 0 of the layout
@@ -40,6 +40,10 @@ def import_folder(db: LabelDB, root: str | os.PathLike, *, subjects: str | os.Pa
         moving, fixed = load_volume(paths["moving_images"]), load_volume(paths["fixed_images"])
         ml = load_labels(paths["moving_labels"], moving.grid) if paths["moving_labels"] else None
         fl = load_labels(paths["fixed_labels"], fixed.grid) if paths["fixed_labels"] else None
+        if (0 if ml is None else len(ml)) != (0 if fl is None else len(fl)):
+            raise DataError(f"{paths['moving_labels'] or paths['fixed_labels']}: "
+                            f"{0 if ml is None else len(ml)} moving labels but {paths['fixed_labels']} has "
+                            f"{0 if fl is None else len(fl)}; labels come in pairs (pair {name}, nothing of it imported)")
         with db.transaction() as conn:
             pair_id = db.add_image_pair(paths["moving_images"], paths["fixed_images"], subject=mapping.get(name, name),
                                         name=name, convention=convention, conn=conn)
