@@ -256,3 +256,23 @@ def test_an_import_whose_label_stacks_disagree_in_count_is_one_line_and_keeps_th
     assert "labels come in pairs (pair obs001, nothing of it imported)" in err[-1], err
     with LabelDB.open(database_url) as db:
         assert [p.name for p in db.image_pairs()] == ["obs000"]  # the pair before it, whole; nothing of obs001
+
+
+@pytest.mark.parametrize("name", ["../escape", "sub/dir", ".hidden", " padded", "back\\slash"])
+def test_a_pair_name_that_would_escape_an_export_folder_is_refused(db, name):
+    record = db.image_pairs()[0]
+    before = snapshot(db)
+    with pytest.raises(ValidationError, match="names a file on export"):
+        db.add_image_pair(record.moving_path, record.fixed_path, subject="s", name=name)
+    assert snapshot(db) == before
+
+
+def test_a_pair_name_with_spaces_inside_and_non_ascii_exports_and_reads_back(db, tmp_path):
+    record = db.image_pairs()[0]
+    new = db.add_image_pair(record.moving_path, record.fixed_path, subject="s", name="Prostate é 7")
+    first = db.label_pairs(record.id)[0]
+    db.add_label_pair(new, *db.masks(first.id), type="gland", annotator="a")
+    export_folder(db, tmp_path / "out")
+    assert "Prostate é 7" in list_folder_pairs(tmp_path / "out")
+    again = load_folder_pair(tmp_path / "out", "Prostate é 7")
+    np.testing.assert_array_equal(again.moving_labels[0], db.masks(first.id)[0])

@@ -435,7 +435,7 @@ def load_pair(
     return Pair(name or _stem(moving), mov, fix, ml, fl)
 
 
-def _image_suffix(name: str) -> str | None:
+def image_suffix(name: str) -> str | None:
     """The image suffix ``name`` ends with (any case), or None."""
     low = name.lower()
     for suffix in IMAGE_SUFFIXES:
@@ -446,7 +446,7 @@ def _image_suffix(name: str) -> str | None:
 
 def _stem(path) -> str:
     name = Path(path).name
-    suffix = _image_suffix(name)
+    suffix = image_suffix(name)
     return name[: -len(suffix)] if suffix else name
 
 
@@ -455,7 +455,7 @@ def _folder_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir()
-                  if not p.name.startswith(".") and _image_suffix(p.name) and not p.is_dir())
+                  if not p.name.startswith(".") and image_suffix(p.name) and not p.is_dir())
 
 
 def list_folder_pairs(root: str | os.PathLike) -> list[str]:
@@ -479,7 +479,7 @@ def list_folder_pairs(root: str | os.PathLike) -> list[str]:
     has_labels = any(names["moving_labels"].values()) or any(names["fixed_labels"].values())
     needed = FOLDERS if has_labels else FOLDERS[:2]
     for n in pairs:
-        suffix = next(_image_suffix(names[f][n].name) for f in FOLDERS if n in names[f])
+        suffix = next(image_suffix(names[f][n].name) for f in FOLDERS if n in names[f])
         for folder in needed:
             if n not in names[folder]:
                 raise DataError(f"{root / folder / (n + suffix)}: missing partner file for pair {n}")

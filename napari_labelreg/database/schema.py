@@ -121,11 +121,20 @@ def schema_version(conn) -> int:
 
 
 def migrate(conn) -> None:
-    """Create or upgrade the schema within the caller's transaction."""
+    """Create or upgrade the schema within the caller's transaction.
+
+    Openers take turns (a SQLite writer holds the file from its ``BEGIN IMMEDIATE``; on PostgreSQL a
+    transaction-scoped advisory lock), and the version row is written only when it changes: two processes
+    opening one database at once had raced to rewrite it.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(8150221)"))  # any fixed key: this schema's migrations
     metadata.create_all(conn, tables=[meta])
     version = schema_version(conn)
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"database schema {version} is newer than this napari-labelreg ({SCHEMA_VERSION})")
+    if version == SCHEMA_VERSION:
+        return
     if version == 0:
         metadata.create_all(conn)
     else:

@@ -174,6 +174,9 @@ class LabelDB:
                 f"{side}_affine": json.dumps(vol.grid.affine.tolist()),
             })
         name = name or Path(moving).name.split(".")[0]
+        if not name or name.startswith(".") or any(c in name for c in '/\\\0') or name != name.strip():
+            raise ValidationError(f"image pair name {name!r}: names a file on export, so no path separators, no "
+                                  "leading dot and no surrounding spaces")
         with self._maybe(conn) as c:
             if c.execute(select(s.image_pairs.c.id).where(s.image_pairs.c.name == name)).first():
                 raise ValidationError(f"an image pair named {name!r} exists already")

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.io import FOLDERS, DataError, folder_pair_paths, list_folder_pairs, load_labels, load_volume, save_volume
+from ..core.io import FOLDERS, DataError, image_suffix, folder_pair_paths, list_folder_pairs, load_labels, load_volume, save_volume
 from .store import LabelDB
 
 FIRST_LABEL_TYPE = "gland"  # label 0 of the layout
@@ -65,8 +65,9 @@ def export_folder(db: LabelDB, root: str | os.PathLike, *, statuses=("complete",
     for rec in records:
         pair = db.load_pair(rec.id, statuses=statuses)
         file = f"{rec.name}.nii.gz"
-        shutil.copyfile(rec.moving_path, root / "moving_images" / Path(rec.moving_path).name)
-        shutil.copyfile(rec.fixed_path, root / "fixed_images" / Path(rec.fixed_path).name)
+        for folder, source in (("moving_images", rec.moving_path), ("fixed_images", rec.fixed_path)):
+            # under the pair's name, which its labels take too, keeping the file's own format
+            shutil.copyfile(source, root / folder / f"{rec.name}{image_suffix(Path(source).name)}")
         if pair.num_labels:
             for folder, labels, vol in (("moving_labels", pair.moving_labels, pair.moving),
                                         ("fixed_labels", pair.fixed_labels, pair.fixed)):
