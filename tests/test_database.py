@@ -276,3 +276,19 @@ def test_a_pair_name_with_spaces_inside_and_non_ascii_exports_and_reads_back(db,
     assert "Prostate é 7" in list_folder_pairs(tmp_path / "out")
     again = load_folder_pair(tmp_path / "out", "Prostate é 7")
     np.testing.assert_array_equal(again.moving_labels[0], db.masks(first.id)[0])
+
+
+def test_finding_one_pair_asks_the_database_for_that_pair_alone(db):
+    """Per-pair operations must not grow with the number of pairs: no reading every pair to find one."""
+    from sqlalchemy import event
+
+    statements = []
+    event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    target = db.image_pairs()[-1]
+    statements.clear()
+    assert db.image_pair(target.id) == target
+    assert db.recorded_geometry([target.name]) == target.convention
+    reads = [q for q in statements if "image_pairs" in q and q.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 2 and all("WHERE" in q for q in reads), reads
+    with pytest.raises(ValidationError, match="no image pair with id 999"):
+        db.image_pair(999)

@@ -184,20 +184,24 @@ class LabelDB:
             return int(c.execute(s.image_pairs.insert().values(name=name, **values)).inserted_primary_key[0])
 
     def image_pairs(self, subject: str | None = None) -> list[ImagePairRecord]:
+        return self._image_records(None if subject is None else s.subjects.c.name == subject)
+
+    def image_pair(self, pair_id: int) -> ImagePairRecord:
+        """One image pair by id: one indexed row, however many pairs the database holds."""
+        found = self._image_records(s.image_pairs.c.id == pair_id)
+        if not found:
+            raise ValidationError(f"no image pair with id {pair_id}")
+        return found[0]
+
+    def _image_records(self, where=None) -> list[ImagePairRecord]:
         q = select(s.image_pairs, s.subjects.c.name.label("subject")).join(s.subjects)
-        if subject is not None:
-            q = q.where(s.subjects.c.name == subject)
+        if where is not None:
+            q = q.where(where)
         with self.transaction() as c:
             rows = c.execute(q.order_by(s.image_pairs.c.id)).mappings().all()
         return [ImagePairRecord(r["id"], r["subject"], r["name"], r["moving_path"], r["fixed_path"],
                                 tuple(json.loads(r["moving_shape"])), tuple(json.loads(r["fixed_shape"])),
                                 r["convention"]) for r in rows]
-
-    def image_pair(self, pair_id: int) -> ImagePairRecord:
-        for rec in self.image_pairs():
-            if rec.id == pair_id:
-                return rec
-        raise ValidationError(f"no image pair with id {pair_id}")
 
     def _image_row(self, c: Connection, pair_id: int, *, lock: bool = False):
         """The image pair's row; ``lock``: held until the transaction ends (PostgreSQL's ``FOR UPDATE``; a SQLite
@@ -362,11 +366,10 @@ class LabelDB:
 
     def recorded_geometry(self, names: Sequence[str]) -> str:
         """The initial correspondence the named image pairs were imported with; refused when they differ."""
-        wanted = set(names)
-        found: dict[str, int] = {}
-        for record in self.image_pairs():
-            if record.name in wanted:
-                found[record.convention] = found.get(record.convention, 0) + 1
+        query = (select(s.image_pairs.c.convention, func.count()).where(s.image_pairs.c.name.in_(set(names)))
+                 .group_by(s.image_pairs.c.convention))
+        with self.transaction() as c:
+            found = {convention: int(n) for convention, n in c.execute(query).all()}
         if len(found) > 1:
             counts = ", ".join(f"{k} {n}" for k, n in sorted(found.items()))
             raise ValidationError(f"{self.location}: these pairs were imported with different geometries ({counts}); "
