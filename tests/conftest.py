@@ -80,6 +80,17 @@ def _postgres_binaries():
     return (initdb, str(Path(initdb).with_name("pg_ctl"))) if initdb else (None, None)
 
 
+_POSTGRES: dict = {}  # what the session's own server offers: "restart"
+
+
+@pytest.fixture
+def restart_postgres(postgres_server):
+    """Stop and start the test session's PostgreSQL server (not an external one)."""
+    if "restart" not in _POSTGRES:
+        pytest.skip("the PostgreSQL server is not this session's own (LABELREG_TEST_POSTGRES)")
+    return _POSTGRES["restart"]
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """The URL of a PostgreSQL server for the tests: ``LABELREG_TEST_POSTGRES`` when set, else a throwaway cluster
@@ -107,9 +118,16 @@ def postgres_server():
     options = f"-k {root} -c listen_addresses='' -c fsync=off -c max_connections=50"
     subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
                    check=True, capture_output=True)
+    def restart(mode: str = "immediate") -> None:  # "immediate": as a crash; the server recovers from its log
+        subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-m", mode, "stop"], check=True, capture_output=True)
+        subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
+                       check=True, capture_output=True)
+
+    _POSTGRES["restart"] = restart
     try:
         yield f"postgresql+psycopg://labelreg@/postgres?host={root}"
     finally:
+        _POSTGRES.pop("restart", None)
         subprocess.run([*as_owner, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
 

@@ -188,13 +188,17 @@ def _finished(procs, logs):
     assert not errors, errors
 
 
-def test_two_processes_writing_at_once_lose_nothing(db, tmp_path):
-    pair_id = db.image_pairs()[0].id
-    logs = [tmp_path / f"{tag}.log" for tag in ("ann1", "ann2")]
-    _finished([_writer(db.location, pair_id, 15, tag, log) for tag, log in zip(("ann1", "ann2"), logs)], logs)
-    for tag in ("ann1", "ann2"):
+def test_four_processes_annotating_at_once_lose_nothing(db, tmp_path):
+    """Two annotators on one image pair and two on others, at once, each adding label pairs."""
+    pairs = [p.id for p in db.image_pairs()]
+    plan = {"ann1": pairs[0], "ann2": pairs[0], "ann3": pairs[1], "ann4": pairs[2]}
+    logs = [tmp_path / f"{tag}.log" for tag in plan]
+    _finished([_writer(db.location, pair_id, 10, tag, log) for (tag, pair_id), log in zip(plan.items(), logs)], logs)
+    for tag, pair_id in plan.items():
         names = {r.name for r in db.label_pairs(pair_id, annotators=[tag])}
-        assert names == {f"{tag}-{i}" for i in range(15)}
+        assert names == {f"{tag}-{i}" for i in range(10)}
+    positions = [r.position for r in db.label_pairs(pairs[0])]
+    assert len(positions) == len(set(positions))  # no two annotators took one place in the pair's list
     assert check(db) == []
 
 
@@ -292,3 +296,21 @@ def test_finding_one_pair_asks_the_database_for_that_pair_alone(db):
     assert len(reads) == 2 and all("WHERE" in q for q in reads), reads
     with pytest.raises(ValidationError, match="no image pair with id 999"):
         db.image_pair(999)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_server_restart_keeps_every_committed_write_and_open_databases_reconnect(database_url, phantom_folder,
+                                                                                   tmp_path, restart_postgres):
+    with LabelDB.open(database_url) as db:
+        import_folder(db, phantom_folder)
+        pair_id = db.image_pairs()[0].id
+        log = tmp_path / "w.log"
+        _finished([_writer(db.location, pair_id, 6, "before", log)], [log])
+        restart_postgres()  # as a crash: the server recovers from its write-ahead log
+        committed = {int(x) for x in log.read_text().split()}
+        assert {r.id for r in db.label_pairs(pair_id, annotators=["before"])} == committed  # the same, reconnected
+        m, f = db.masks(min(committed))
+        db.add_label_pair(pair_id, m, f, type="cyst", name="after", annotator="after")
+        assert check(db) == []
+    with LabelDB.open(database_url) as again:
+        assert len(again.label_pairs(pair_id, annotators=["before", "after"])) == 7
