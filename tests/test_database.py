@@ -1,5 +1,7 @@
 """The label database: exact round trips, validation with unchanged state, import/export."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -150,6 +152,13 @@ def test_old_schema_versions_are_refused_or_upgraded(database_url):
         c.execute(schema.meta.update().values(value=str(schema.SCHEMA_VERSION + 1)))
     db.close()
     with pytest.raises(RuntimeError, match="newer"):
+        LabelDB.open(database_url)
+
+
+def test_a_revision_this_code_does_not_know_is_refused_as_newer(database_url):
+    with LabelDB.open(database_url) as db, db.transaction() as c:
+        c.exec_driver_sql("UPDATE alembic_version SET version_num = 'ffff_from_the_future'")
+    with pytest.raises(RuntimeError, match="revision ffff_from_the_future is newer than this napari-labelreg"):
         LabelDB.open(database_url)
 
 
@@ -314,3 +323,74 @@ def test_a_server_restart_keeps_every_committed_write_and_open_databases_reconne
         assert check(db) == []
     with LabelDB.open(database_url) as again:
         assert len(again.label_pairs(pair_id, annotators=["before", "after"])) == 7
+
+
+RELEASE_0_1 = Path(__file__).with_name("data") / "schema1" / "labels.db"  # made by release 0.1's code
+
+
+def _rows(engine):
+    with engine.connect() as c:
+        return {t.name: sorted(map(tuple, c.execute(select(t)).all()), key=repr) for t in schema.metadata.sorted_tables}
+
+
+def _release_0_1_database(database_url, tmp_path):
+    """Release 0.1's database (no Alembic yet) on the backend of ``database_url``; returns where it is."""
+    import shutil
+
+    from sqlalchemy import create_engine
+
+    if "://" not in database_url:
+        shutil.copyfile(RELEASE_0_1, database_url)
+        return database_url
+    old = create_engine(f"sqlite:///{RELEASE_0_1}")
+    rows = _rows(old)
+    old.dispose()
+    new = create_engine(database_url)
+    with new.begin() as c:  # release 0.1 made its tables with create_all, as here, and recorded version 1
+        schema.metadata.create_all(c)
+        for table in schema.metadata.sorted_tables:
+            if rows[table.name]:
+                c.execute(table.insert(), [dict(zip(table.columns.keys(), row)) for row in rows[table.name]])
+        if c.dialect.name == "postgresql":  # ids were given: move the sequences past them
+            for table in ("subjects", "image_pairs", "label_pairs", "masks"):
+                c.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                                  f"(SELECT MAX(id) FROM {table}))")
+    new.dispose()
+    return database_url
+
+
+def test_a_release_0_1_database_upgrades_keeping_every_row_and_mask(database_url, tmp_path):
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.config import Config
+    from sqlalchemy import create_engine, inspect
+
+    location = _release_0_1_database(database_url, tmp_path)
+    url = location if "://" in location else f"sqlite:///{location}"
+    engine = create_engine(url)
+    before = _rows(engine)
+    assert not inspect(engine).has_table("alembic_version")
+    assert len(before["label_pairs"]) == 9 and len(before["masks"]) == 16
+    with LabelDB.open(location) as db:
+        masks = {lp.id: db.masks(lp.id) for lp in db.label_pairs()}
+        verified = [lp.annotator for lp in db.label_pairs() if lp.status == "verified"]
+    assert _rows(engine) == before  # every row, every mask byte
+    for lp_id, (moving, fixed) in masks.items():
+        row = next(r for r in before["label_pairs"] if r[0] == lp_id)
+        assert (moving is None) == (row[11] is None) and (fixed is None) == (row[12] is None)
+    assert verified == ["alice"]
+    config = Config()
+    config.set_main_option("script_location", str(schema.MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    with engine.connect() as c:
+        assert MigrationContext.configure(c).get_current_revision() == head
+    engine.dispose()
+
+
+def test_the_newest_revision_is_the_schema_the_code_uses(database_url):
+    """Alembic's comparison of a database made by the migrations with the tables the code declares finds nothing."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with LabelDB.open(database_url) as db, db.engine.connect() as c:
+        assert compare_metadata(MigrationContext.configure(c), schema.metadata) == []

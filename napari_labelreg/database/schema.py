@@ -1,13 +1,15 @@
 """Tables, the controlled vocabulary and schema migrations.
 
-The ``meta`` table records the schema version; :func:`migrate` brings an older
-database up to :data:`SCHEMA_VERSION` one step at a time, inside a
-transaction, so databases written by earlier versions keep opening.
+Migrations are Alembic's (``migrations/versions``, the base revision being the schema of release 0.1):
+:func:`migrate` brings a database to the newest revision inside the opener's transaction, so databases
+written by earlier versions keep opening.  The ``meta`` table's schema version is what releases before
+Alembic read: it counts the revisions beyond the base, so that they refuse a database they cannot read.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from sqlalchemy import (
     CheckConstraint,
@@ -22,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    inspect,
     text,
 )
 
@@ -111,8 +114,8 @@ label_pairs = Table(
     UniqueConstraint("image_pair_id", "position"),
 )
 
-# version -> SQL statements taking a database from version - 1 to version
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS = Path(__file__).with_name("migrations")
+BASE_REVISION = "0001"  # release 0.1's schema: SCHEMA_VERSION 1 in ``meta``
 
 
 def schema_version(conn) -> int:
@@ -124,22 +127,35 @@ def migrate(conn) -> None:
     """Create or upgrade the schema within the caller's transaction.
 
     Openers take turns (a SQLite writer holds the file from its ``BEGIN IMMEDIATE``; on PostgreSQL a
-    transaction-scoped advisory lock), and the version row is written only when it changes: two processes
-    opening one database at once had raced to rewrite it.
+    transaction-scoped advisory lock), and nothing is written when the database is up to date: two processes
+    opening one database at once had raced to rewrite its version.
     """
+    from alembic import command
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(8150221)"))  # any fixed key: this schema's migrations
-    metadata.create_all(conn, tables=[meta])
-    version = schema_version(conn)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = conn
+    scripts = ScriptDirectory.from_config(config)
+    current = MigrationContext.configure(conn).get_current_revision()
+    has_meta = inspect(conn).has_table("meta")
+    version = schema_version(conn) if has_meta else 0
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"database schema {version} is newer than this napari-labelreg ({SCHEMA_VERSION})")
-    if version == SCHEMA_VERSION:
-        return
-    if version == 0:
-        metadata.create_all(conn)
-    else:
-        for step in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[step]:
-                conn.execute(text(statement))
-    conn.execute(meta.delete().where(meta.c.key == "schema_version"))
-    conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+    if current is None and has_meta:  # made before migrations were Alembic's: the base revision's schema
+        command.stamp(config, BASE_REVISION)
+    elif current is not None:
+        try:
+            scripts.get_revision(current)
+        except CommandError:
+            raise RuntimeError(f"database schema revision {current} is newer than this napari-labelreg") from None
+    if MigrationContext.configure(conn).get_current_revision() != scripts.get_current_head():
+        command.upgrade(config, "head")
+    if version != SCHEMA_VERSION:
+        conn.execute(meta.delete().where(meta.c.key == "schema_version"))
+        conn.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
