@@ -394,3 +394,39 @@ def test_the_newest_revision_is_the_schema_the_code_uses(database_url):
 
     with LabelDB.open(database_url) as db, db.engine.connect() as c:
         assert compare_metadata(MigrationContext.configure(c), schema.metadata) == []
+
+
+def test_agreement_measures_two_annotators_on_the_same_landmarks(db, tmp_path, capsys):
+    from napari_labelreg.cli import main
+    from napari_labelreg.core.metrics import dice
+    from napari_labelreg.database.views import agreement, agreement_summary
+
+    record = db.image_pairs()[0]
+    imported = {lp.name: lp for lp in db.label_pairs(record.id)}
+    gland_m, gland_f = db.masks(imported["label 0"].id)
+    moved = np.roll(gland_m, 1, axis=0)  # bob's MR gland one voxel along i from the import's
+    assert not gland_m[-1].any()  # so the roll moves it whole
+    db.add_label_pair(record.id, moved, gland_f, type="gland", name="bob's gland", annotator="bob")
+    other_m, other_f = db.masks(imported["label 1"].id)
+    db.add_label_pair(record.id, other_m, other_f, type="other", name="label 1", annotator="bob")
+    db.add_label_pair(record.id, other_m, other_f, type="other", name="a landmark of his own", annotator="bob")
+
+    pairs = agreement(db)
+    assert len(pairs) == 4  # gland and "label 1", each side: the lone landmark is compared with nobody
+    from napari_labelreg.core.io import load_volume
+
+    spacing = load_volume(record.moving_path).grid.spacing[0]
+    row = pairs[(pairs.type == "gland") & (pairs.side == "moving")].iloc[0]
+    assert (row.annotator_a, row.annotator_b) == ("bob", "import")
+    assert row.centroid_distance_mm == pytest.approx(spacing) and row.dice == pytest.approx(dice(gland_m, moved))
+    same = pairs[pairs.type == "other"]
+    assert np.allclose(same.centroid_distance_mm, 0) and np.allclose(same.dice, 1)
+    table = agreement_summary(pairs)
+    assert table.loc["all", "comparisons"] == 4 and table.loc["other", "dice_median"] == 1.0
+
+    assert main(["db", "agreement", "--db", db.location, "--out", str(tmp_path / "a.csv"),
+                 "--plot", str(tmp_path / "a.png")]) == 0
+    assert "centroid_median_mm" in capsys.readouterr().out
+    from pandas import read_csv
+
+    assert len(read_csv(tmp_path / "a.csv")) == 4 and (tmp_path / "a.png").stat().st_size > 1000

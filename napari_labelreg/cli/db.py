@@ -32,6 +32,13 @@ def add_db_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
 
+    p = dsub.add_parser("agreement", help="where annotators labelled the same landmark: centroid distance (mm) "
+                        "and Dice, per label type and overall (the noise floor of a TRE)")
+    p.add_argument("--db", required=True, help="database file or URL")
+    p.add_argument("--out", help="CSV of every comparison (pair, landmark, annotators, side)")
+    p.add_argument("--plot", help="figure of the centroid distances by label type (.png, .pdf)")
+    p.set_defaults(func=cmd_agreement)
+
     p = dsub.add_parser("check", help="verify hashes, shapes, missing and orphaned data; changes nothing")
     p.add_argument("--db", required=True)
     p.set_defaults(func=cmd_check)
@@ -73,6 +80,37 @@ def cmd_summary(args) -> None:
         print(f"  {kind:16s} {n}")
     for status, n in sorted(info["by_status"].items()):
         print(f"  [{status}]{'':{max(0, 14 - len(status))}s} {n}")
+
+
+def cmd_agreement(args) -> None:
+    from ..core.io import atomic_write
+    from ..database.views import agreement, agreement_summary
+
+    with open_db(args.db) as db:
+        pairs = agreement(db)
+    if pairs.empty:
+        print(f"{args.db}: no landmark was labelled by two annotators (same image pair, type and name)")
+        return
+    print(agreement_summary(pairs).round(3).to_string())
+    if args.out:
+        atomic_write(args.out, lambda tmp: pairs.to_csv(tmp, index=False))
+        print(f"every comparison: {args.out}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        kinds = sorted(pairs.type.unique())
+        fig, ax = plt.subplots(figsize=(2.0 + 0.9 * len(kinds), 3.4))
+        ax.boxplot([pairs.centroid_distance_mm[pairs.type == k] for k in kinds], showfliers=True)
+        ax.set_xticks(range(1, len(kinds) + 1), kinds, rotation=30, ha="right")
+        ax.set_ylabel("between annotators:\ncentroid distance (mm)")
+        ax.set_title(f"{len(pairs)} comparisons", fontsize=9)
+        fig.tight_layout()
+        atomic_write(args.plot, lambda tmp: fig.savefig(tmp, dpi=150))
+        plt.close(fig)
+        print(f"figure: {args.plot}")
 
 
 def cmd_check(args) -> None:

@@ -60,3 +60,66 @@ def summary(db: LabelDB) -> dict:
         "by_type": frame.groupby("type").size().to_dict() if len(frame) else {},
         "by_status": frame.groupby("status").size().to_dict() if len(frame) else {},
     }
+
+
+def agreement(db: LabelDB) -> pd.DataFrame:
+    """How closely annotators agree where two of them labelled the same landmark of the same image pair.
+
+    A landmark is a label pair's image pair, type and name (a ``gland`` needs no name: there is one).  For every
+    two annotators' complete (or verified) label pairs of one landmark, one row per side (``moving``, ``fixed``):
+    the distance between their masks' world centroids (mm) and their Dice.  This is the noise floor against
+    which a registration's TRE is to be read.
+    """
+    from ..core.metrics import dice
+
+    frame = label_pairs_frame(db)
+    columns = ["pair", "type", "name", "annotator_a", "annotator_b", "side", "centroid_distance_mm", "dice"]
+    if frame.empty:
+        return pd.DataFrame(columns=columns)
+    frame = frame[frame.status.isin(["complete", "verified"])].copy()
+    frame["landmark"] = np.where(frame.type == "gland", "", frame.name.fillna(""))
+    grids = {}
+    rows = []
+    for (pair, kind, name), group in frame.groupby(["pair", "type", "landmark"], sort=True):
+        group = group.drop_duplicates("annotator")  # one label pair per annotator and landmark: their first
+        if len(group) < 2:
+            continue
+        if pair not in grids:
+            grids[pair] = _grids(db, int(group.iloc[0].id))
+        masks = {row.annotator: db.masks(int(row.id)) for row in group.itertuples()}
+        names = sorted(masks)
+        for i, a in enumerate(names):
+            for b in names[i + 1:]:
+                for k, side in enumerate(("moving", "fixed")):
+                    grid = grids[pair][k]
+                    distance = float(np.linalg.norm(centroid_mm(masks[a][k], grid) - centroid_mm(masks[b][k], grid)))
+                    rows.append((pair, kind, name, a, b, side, distance, dice(masks[a][k], masks[b][k])))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _grids(db: LabelDB, label_pair_id: int) -> tuple[Grid, Grid]:
+    """The recorded (moving, fixed) grids of a label pair's image pair."""
+    lp, ip = s.label_pairs, s.image_pairs
+    q = (select(ip.c.moving_shape, ip.c.moving_affine, ip.c.fixed_shape, ip.c.fixed_affine)
+         .select_from(lp.join(ip)).where(lp.c.id == label_pair_id))
+    with db.transaction() as c:
+        row = c.execute(q).mappings().one()
+    return tuple(Grid(tuple(json.loads(row[f"{side}_shape"])), np.array(json.loads(row[f"{side}_affine"])))
+                 for side in ("moving", "fixed"))
+
+
+def agreement_summary(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Median and 90th percentile of the centroid distance (mm) and median Dice, per label type and overall."""
+    if pairs.empty:
+        return pd.DataFrame(columns=["comparisons", "centroid_median_mm", "centroid_p90_mm", "dice_median"])
+
+    def stats(group):
+        return pd.Series({"comparisons": len(group),
+                          "centroid_median_mm": group.centroid_distance_mm.median(),
+                          "centroid_p90_mm": group.centroid_distance_mm.quantile(0.9),
+                          "dice_median": group.dice.median()})
+
+    per_type = pairs.groupby("type")[["centroid_distance_mm", "dice"]].apply(stats)
+    per_type.loc["all"] = stats(pairs)
+    per_type["comparisons"] = per_type["comparisons"].astype(int)
+    return per_type
