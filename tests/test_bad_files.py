@@ -5,7 +5,6 @@ import gzip
 import os
 import subprocess
 import sys
-import time
 
 import nibabel as nib
 import numpy as np
@@ -78,9 +77,7 @@ def test_a_header_claiming_more_than_memory_is_refused_before_allocating(setup, 
     path = tmp_path / "huge.nii.gz"
     with gzip.open(path, "wb") as fh:  # a header alone (and a few bytes): the claim, not the data
         fh.write(header.binaryblock + b"\0" * 4 + b"\0" * 64)
-    start = time.perf_counter()
-    code, err = register(setup, tmp_path, capsys, fixed=path)
-    assert time.perf_counter() - start < 30
+    code, err = register(setup, tmp_path, capsys, fixed=path)  # the header's claim, refused before allocating
     assert_one_line(code, err, path, "memory")
 
 
