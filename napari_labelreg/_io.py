@@ -8,7 +8,7 @@ so napari's 2-D view opens on **axial** slices seen as radiologists read them, a
 right on the screen's left, with the slider running feet to head.  A layer holds its file's array in ITK's
 ``(k, j, i)`` order, placed by the file's voxel -> world RAS matrix (NIfTI's; NRRD, MetaImage and DICOM LPS
 geometry is converted to RAS when read, :mod:`napari_labelreg.core.io`) and a fixed change of axes
-(:mod:`napari_labelreg.app.inspection`, which places the Inspect widget's layers the same way), rotation
+(:mod:`napari_labelreg.app.placement`, which places the Inspect widget's layers the same way), rotation
 included, so an MR and a TRUS opened from their files overlay where the scanners put them, whatever their
 orientations.  The coordinates napari shows are (S, P, L) mm: a point ``x, y, z`` (RAS) of the command line's
 CSV files shows as ``z, -y, -x``.  The 3-D view shows oblique volumes exactly.  napari's 2-D view slices a
@@ -25,7 +25,7 @@ can fall near an edge of the volume, far from the viewed point).
   stack of binary masks with such a name opens as one Labels layer, value ``k + 1`` for mask ``k`` (the
   later mask shows where they overlap).  Any Image layer converts to Labels in napari's layer menu.
 * A register output folder opens as the Inspect widget's layers (:func:`~napari_labelreg.app.inspection.
-  inspection_layers` with ``world=True``), so they overlay the TRUS file opened on its own.
+  inspection_layers`, placed as the images are), so they overlay the TRUS file opened on its own.
 * :func:`write_labels` writes a Labels layer on the grid of the image it was painted on: the 4x4 in its
   ``metadata["affine"]`` (which this reader sets), else napari's own data -> world transform of the layer.
 
@@ -41,12 +41,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .app.inspection import NAPARI_FROM_RAS, REVERSED, napari_layer
+from .app.placement import NAPARI_FROM_RAS, REVERSED, label_map, napari_layer
 from .core.geometry import Grid
-from .core.io import NIFTI_SUFFIXES, DataError, load_labels, load_volume, save_volume
+from .core.io import (NIFTI_SUFFIXES, WRITE_SUFFIXES, DataError, image_stem, image_suffix, load_labels, load_volume,
+                      save_volume)
 
-READ_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".nhdr", ".mha", ".mhd")
-WRITE_SUFFIXES = NIFTI_SUFFIXES + (".nrrd", ".mha")
 LABEL_NAME = re.compile(r"label|mask|seg", re.IGNORECASE)
 DICOM_PROBE = 16  # files looked at to recognise a DICOM series directory
 
@@ -79,7 +78,7 @@ def _kind(path: Path) -> str | None:
         if is_result_folder(path):
             return "folder"
         return "image" if _is_dicom_dir(path) else None
-    if path.is_file() and path.name.lower().endswith(READ_SUFFIXES):
+    if path.is_file() and image_suffix(path.name):
         return "image"
     return None
 
@@ -96,18 +95,10 @@ def _is_dicom_dir(path: Path) -> bool:
     return False
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in READ_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def read_image(path) -> list[tuple]:
     """One Image (or Labels, see the module's rule) layer in napari's world; DataError for a file it cannot use."""
     path = Path(path)
-    labels_named = bool(LABEL_NAME.search(_stem(path)))
+    labels_named = bool(LABEL_NAME.search(image_stem(path)))
     try:
         volume = load_volume(path)
     except DataError as error:
@@ -120,14 +111,12 @@ def read_image(path) -> list[tuple]:
         except DataError:
             raise error from None
         affine = _stack_affine(path, stack)
-        data = np.zeros(stack.shape[1:], np.uint8 if len(stack) < 256 else np.uint16)
-        for k, mask in enumerate(stack):
-            data[mask] = k + 1
-        return [napari_layer(data, affine, path, "labels", name=_stem(path), metadata={"stack": len(stack)})]
+        return [napari_layer(label_map(stack), affine, path, "labels", name=image_stem(path),
+                             metadata={"stack": len(stack)})]
     data, affine = volume.data, volume.grid.affine
     if labels_named and _integral(data):
-        return [napari_layer(_label_dtype(data), affine, path, "labels", name=_stem(path))]
-    return [napari_layer(data, affine, path, "image", name=_stem(path), colormap="gray")]
+        return [napari_layer(_label_dtype(data), affine, path, "labels", name=image_stem(path))]
+    return [napari_layer(data, affine, path, "image", name=image_stem(path), colormap="gray")]
 
 
 def _stack_affine(path: Path, stack: np.ndarray) -> np.ndarray:
@@ -157,25 +146,20 @@ def read_result_folder(path) -> list[tuple]:
     The TRUS image when the file registered to is still where it was; the warped MR labels when the
     folder has them.  Layer names start with the folder's name.
     """
-    from .app.inspection import in_napari_world, inspection_layers
+    from .app.inspection import inspection_layers
     from .app.results import WARPED_LABELS_FILE, read_registration
 
     folder = Path(path)
     registration, fixed, record = read_registration(folder)
     grid = registration.fixed
-    fixed_data = None
     if fixed is None and record.get("fixed"):
-        warnings.warn(f"{record['fixed']}: not found (moved?); the TRUS image is left out of {folder.name}")
-    if fixed is not None:
-        if fixed.grid.shape == grid.shape and np.allclose(fixed.grid.affine, grid.affine, atol=1e-4):
-            fixed_data = fixed.data
-        else:
-            warnings.warn(f"{record.get('fixed')}: not on the registration's fixed grid any more; TRUS image left out")
-    layers = []
-    for data, kwargs, kind in inspection_layers(registration, None, world=True, fixed_image=fixed_data):
-        kwargs = {**kwargs, "name": f"{folder.name}: {kwargs['name']}"}
-        source = record.get("fixed") if kwargs["name"].endswith("TRUS image (fixed)") else folder
-        layers.append(in_napari_world(data, kwargs, kind, source))
+        warnings.warn(f"{record['fixed']}: not found, or no longer on the registration's fixed grid; the TRUS "
+                      f"image is left out of {folder.name}")
+    layers = inspection_layers(registration, None, fixed_image=None if fixed is None else fixed.data, source=folder)
+    for _, kwargs, _ in layers:
+        kwargs["name"] = f"{folder.name}: {kwargs['name']}"
+        if kwargs["name"].endswith("TRUS image (fixed)"):
+            kwargs["metadata"]["source"] = record["fixed"]
     labels_path = folder / WARPED_LABELS_FILE
     if labels_path.is_file():
         try:
@@ -183,10 +167,7 @@ def read_result_folder(path) -> list[tuple]:
         except DataError as exc:  # an empty mask (a label warped out of the field) among them
             warnings.warn(f"warped MR labels left out: {exc}")
         else:
-            data = np.zeros(grid.shape, np.uint8 if len(stack) < 256 else np.uint16)
-            for k, mask in enumerate(stack):
-                data[mask] = k + 1
-            layers.append(napari_layer(data, grid.affine, labels_path, "labels",
+            layers.append(napari_layer(label_map(stack), grid.affine, labels_path, "labels",
                                        name=f"{folder.name}: warped MR labels", opacity=0.7))
     return layers
 

@@ -13,7 +13,7 @@ pytest.importorskip("napari")
 # napari warns whenever it slices an oblique volume in 2-D (see napari_labelreg/_io.py)
 pytestmark = [pytest.mark.gui, pytest.mark.filterwarnings("ignore:Non-orthogonal slicing:UserWarning")]
 
-from napari_labelreg.app.inspection import NAPARI_FROM_RAS, REVERSED, to_napari  # noqa: E402
+from napari_labelreg.app.placement import NAPARI_FROM_RAS, REVERSED, to_napari  # noqa: E402
 from napari_labelreg.core import io  # noqa: E402
 from test_transforms import oblique, rotation  # noqa: E402  (the oblique grids' makers)
 from napari_labelreg.core.geometry import Grid, apply_affine, fixed_to_moving, voxel_coordinates, warp  # noqa: E402
@@ -73,44 +73,6 @@ def write_sitk(path, data, grid: Grid):
     sitk.WriteImage(img, str(path))
 
 
-def reads(suffix) -> str | None:
-    """Why core.io cannot yet read ``suffix`` (None: it can)."""
-    if suffix in io.NIFTI_SUFFIXES:
-        return None
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"probe{suffix}"
-        if suffix == "dicom":
-            write_dicom_series(path, np.zeros((2, 3, 4), np.float32), Grid.from_spacing((2, 3, 4)))
-        else:
-            write_sitk(path, np.zeros((2, 3, 4), np.float32), Grid.from_spacing((2, 3, 4)))
-        try:
-            io.load_volume(path)
-        except io.DataError as exc:
-            return f"core.io.load_volume does not read {suffix} yet ({exc})"
-    return None
-
-
-def writes(suffix) -> str | None:
-    """Why core.io.save_volume cannot yet write ``suffix`` (None: it can)."""
-    if suffix in io.NIFTI_SUFFIXES:
-        return None
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"probe{suffix}"
-        try:
-            io.save_volume(path, np.zeros((2, 3, 4), np.uint8), Grid.from_spacing((2, 3, 4)))
-            sitk = pytest.importorskip("SimpleITK")
-            sitk.ReadImage(str(path))
-        except Exception as exc:  # noqa: BLE001 - whatever stops it is the reason to skip
-            return f"core.io.save_volume does not write {suffix} yet ({type(exc).__name__}: {exc})"
-    return None
-
-
 # --- (a), (b): images where they are in the world ------------------------------------------------------------
 
 
@@ -137,8 +99,6 @@ def test_an_oblique_nifti_opens_with_its_voxels_where_the_header_puts_them(make_
 @pytest.mark.parametrize("trus_suffix", [".nii.gz", ".nrrd", ".mha"])
 def test_an_mr_and_a_trus_of_different_geometries_overlay_at_a_shared_point(make_napari_viewer, tmp_path,
                                                                             trus_suffix):
-    if (why := reads(trus_suffix)) is not None:
-        pytest.skip(why)
     viewer = make_napari_viewer()
     point = np.array([12.5, -40.0, 63.0])  # world RAS mm, the same tissue seen by both
     mr_voxel, trus_voxel = (15, 4, 20), (2, 17, 6)
@@ -266,8 +226,6 @@ def check_written(path, labels, grid: Grid, *, itk=True):
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nii", ".nrrd", ".mha"])
 def test_labels_painted_on_an_opened_image_save_on_its_grid(make_napari_viewer, tmp_path, suffix):
-    if (why := writes(suffix)) is not None:
-        pytest.skip(why)
     viewer = make_napari_viewer()
     io.save_volume(tmp_path / "trus.nii.gz", smooth_image(FIXED.shape, 2), FIXED)
     (image,) = viewer.open(tmp_path / "trus.nii.gz", plugin=PLUGIN)
@@ -399,8 +357,6 @@ def test_a_dicom_series_directory_opens_in_world(make_napari_viewer, tmp_path, s
     data[voxel] = 900
     series = write_dicom_series(tmp_path / "series", data, grid, suffix)
     assert get_reader(str(series)) is not None
-    if (why := reads("dicom")) is not None:
-        pytest.skip(why)
     viewer = make_napari_viewer()
     (layer,) = viewer.open(series, plugin=PLUGIN)
     bright = tuple(np.argwhere(layer.data == layer.data.max())[0])
@@ -418,7 +374,7 @@ def test_mr_targets_map_onto_the_trus_and_points_outside_are_refused(make_napari
 
     from napari_labelreg._widgets import _common
     from napari_labelreg._widgets.inspect import TARGETS_LAYER, InspectWidget
-    from napari_labelreg.app.inspection import in_napari_world, inspection_layers
+    from napari_labelreg.app.inspection import inspection_layers
 
     registration, moving = registered("centred")
     pair = io.Pair("case7", io.Volume(moving, MOVING), io.Volume(smooth_image(FIXED.shape, 3), FIXED))
@@ -426,8 +382,7 @@ def test_mr_targets_map_onto_the_trus_and_points_outside_are_refused(make_napari
     w = InspectWidget(viewer)
     viewer.window.add_dock_widget(w)
     assert not w.targets_btn.isEnabled()  # nothing to map through yet
-    w.show_result((registration, pair, [in_napari_world(*layer) for layer in
-                                        inspection_layers(registration, pair, world=True)]))
+    w.show_result((registration, pair, inspection_layers(registration, pair)))
     assert w.targets_btn.isEnabled()
 
     # targets planned on the MR: where known TRUS points truly lie in the MR file's world

@@ -57,7 +57,8 @@ def test_inspection_layers_of_the_true_deformation():
     meta = layers["TRUS image (fixed)"][1]["metadata"]
     assert meta["tre_all_mm"] < 1.5 and meta["dice"] > 0.9 and meta["folding_voxels"] == 0
     assert "folding voxels (det <= 0): 0" in layers
-    np.testing.assert_allclose(layers["displacement magnitude (mm)"][0], np.linalg.norm(phantom.ddf_mm, axis=-1))
+    magnitude = np.linalg.norm(phantom.ddf_mm, axis=-1).transpose(2, 1, 0)  # napari's arrays are (k, j, i)
+    np.testing.assert_allclose(layers["displacement magnitude (mm)"][0], magnitude)
     det_limits = layers["Jacobian determinant"][1]["contrast_limits"]
     assert det_limits[0] + det_limits[1] == pytest.approx(2.0)  # centred on 1
     errors = layers["landmark centroids (warped MR)"][1]["features"]["error_mm"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -26,7 +25,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.inspection import in_napari_world, inspection_layers, register_for_inspection, to_napari
+from ..app.inspection import inspection_layers, register_for_inspection
+from ..app.placement import to_napari
 from ..app.results import export_registration, read_registration
 from ..core.io import DataError
 from ..core.points import read_points, refusal
@@ -160,10 +160,9 @@ class InspectWidget(QWidget):
         if not folder:
             return
         registration, fixed, _ = read_registration(folder)
-        same_grid = fixed is not None and fixed.grid.shape == registration.fixed.shape and np.allclose(
-            fixed.grid.affine, registration.fixed.affine, atol=1e-4)
-        layers = inspection_layers(registration, None, fixed_image=fixed.data if same_grid else None, world=True)
-        self.show_result((registration, Path(folder).name, [in_napari_world(*layer) for layer in layers]))
+        layers = inspection_layers(registration, None, fixed_image=None if fixed is None else fixed.data,
+                                   source=folder)
+        self.show_result((registration, Path(folder).name, layers))
 
     @reports_errors
     def _export(self, *_):

@@ -71,7 +71,7 @@ def read_registration(folder: str | os.PathLike) -> tuple[Registration, Volume |
     """A result folder back as ``(registration, fixed image or None, record)``.
 
     The registration's DDF is relative to its initial correspondence again, as :class:`Registration` holds it;
-    the fixed image is the file it was registered to, when that file is still where it was.
+    the fixed image is the file it was registered to, when that file is still where it was, on the same grid.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -97,6 +97,8 @@ def read_registration(folder: str | os.PathLike) -> tuple[Registration, Volume |
     fixed_image = None
     if record.get("fixed") and Path(record["fixed"]).exists():
         fixed_image = load_volume(record["fixed"])
+        if fixed_image.grid.shape != fixed.shape or not np.allclose(fixed_image.grid.affine, fixed.affine, atol=1e-4):
+            fixed_image = None  # replaced by another image since
     if warped is None:
         if not (record.get("moving") and Path(record["moving"]).exists()):
             raise DataError(f"{warped_path}: file not found, and the moving image is not where it was")

@@ -116,8 +116,9 @@ def available_memory() -> int | None:
             avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         except (AttributeError, OSError, ValueError):
             return None
+    v1 = "/sys/fs/cgroup/memory/memory."
     for limit, usage in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                         ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+                         (v1 + "limit_in_bytes", v1 + "usage_in_bytes")):
         try:
             with open(limit) as a, open(usage) as b:
                 avail = min(avail, max(int(a.read().strip()) - int(b.read().strip()), 0))
@@ -203,14 +204,17 @@ def _native_stderr(captured: list[str]):
                 captured.append(tmp.read().decode("utf-8", "replace"))
 
 
-def _sitk_call(path, fmt: str, call):
-    """``call()`` with SimpleITK's RuntimeError and its C++ chatter folded into one DataError line."""
+def _sitk_call(path, fmt: str, call, check=None):
+    """``call()`` with SimpleITK's RuntimeError and its C++ chatter folded into one DataError line; ``check(result)``
+    may refuse the result first, in place of the warning ITK printed about it."""
     captured: list[str] = []
     try:
         with _native_stderr(captured):
             result = call()
     except RuntimeError as exc:
         raise DataError(f"{path}: cannot read as {fmt} ({_sitk_reason(str(exc), ''.join(captured))})") from None
+    if check is not None:
+        check(result)
     _pass_on(captured)
     return result
 
@@ -282,15 +286,8 @@ def _sitk_open(path: Path, fmt: str):
 def _sitk_read(path: Path, fmt: str, reader):
     if fmt != "DICOM":
         return _sitk_call(path, fmt, reader.Execute)
-    captured: list[str] = []
-    try:
-        with _native_stderr(captured):
-            img = reader.Execute()
-    except RuntimeError as exc:
-        raise DataError(f"{path}: cannot read as DICOM ({_sitk_reason(str(exc), ''.join(captured))})") from None
-    _check_dicom_slices(path, reader, img)  # says it in one line where ITK warns of "non uniform sampling"
-    _pass_on(captured)
-    return img
+    # one line where ITK warns of "non uniform sampling"
+    return _sitk_call(path, fmt, reader.Execute, check=lambda img: _check_dicom_slices(path, reader, img))
 
 
 def _check_dicom_slices(path: Path, reader, img) -> None:
@@ -338,7 +335,7 @@ def _sitk_geometry(grid: Grid) -> tuple[list[float], list[float], list[float]]:
 
 
 def _sitk_array(img) -> np.ndarray:
-    """Voxels indexed ``(i, j, k[, t][, component])``: SimpleITK's arrays are ``(k, j, i)``, nibabel's order reversed."""
+    """Voxels indexed ``(i, j, k[, t][, component])``: SimpleITK's arrays are ``(k, j, i)``, nibabel's reversed."""
     arr = _sitk().GetArrayFromImage(img)
     n = img.GetDimension()
     return arr.transpose(*range(n - 1, -1, -1), *range(n, arr.ndim))
@@ -425,14 +422,14 @@ def load_pair(
         missing = "fixed" if fixed_labels is None else "moving"
         raise DataError(f"{name or moving}: {missing} labels missing; labels come in pairs")
     if moving_labels is None:
-        return Pair(name or _stem(moving), mov, fix,
+        return Pair(name or image_stem(moving), mov, fix,
                     np.zeros((0, *mov.grid.shape), bool), np.zeros((0, *fix.grid.shape), bool))
     ml, fl = load_labels(moving_labels, mov.grid), load_labels(fixed_labels, fix.grid)
     if ml.shape[0] != fl.shape[0]:
         raise DataError(
             f"{moving_labels}: {ml.shape[0]} moving labels but {fixed_labels} has {fl.shape[0]}"
         )
-    return Pair(name or _stem(moving), mov, fix, ml, fl)
+    return Pair(name or image_stem(moving), mov, fix, ml, fl)
 
 
 def image_suffix(name: str) -> str | None:
@@ -444,7 +441,8 @@ def image_suffix(name: str) -> str | None:
     return None
 
 
-def _stem(path) -> str:
+def image_stem(path) -> str:
+    """A file's name without its image suffix: ``case1`` of ``case1.nii.gz`` or ``case1.NRRD``."""
     name = Path(path).name
     suffix = image_suffix(name)
     return name[: -len(suffix)] if suffix else name
@@ -472,9 +470,10 @@ def list_folder_pairs(root: str | os.PathLike) -> list[str]:
     names: dict[str, dict[str, Path]] = {f: {} for f in FOLDERS}
     for f in FOLDERS:
         for p in _folder_images(root / f):
-            other = names[f].setdefault(_stem(p), p)
+            other = names[f].setdefault(image_stem(p), p)
             if other != p:
-                raise DataError(f"{p}: a second file for pair {_stem(p)} in {root / f} (with {other.name}); keep one")
+                raise DataError(f"{p}: a second file for pair {image_stem(p)} in {root / f} (with {other.name}); "
+                                "keep one")
     pairs = sorted(set(names["moving_images"]) | set(names["fixed_images"]))
     has_labels = any(names["moving_labels"].values()) or any(names["fixed_labels"].values())
     needed = FOLDERS if has_labels else FOLDERS[:2]
@@ -496,7 +495,7 @@ def folder_pair_paths(root: str | os.PathLike, name: str) -> dict[str, Path | No
         candidates = [root / folder / (name + s) for s in IMAGE_SUFFIXES]
         hits = [c for c in candidates if c.exists() or c.is_symlink()]  # a dangling link is named when read
         if not hits:  # a suffix in capitals (.NRRD)
-            hits = [p for p in _folder_images(root / folder) if _stem(p) == name]
+            hits = [p for p in _folder_images(root / folder) if image_stem(p) == name]
         out[folder] = hits[0] if hits else None
     return out
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import DataError, atomic_write
+from .io import LPS_TO_RAS, DataError, atomic_write
 
-LPS = np.array([-1.0, -1.0, 1.0])
+LPS = np.diag(LPS_TO_RAS)  # per-axis signs between LPS and RAS coordinates
 MARKUPS_SCHEMA = ("https://raw.githubusercontent.com/slicer/slicer/master/Modules/Loadable/Markups/Resources/Schema/"
                   "markups-schema-v1.0.3.json#")
 COLUMNS = {("x", "y", "z"): 1.0, ("r", "a", "s"): 1.0, ("l", "p", "s"): LPS}

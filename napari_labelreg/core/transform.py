@@ -22,6 +22,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 from .geometry import Grid, apply_affine, voxel_coordinates
+from .metrics import displacement_gradient
 
 INSIDE_TOLERANCE_VOXELS = 0.5  # points up to half a voxel beyond the outer voxel centres count as inside
 INVERSE_TOLERANCE_MM = 1e-3
@@ -61,7 +62,8 @@ def sample_field(field_mm: np.ndarray, grid: Grid, points_mm: np.ndarray) -> np.
 def inside(grid: Grid, points_mm: np.ndarray) -> np.ndarray:
     """Which world points lie within the grid (half a voxel beyond its outer voxel centres), ``(N,)`` bool."""
     vox = apply_affine(np.linalg.inv(grid.affine), points_mm)
-    return np.all((vox >= -INSIDE_TOLERANCE_VOXELS) & (vox <= np.asarray(grid.shape) - 1 + INSIDE_TOLERANCE_VOXELS), -1)
+    tolerance = INSIDE_TOLERANCE_VOXELS
+    return np.all((vox >= -tolerance) & (vox <= np.asarray(grid.shape) - 1 + tolerance), -1)
 
 
 def complete_ddf(ddf_mm: np.ndarray, fixed: Grid, initial: np.ndarray) -> np.ndarray:
@@ -93,12 +95,12 @@ def to_fixed(ddf_mm: np.ndarray, fixed: Grid, initial: np.ndarray, points_mm, *,
     Solves ``x + u(x) = A^-1 y`` by Newton's method with the DDF's Jacobian (finite differences, sampled
     trilinearly).  ``residual_mm`` is ``|A (x + u(x)) - y|``: under :data:`INVERSE_TOLERANCE_MM` where the
     field does not fold.  With ``refuse_outside`` (the default), points whose solution lies outside the fixed
-    grid, that do not converge, or whose solution lies where the field folds, are refused; otherwise the field is taken as
-    constant beyond the grid's edges and every point is answered.
+    grid, that do not converge, or whose solution lies where the field folds, are refused; otherwise the field
+    is taken as constant beyond the grid's edges and every point is answered.
     """
     points = _points(points_mm)
     target = apply_affine(np.linalg.inv(initial), points)  # in the fixed world: x + u(x) must reach it
-    gradient = _jacobian(ddf_mm, fixed).reshape(*fixed.shape, 9)  # du_a / dx_b, world mm
+    gradient = displacement_gradient(ddf_mm, fixed).reshape(*fixed.shape, 9)  # du_a / dx_b, world mm
     jacobian = lambda at: np.eye(3) + sample_field(gradient, fixed, at).reshape(-1, 3, 3)  # noqa: E731
     x = target - sample_field(ddf_mm, fixed, target)  # the fixed-point step as a start
     for _ in range(iterations):
@@ -107,7 +109,7 @@ def to_fixed(ddf_mm: np.ndarray, fixed: Grid, initial: np.ndarray, points_mm, *,
             break
         x = x - np.linalg.solve(jacobian(x), miss[..., None])[..., 0]
     residual = np.linalg.norm(apply_affine(initial, x + sample_field(ddf_mm, fixed, x)) - points, axis=-1)
-    residual[np.linalg.det(jacobian(x)) <= 0] = np.inf  # where the field folds a moving point has more than one fixed preimage
+    residual[np.linalg.det(jacobian(x)) <= 0] = np.inf  # folded: a moving point has more than one preimage
     if refuse_outside:
         outside = ~inside(fixed, x)
         if outside.any():
@@ -128,12 +130,6 @@ def inverse_ddf(ddf_mm: np.ndarray, fixed: Grid, initial: np.ndarray, moving: Gr
     mapped = to_fixed(ddf_mm, fixed, initial, y, refuse_outside=False)
     field = (mapped.points - y).reshape(*moving.shape, 3).astype(np.float32)
     return field, mapped.residual_mm.reshape(moving.shape)
-
-
-def _jacobian(ddf_mm: np.ndarray, grid: Grid) -> np.ndarray:
-    """``du_a / dx_b`` in world mm on the grid, ``(*shape, 3, 3)``."""
-    per_voxel = np.stack(np.gradient(ddf_mm, axis=(0, 1, 2)), -1)  # du_a / d(voxel axis c)
-    return per_voxel @ np.linalg.inv(grid.affine[:3, :3])
 
 
 def _points(points_mm) -> np.ndarray:

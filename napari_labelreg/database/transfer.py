@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..core.io import FOLDERS, DataError, image_suffix, folder_pair_paths, list_folder_pairs, load_labels, load_volume, save_volume
+from ..core.io import FOLDERS, image_suffix, list_folder_pairs, load_folder_pair, save_volume
 from .store import LabelDB
 
 FIRST_LABEL_TYPE = "gland"  # label 0 of the layout
@@ -36,20 +36,14 @@ def import_folder(db: LabelDB, root: str | os.PathLike, *, subjects: str | os.Pa
     mapping = read_subject_map(subjects)
     count = 0
     for name in list_folder_pairs(root):
-        paths = folder_pair_paths(root, name)
-        moving, fixed = load_volume(paths["moving_images"]), load_volume(paths["fixed_images"])
-        ml = load_labels(paths["moving_labels"], moving.grid) if paths["moving_labels"] else None
-        fl = load_labels(paths["fixed_labels"], fixed.grid) if paths["fixed_labels"] else None
-        if (0 if ml is None else len(ml)) != (0 if fl is None else len(fl)):
-            raise DataError(f"{paths['moving_labels'] or paths['fixed_labels']}: "
-                            f"{0 if ml is None else len(ml)} moving labels but {paths['fixed_labels']} has "
-                            f"{0 if fl is None else len(fl)}; labels come in pairs (pair {name}, nothing of it imported)")
+        pair = load_folder_pair(root, name)  # partners, shapes and label counts checked, each in one line
         with db.transaction() as conn:
-            pair_id = db.add_image_pair(paths["moving_images"], paths["fixed_images"], subject=mapping.get(name, name),
+            pair_id = db.add_image_pair(pair.moving.source, pair.fixed.source, subject=mapping.get(name, name),
                                         name=name, convention=convention, conn=conn)
-            for k in range(0 if ml is None else len(ml)):
+            for k in range(pair.num_labels):
                 kind = FIRST_LABEL_TYPE if k == 0 else "other"
-                db.add_label_pair(pair_id, ml[k], fl[k], type=kind, name=f"label {k}", annotator=annotator, conn=conn)
+                db.add_label_pair(pair_id, pair.moving_labels[k], pair.fixed_labels[k], type=kind, name=f"label {k}",
+                                  annotator=annotator, conn=conn)
         count += 1
         if progress:
             progress(name)

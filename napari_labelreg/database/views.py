@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 
 from ..core.geometry import Grid
-from ..core.metrics import centroid_mm
+from ..core.metrics import centroid_mm, dice
 from . import schema as s
 from .store import LabelDB
 
 
-def label_pairs_frame(db: LabelDB, *, centroids: bool = False) -> pd.DataFrame:
+def label_pairs_frame(db: LabelDB, *, centroids: bool = False, geometry: bool = False) -> pd.DataFrame:
     """One row per label pair: subject, image pair, type, name, annotator, status, volumes (mm³).
 
-    With ``centroids``, the masks are decoded and their world centroids (mm) added.
+    With ``centroids``, the masks are decoded and their world centroids (mm) added; with ``geometry``, the
+    image pair's recorded shapes and affines are kept (JSON; :func:`recorded_grid`).
     """
     lp, ip, sub = s.label_pairs, s.image_pairs, s.subjects
     q = (select(lp.c.id, sub.c.name.label("subject"), ip.c.name.label("pair"), lp.c.position, lp.c.type,
@@ -30,15 +32,18 @@ def label_pairs_frame(db: LabelDB, *, centroids: bool = False) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=["id", "subject", "pair", "position", "type", "name", "annotator", "status"])
     if centroids:
-        for side in ("moving", "fixed"):
+        for k, side in enumerate(("moving", "fixed")):
             cents = []
-            for row in frame.itertuples():
-                mask = db.masks(row.id)[0 if side == "moving" else 1]
-                shape = tuple(json.loads(getattr(row, f"{side}_shape")))
-                grid = Grid(shape, np.array(json.loads(getattr(row, f"{side}_affine"))))
-                cents.append(centroid_mm(mask, grid) if mask is not None else np.full(3, np.nan))
+            for _, row in frame.iterrows():
+                mask = db.masks(row.id)[k]
+                cents.append(centroid_mm(mask, recorded_grid(row, side)) if mask is not None else np.full(3, np.nan))
             frame[[f"{side}_centroid_{a}" for a in "xyz"]] = np.array(cents)
-    return frame.drop(columns=["moving_affine", "fixed_affine", "moving_shape", "fixed_shape"])
+    return frame if geometry else frame.drop(columns=["moving_affine", "fixed_affine", "moving_shape", "fixed_shape"])
+
+
+def recorded_grid(row, side: str) -> Grid:
+    """The ``moving`` or ``fixed`` grid an image pair recorded, from a row holding its shape and affine (JSON)."""
+    return Grid(tuple(json.loads(row[f"{side}_shape"])), np.array(json.loads(row[f"{side}_affine"])))
 
 
 def counts(db: LabelDB, by: str) -> pd.Series:
@@ -70,42 +75,24 @@ def agreement(db: LabelDB) -> pd.DataFrame:
     the distance between their masks' world centroids (mm) and their Dice.  This is the noise floor against
     which a registration's TRE is to be read.
     """
-    from ..core.metrics import dice
-
-    frame = label_pairs_frame(db)
+    frame = label_pairs_frame(db, geometry=True)
     columns = ["pair", "type", "name", "annotator_a", "annotator_b", "side", "centroid_distance_mm", "dice"]
+    frame = frame[frame.status.isin(["complete", "verified"])]
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    frame = frame[frame.status.isin(["complete", "verified"])].copy()
-    frame["landmark"] = np.where(frame.type == "gland", "", frame.name.fillna(""))
-    grids = {}
+    landmark = np.where(frame.type == "gland", "", frame.name.fillna(""))
     rows = []
-    for (pair, kind, name), group in frame.groupby(["pair", "type", "landmark"], sort=True):
+    for (pair, kind, name), group in frame.groupby(["pair", "type", landmark], sort=True):
         group = group.drop_duplicates("annotator")  # one label pair per annotator and landmark: their first
         if len(group) < 2:
             continue
-        if pair not in grids:
-            grids[pair] = _grids(db, int(group.iloc[0].id))
         masks = {row.annotator: db.masks(int(row.id)) for row in group.itertuples()}
-        names = sorted(masks)
-        for i, a in enumerate(names):
-            for b in names[i + 1:]:
-                for k, side in enumerate(("moving", "fixed")):
-                    grid = grids[pair][k]
-                    distance = float(np.linalg.norm(centroid_mm(masks[a][k], grid) - centroid_mm(masks[b][k], grid)))
-                    rows.append((pair, kind, name, a, b, side, distance, dice(masks[a][k], masks[b][k])))
+        for a, b in combinations(sorted(masks), 2):
+            for k, side in enumerate(("moving", "fixed")):
+                grid = recorded_grid(group.iloc[0], side)
+                distance = float(np.linalg.norm(centroid_mm(masks[a][k], grid) - centroid_mm(masks[b][k], grid)))
+                rows.append((pair, kind, name, a, b, side, distance, dice(masks[a][k], masks[b][k])))
     return pd.DataFrame(rows, columns=columns)
-
-
-def _grids(db: LabelDB, label_pair_id: int) -> tuple[Grid, Grid]:
-    """The recorded (moving, fixed) grids of a label pair's image pair."""
-    lp, ip = s.label_pairs, s.image_pairs
-    q = (select(ip.c.moving_shape, ip.c.moving_affine, ip.c.fixed_shape, ip.c.fixed_affine)
-         .select_from(lp.join(ip)).where(lp.c.id == label_pair_id))
-    with db.transaction() as c:
-        row = c.execute(q).mappings().one()
-    return tuple(Grid(tuple(json.loads(row[f"{side}_shape"])), np.array(json.loads(row[f"{side}_affine"])))
-                 for side in ("moving", "fixed"))
 
 
 def agreement_summary(pairs: pd.DataFrame) -> pd.DataFrame:
