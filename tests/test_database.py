@@ -4,13 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from napari_labelreg.database import LabelDB, ValidationError, decode_mask, encode_mask, schema
 from napari_labelreg.database.check import check
 from napari_labelreg.database.transfer import export_folder, export_per_label, import_folder
 from napari_labelreg.database.views import counts, label_pairs_frame, summary
-from napari_labelreg.core.io import list_folder_pairs, load_folder_pair
+from napari_labelreg.core.io import DataError, list_folder_pairs, load_folder_pair
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def _valid_masks(db):
 
 @pytest.mark.parametrize("how,words", [
     ("shape", "mask shape"), ("empty", "empty"), ("nonbinary", "not binary"), ("nan", "NaN"),
-    ("type", "label type"), ("pair", "no image pair"), ("missing_image", "missing"), ("changed_image", "changed"),
+    ("type", "label type"), ("pair", "no image pair"),
 ])
 def test_each_refused_write_names_the_problem_and_changes_nothing(db, how, words):
     rec, m, f = _valid_masks(db)
@@ -93,12 +93,6 @@ def test_each_refused_write_names_the_problem_and_changes_nothing(db, how, words
         kind = "kidney"
     elif how == "pair":
         pair_id = 999
-    elif how == "missing_image":
-        import os
-        os.rename(rec.fixed_path, rec.fixed_path + ".moved")
-    elif how == "changed_image":
-        with open(rec.fixed_path, "ab") as fh:
-            fh.write(b"\0")
     before = snapshot(db)
     with pytest.raises(ValidationError, match=words):
         db.add_label_pair(pair_id, m, f, type=kind, name="x", annotator="ann")
@@ -137,12 +131,15 @@ def test_filters_select_types_and_annotators(db):
 
 def test_check_reports_problems_without_changing_anything(db):
     rec = db.image_pairs()[0]
-    import os
-    os.rename(rec.moving_path, rec.moving_path + ".gone")
+    with db.transaction() as c:  # one image's stored bytes damaged, as a bad disk or a hand edit would
+        sha = c.execute(select(schema.image_pairs.c.moving_sha256).where(schema.image_pairs.c.id == rec.id)).scalar()
+        c.execute(schema.images.update().where(schema.images.c.sha256 == sha).values(data=b"not an image"))
     before = snapshot(db)
     problems = check(db)
-    assert any("moving image missing" in p for p in problems)
+    assert problems == [f"image {sha[:12]} is corrupt (its bytes do not match their hash)"]
     assert snapshot(db) == before
+    with pytest.raises(DataError, match=f"the moving image of pair '{rec.name}' is corrupt in the database"):
+        db.load_pair(rec.id)
 
 
 def test_old_schema_versions_are_refused_or_upgraded(database_url):
@@ -326,65 +323,124 @@ def test_a_server_restart_keeps_every_committed_write_and_open_databases_reconne
 
 
 RELEASE_0_1 = Path(__file__).with_name("data") / "schema1" / "labels.db"  # made by release 0.1's code
+RELEASE_0_1_IMAGES = RELEASE_0_1.with_name("data")  # its image files; it recorded them at MADE_AT
+MADE_AT = "/work/main/tests/data/schema1/data"
 
 
-def _rows(engine):
-    with engine.connect() as c:
-        return {t.name: sorted(map(tuple, c.execute(select(t)).all()), key=repr) for t in schema.metadata.sorted_tables}
-
-
-def _release_0_1_database(database_url, tmp_path):
-    """Release 0.1's database (no Alembic yet) on the backend of ``database_url``; returns where it is."""
+def _release_0_1_database(database_url, images: Path):
+    """Release 0.1's database (no Alembic yet) on the backend of ``database_url``, its recorded image paths
+    pointing into ``images`` as on the machine that made it.  Returns its location and its tables as reflected
+    (release 0.1's columns)."""
     import shutil
 
-    from sqlalchemy import create_engine
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import MetaData, create_engine
 
     if "://" not in database_url:
         shutil.copyfile(RELEASE_0_1, database_url)
-        return database_url
-    old = create_engine(f"sqlite:///{RELEASE_0_1}")
-    rows = _rows(old)
-    old.dispose()
-    new = create_engine(database_url)
-    with new.begin() as c:  # release 0.1 made its tables with create_all, as here, and recorded version 1
-        schema.metadata.create_all(c)
-        for table in schema.metadata.sorted_tables:
-            if rows[table.name]:
-                c.execute(table.insert(), [dict(zip(table.columns.keys(), row)) for row in rows[table.name]])
-        if c.dialect.name == "postgresql":  # ids were given: move the sequences past them
-            for table in ("subjects", "image_pairs", "label_pairs", "masks"):
-                c.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
-                                  f"(SELECT MAX(id) FROM {table}))")
-    new.dispose()
-    return database_url
+    else:
+        old = create_engine(f"sqlite:///{RELEASE_0_1}")
+        tables = MetaData()
+        tables.reflect(old)
+        with old.connect() as c:
+            rows = {t.name: [dict(r) for r in c.execute(select(t)).mappings()] for t in tables.sorted_tables}
+        old.dispose()
+        new = create_engine(database_url)
+        with new.begin() as c:  # release 0.1's tables (the base revision), without Alembic's mark, and its rows
+            config = Config()
+            config.set_main_option("script_location", str(schema.MIGRATIONS))
+            config.attributes["connection"] = c
+            command.upgrade(config, schema.BASE_REVISION)
+            c.exec_driver_sql("DROP TABLE alembic_version")
+            for table in tables.sorted_tables:
+                if rows[table.name]:
+                    c.execute(table.insert(), rows[table.name])
+            for table in ("subjects", "image_pairs", "label_pairs", "masks"):  # ids were given: sequences past them
+                c.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT MAX(id) FROM {table}))")
+        new.dispose()
+    engine = create_engine(database_url if "://" in database_url else f"sqlite:///{database_url}")
+    with engine.begin() as c:
+        for side in ("moving", "fixed"):
+            column = getattr(schema.image_pairs.c, f"{side}_path")
+            c.execute(schema.image_pairs.update().values({column: func.replace(column, MADE_AT, str(images))}))
+    tables = MetaData()
+    tables.reflect(engine)
+    return database_url, engine, tables
 
 
-def test_a_release_0_1_database_upgrades_keeping_every_row_and_mask(database_url, tmp_path):
+def _rows(engine, tables):
+    with engine.connect() as c:
+        return {t.name: sorted(map(tuple, c.execute(select(t)).all()), key=repr) for t in tables.sorted_tables}
+
+
+def test_a_release_0_1_database_upgrades_keeping_every_row_mask_and_image(database_url, tmp_path):
+    import shutil
+
+    from alembic.config import Config
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
-    from alembic.config import Config
-    from sqlalchemy import create_engine, inspect
+    from sqlalchemy import inspect
 
-    location = _release_0_1_database(database_url, tmp_path)
-    url = location if "://" in location else f"sqlite:///{location}"
-    engine = create_engine(url)
-    before = _rows(engine)
-    assert not inspect(engine).has_table("alembic_version")
+    images = tmp_path / "images"
+    shutil.copytree(RELEASE_0_1_IMAGES, images)
+    location, engine, old_tables = _release_0_1_database(database_url, images)
+    before = _rows(engine, old_tables)
+    assert not inspect(engine).has_table("alembic_version") and not inspect(engine).has_table("images")
     assert len(before["label_pairs"]) == 9 and len(before["masks"]) == 16
+    files = {p.name + p.parent.name: p.read_bytes() for p in images.glob("*_images/*.nii.gz")}
     with LabelDB.open(location) as db:
         masks = {lp.id: db.masks(lp.id) for lp in db.label_pairs()}
         verified = [lp.annotator for lp in db.label_pairs() if lp.status == "verified"]
-    assert _rows(engine) == before  # every row, every mask byte
+        history = {lp.id: db.revisions(lp.id) for lp in db.label_pairs()}
+        annotators = {lp.id: lp.annotator for lp in db.label_pairs()}
+    after = _rows(engine, old_tables)
+    assert before.pop("meta") == [("schema_version", "1")] and after.pop("meta") == [("schema_version", "3")]
+    assert after == before  # every row and mask byte of release 0.1's columns
     for lp_id, (moving, fixed) in masks.items():
         row = next(r for r in before["label_pairs"] if r[0] == lp_id)
         assert (moving is None) == (row[11] is None) and (fixed is None) == (row[12] is None)
     assert verified == ["alice"]
+    # each label pair starts its history with the state it was found in, by its annotator
+    assert {i: [(r.number, r.author) for r in h] for i, h in history.items()} == {i: [(1, a)] for i, a in
+                                                                                  annotators.items()}
+    with engine.connect() as c:
+        stored = c.execute(select(func.count()).select_from(schema.images)).scalar()
+    assert stored == len(files) == 4  # the image files it recorded, taken in
+    shutil.rmtree(images)  # and no longer needed: every pair loads from the database alone, bit for bit
+    with LabelDB.open(location) as db:
+        for rec in db.image_pairs():
+            for side in ("moving", "fixed"):
+                data, suffix = db.image_file(rec.id, side)
+                assert data == files[f"{rec.name}.nii.gz{side}_images"] and suffix == ".nii.gz"
+            assert db.load_pair(rec.id).num_labels >= 3
+        assert check(db) == []
     config = Config()
     config.set_main_option("script_location", str(schema.MIGRATIONS))
     head = ScriptDirectory.from_config(config).get_current_head()
     with engine.connect() as c:
         assert MigrationContext.configure(c).get_current_revision() == head
     engine.dispose()
+
+
+def test_an_upgrade_without_the_image_files_keeps_the_pairs_and_takes_the_images_in_later(database_url, tmp_path):
+    import shutil
+
+    images = tmp_path / "elsewhere"
+    location, engine, old_tables = _release_0_1_database(database_url, images)  # recorded where nothing is
+    engine.dispose()
+    with LabelDB.open(location) as db:
+        rec = db.image_pairs()[0]
+        assert len(check(db)) == 4 and "is not in the database (recorded at" in check(db)[0]
+        with pytest.raises(ValidationError, match=f"{rec.moving_path}: moving image of pair 'case0' is neither in "
+                                                  "the database nor at its recorded path"):
+            db.load_pair(rec.id)
+        shutil.copytree(RELEASE_0_1_IMAGES, images)  # the files appear where they were recorded
+        for pair in db.image_pairs():
+            db.load_pair(pair.id)
+        shutil.rmtree(images)
+        assert check(db) == []
+        assert db.load_pair(rec.id).num_labels == 4
 
 
 def test_the_newest_revision_is_the_schema_the_code_uses(database_url):

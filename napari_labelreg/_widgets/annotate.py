@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..app.annotation import AnnotationSession, ball
-from ..database import LABEL_TYPES
+from ..database import LABEL_TYPES, ConflictError
 from ..app.settings import load_settings, save_setting
 from ._common import reports_errors, start_worker
 from .workspace import SIDES, TITLES, Workspace, colour_of
@@ -51,6 +51,8 @@ SHORTCUTS = (
     ("K", "mark the label pair verified", "verify"),
     ("J", "jump to the partner (other panel)", "jump_to_partner"),
     ("O", "point mode on / off", "toggle_point_mode"),
+    ("R", "reload the image pair (after a conflict: take their change)", "reload_pair"),
+    ("Shift-R", "after a conflict: save yours over theirs (theirs stays in the history)", "keep_mine"),
 )
 
 
@@ -63,6 +65,7 @@ class AnnotateWidget(QWidget):
         self.session: AnnotationSession | None = None
         self.workspace = Workspace(napari_viewer)
         self.loading: int | None = None  # the image pair id a worker is loading
+        self.conflicted = False  # a save was refused: someone changed the label pair since it was loaded
         self.workers: set = set()
         self._timers = {side: self._make_timer(side) for side in SIDES}
         self.saver = MaskWriter(reports_errors(self._saved))  # every Qt slot reports its errors: none aborts Python
@@ -212,6 +215,7 @@ class AnnotateWidget(QWidget):
         if self.session is None or view.record.id != self.session.pair.id:
             return  # a later pair switch has its own worker
         self.loading = None
+        self.conflicted = False  # the layers now show what the database holds
         first = self.workspace.view is None
         self.workspace.show(view, self.session.selected)
         self._hook_layers()
@@ -289,8 +293,8 @@ class AnnotateWidget(QWidget):
         self.reject_proposal()
         self.workspace.select(self.session.selected)
         chosen = [lp for lp in self.workspace.view.label_pairs if lp.id == self.session.selected]
-        self.status.setText(f"painting {chosen[0].type} · {chosen[0].name or '-'}" if chosen else
-                            "choose a label pair to paint ('.' or the list) or add one (N)")
+        self.status.setText(f"painting {chosen[0].type} · {chosen[0].name or '-'} ({_last_change(chosen[0])})"
+                            if chosen else "choose a label pair to paint ('.' or the list) or add one (N)")
         self._reset_history()
         self._fill_list()
         if jump:
@@ -511,12 +515,39 @@ class AnnotateWidget(QWidget):
         if error is not None:
             self.workspace.forget_saved()  # the next stroke or action writes the layer again
             message = f"{what} was not saved: {error}"
+            if isinstance(error, ConflictError):
+                self.conflicted = True
+                message += ". R takes their change (your unsaved strokes are dropped); Shift+R saves yours over it"
             show_error(message)
             self.status.setText(message)
             return
+        self.conflicted = False
         self.status.setText(f"saved {what}")
         if self.session is not None and self.workspace.view is not None:
             self._fill_list()
+
+    def reload_pair(self) -> None:
+        """Show the image pair as the database holds it now (others' changes included).  Strokes not saved yet
+        are saved first, except after a conflict, where they would be refused again: those are dropped."""
+        self._ready()
+        for timer in self._timers.values():
+            timer.stop()
+        self.saver.wait()
+        if not self.conflicted:
+            self.flush()
+        self._load()
+
+    def keep_mine(self) -> None:
+        """After a conflict: save the selected label pair as these layers show it, over the newer revision
+        (which stays in the history: ``db history``, ``db restore``)."""
+        self._ready()
+        if self.session.selected is None:
+            raise ValueError("no label pair selected")
+        self.saver.wait()
+        self.session.keep_mine(self.session.selected)
+        self.workspace.forget_saved()
+        for side in SIDES:
+            self.save_side(side)
 
     def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
         """Closing the window (or hiding the dock) saves strokes still waiting for their timer."""
@@ -563,6 +594,7 @@ class AnnotateWidget(QWidget):
             if lp.status == "incomplete":
                 text += f" (paint the {'TRUS' if lp.has_moving else 'MR'} side)"
             item = QListWidgetItem(_swatch(colour_of(lp.position)), text)  # its colour in the panels
+            item.setToolTip(_last_change(lp))
             item.setData(LABEL_PAIR_ID, lp.id)
             self.labels.addItem(item)
             if lp.id == self.session.selected:
@@ -619,6 +651,11 @@ class MaskWriter:
     @property
     def busy(self) -> bool:
         return any(not f.done() for f in self.pending)
+
+
+def _last_change(lp) -> str:
+    return (f"last changed by {lp.modified_by or 'someone'} at {lp.modified.astimezone():%Y-%m-%d %H:%M}, "
+            f"revision {lp.revision}")
 
 
 def _swatch(colour: str):

@@ -18,7 +18,7 @@ import numpy as np
 from ..database import LabelDB, LabelPairRecord
 from ..database.store import ImagePairRecord
 from ..core.geometry import display_affines
-from ..core.io import Volume, load_volume
+from ..core.io import Volume
 
 SIDES = ("moving", "fixed")
 
@@ -33,6 +33,9 @@ class AnnotationSession:
     selected: int | None = None
     listeners: list[Callable[[str], None]] = field(default_factory=list)
     remembered: dict[int, int] = field(default_factory=dict)  # image pair id -> the label pair last selected
+    # label pair id -> the revision this session last read or wrote: a change to a label pair someone else has
+    # changed since is refused (ConflictError), never written over their work
+    seen: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def open(cls, location: str | os.PathLike, annotator: str = "") -> "AnnotationSession":
@@ -78,8 +81,7 @@ class AnnotationSession:
 
     def images(self) -> tuple[Volume, Volume]:
         """(moving MR, fixed TRUS) volumes of the current pair."""
-        rec = self.pair
-        return load_volume(rec.moving_path), load_volume(rec.fixed_path)
+        return self.db.images(self.pair.id)
 
     # ---- label pairs ------------------------------------------------------------
     def label_pairs(self) -> list[LabelPairRecord]:
@@ -90,6 +92,7 @@ class AnnotationSession:
         """A new (empty, incomplete) label pair on the current pair, selected."""
         self.selected = self.db.create_label_pair(self.pair.id, type=type, name=name, annotator=self.annotator)
         self.remembered[self.pair.id] = self.selected
+        self.seen[self.selected] = 1
         self._emit("labels")
         return self.selected
 
@@ -113,10 +116,11 @@ class AnnotationSession:
         Reads files and the database only, so it can run in a worker thread.
         """
         rec = self.db.image_pair(pair_id)
-        moving, fixed = load_volume(rec.moving_path), load_volume(rec.fixed_path)
+        moving, fixed = self.db.images(rec.id)
         fixed_affine, moving_affine, exact = display_affines(fixed.grid, moving.grid, rec.convention)
         records = self.db.label_pairs(rec.id)
         masks = {lp.id: _filled(rec, *self.db.masks(lp.id)) for lp in records}
+        self.seen.update({lp.id: lp.revision for lp in records})  # what the annotator now sees
         return PairView(rec, moving, fixed, moving_affine, fixed_affine, exact, records, masks,
                         {"moving": window(moving.data, MR_WINDOW), "fixed": window(fixed.data, TRUS_WINDOW)})
 
@@ -133,8 +137,15 @@ class AnnotationSession:
         if label_pair_id is None:
             raise ValueError("select or create a label pair before painting")
         mask = np.asarray(mask) > 0
-        self.db.set_mask(label_pair_id, side, mask if mask.any() else None)
+        self.seen[label_pair_id] = self.db.set_mask(label_pair_id, side, mask if mask.any() else None,
+                                                    author=self.annotator,
+                                                    expected_revision=self.seen.get(label_pair_id))
         self._emit("saved")
+
+    def keep_mine(self, label_pair_id: int) -> None:
+        """After a conflict: let this session's next save replace the newer revision (which stays in the
+        history, restorable)."""
+        self.seen[label_pair_id] = self.db.label_pair(label_pair_id).revision
 
     def propose_fixed(self, registrator) -> np.ndarray:
         """Model-assisted annotation: the selected MR mask warped onto the TRUS (thresholded at 0.5).
@@ -151,19 +162,22 @@ class AnnotationSession:
         return registration.warp(moving) >= 0.5
 
     def rename(self, type: str | None = None, name: str | None = None) -> None:
-        self.db.update_label_pair(self.selected, type=type, name=name)
+        self.seen[self.selected] = self.db.update_label_pair(self.selected, type=type, name=name,
+                                                             author=self.annotator,
+                                                             expected_revision=self.seen.get(self.selected))
         self._emit("labels")
 
     def delete_selected(self) -> None:
+        """Delete the selected label pair (restorable: ``db history --deleted``, ``db restore``)."""
         if self.selected is None:
             raise ValueError("no label pair selected")
-        self.db.delete_label_pair(self.selected)
+        self.db.delete_label_pair(self.selected, author=self.annotator, expected_revision=self.seen.get(self.selected))
         labels = self.label_pairs()
         self.selected = labels[-1].id if labels else None
         self._emit("labels")
 
     def verify_selected(self, verifier: str) -> None:
-        self.db.verify(self.selected, verifier)
+        self.seen[self.selected] = self.db.verify(self.selected, verifier, expected_revision=self.seen.get(self.selected))
         self._emit("labels")
 
 

@@ -9,7 +9,7 @@ from .options import open_db
 
 
 def add_db_commands(sub) -> None:
-    db = sub.add_parser("db", help="the label database: import, export, summary, check")
+    db = sub.add_parser("db", help="the label database: import, export, summary, agreement, history, check")
     dsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
 
     p = dsub.add_parser("import", help="import a folder in the mrus_prostate layout")
@@ -39,9 +39,55 @@ def add_db_commands(sub) -> None:
     p.add_argument("--plot", help="figure of the centroid distances by label type (.png, .pdf)")
     p.set_defaults(func=cmd_agreement)
 
+    p = dsub.add_parser("history", help="every revision of a label pair (who, when, what), or the deleted ones")
+    p.add_argument("--db", required=True, help="database file or URL")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--label-pair", type=int, metavar="ID", help="the label pair whose revisions to list")
+    what.add_argument("--deleted", action="store_true", help="list the deleted label pairs (restorable)")
+    p.set_defaults(func=cmd_history)
+
+    p = dsub.add_parser("restore", help="make an earlier revision of a label pair its newest, or undo its deletion")
+    p.add_argument("--db", required=True, help="database file or URL")
+    p.add_argument("--label-pair", type=int, metavar="ID", required=True)
+    p.add_argument("--revision", type=int, metavar="N", help="the revision to restore (default: undo the deletion)")
+    p.add_argument("--annotator", required=True, help="who restores it (recorded in the history)")
+    p.set_defaults(func=cmd_restore)
+
     p = dsub.add_parser("check", help="verify hashes, shapes, missing and orphaned data; changes nothing")
     p.add_argument("--db", required=True)
     p.set_defaults(func=cmd_check)
+
+
+def _when(at) -> str:
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def cmd_history(args) -> None:
+    with open_db(args.db) as db:
+        if args.deleted:
+            deleted = db.label_pairs(deleted=True)
+            names = {p.id: p.name for p in db.image_pairs()} if deleted else {}
+            for lp in deleted:
+                print(f"label pair {lp.id}  {names[lp.image_pair_id]}  {lp.type} · {lp.name or '-'}  deleted by "
+                      f"{lp.modified_by or '-'} at {_when(lp.modified)} (revision {lp.revision})")
+            print(f"{len(deleted)} deleted label pairs" + (": db restore --label-pair ID brings one back" if deleted
+                                                            else ""))
+            return
+        record = db.label_pair(args.label_pair)
+        pair = db.image_pair(record.image_pair_id).name
+        print(f"label pair {record.id} of {pair}: {record.type} · {record.name or '-'}"
+              f"{' (deleted)' if record.deleted else ''}")
+        for r in db.revisions(args.label_pair):
+            masks = "  ".join(f"{side} {sha[:12] if sha else '-':12s}" for side, sha in (("moving", r.moving_sha256),
+                                                                                          ("fixed", r.fixed_sha256)))
+            print(f"{r.number:4d}  {_when(r.at)}  {r.author or '-':12s}  {r.action:18s} {r.status:10s}  {masks}")
+
+
+def cmd_restore(args) -> None:
+    with open_db(args.db) as db:
+        number = db.restore(args.label_pair, args.revision, author=args.annotator)
+    what = f"revision {args.revision}" if args.revision is not None else "the deleted label pair"
+    print(f"restored {what} of label pair {args.label_pair} as its revision {number}")
 
 
 def cmd_import(args) -> None:

@@ -9,9 +9,9 @@ SQLAlchemy URL otherwise.  Imports neither torch nor Qt.
 
 from .masks import decode_mask, encode_mask
 from .schema import LABEL_TYPES, SCHEMA_VERSION, STATUSES
-from .store import ImagePairRecord, LabelDB, LabelPairRecord, ValidationError
+from .store import ConflictError, ImagePairRecord, LabelDB, LabelPairRecord, Revision, ValidationError
 
 __all__ = [
-    "LABEL_TYPES", "SCHEMA_VERSION", "STATUSES", "ImagePairRecord", "LabelDB", "LabelPairRecord",
-    "ValidationError", "decode_mask", "encode_mask",
+    "LABEL_TYPES", "SCHEMA_VERSION", "STATUSES", "ConflictError", "ImagePairRecord", "LabelDB", "LabelPairRecord",
+    "Revision", "ValidationError", "decode_mask", "encode_mask",
 ]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from sqlalchemy import select, text
 
 from . import schema as s
 from .masks import decode_mask
-from .store import LabelDB, file_sha256
+from .store import LabelDB, unpack_image
 
 
 def check(db: LabelDB) -> list[str]:
@@ -22,15 +21,18 @@ def check(db: LabelDB) -> list[str]:
         pairs = c.execute(select(s.image_pairs)).mappings().all()
         labels = c.execute(select(s.label_pairs)).mappings().all()
         masks = {r["id"]: r for r in c.execute(select(s.masks)).mappings().all()}
+        history = c.execute(select(s.revisions.c.moving_mask_id, s.revisions.c.fixed_mask_id)).all()
+        images = {r["sha256"]: r for r in c.execute(select(s.images)).mappings().all()}
+    for sha, image in images.items():
+        if unpack_image(image) is None:
+            problems.append(f"image {sha[:12]} is corrupt (its bytes do not match their hash)")
     for p in pairs:
         for side in ("moving", "fixed"):
-            path = Path(p[f"{side}_path"])
-            if not path.is_file():
-                problems.append(f"{p['name']}: {side} image missing: {path}")
-            elif file_sha256(path) != p[f"{side}_sha256"]:
-                problems.append(f"{p['name']}: {side} image changed since import: {path}")
+            if p[f"{side}_sha256"] not in images:
+                problems.append(f"{p['name']}: {side} image is not in the database (recorded at {p[f'{side}_path']}; "
+                                "opening the pair once where that file is takes it in)")
     shapes = {p["id"]: {side: json.loads(p[f"{side}_shape"]) for side in ("moving", "fixed")} for p in pairs}
-    used = set()
+    used = {mid for row in history for mid in row if mid is not None}  # earlier revisions keep their masks
     for lp in labels:
         where = f"label pair {lp['id']} (image pair {lp['image_pair_id']}, position {lp['position']})"
         for side in ("moving", "fixed"):
@@ -55,5 +57,6 @@ def check(db: LabelDB) -> list[str]:
                 problems.append(f"{where}: {side} mask {mid} is corrupt ({exc})")
     orphans = sorted(set(masks) - used)
     if orphans:
-        problems.append(f"{len(orphans)} orphaned masks (no label pair refers to them): ids {orphans[:10]}")
+        problems.append(f"{len(orphans)} orphaned masks (no label pair or revision refers to them): "
+                        f"ids {orphans[:10]}")
     return problems

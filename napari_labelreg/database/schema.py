@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -24,13 +26,15 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     inspect,
     text,
 )
 
 from ..core.geometry import CONVENTIONS  # noqa: F401 - re-exported: the database records one of these
+from ..core.io import DataError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3  # 1 + the revisions beyond the base: releases before Alembic refuse a newer one
 LABEL_TYPES = ("gland", "apex", "base", "urethra", "zonal boundary", "calcification", "cyst", "lesion", "other")
 STATUSES = ("incomplete", "complete", "verified")
 
@@ -57,8 +61,8 @@ subjects = Table(
 
 def _image_columns(side: str):
     return [
-        Column(f"{side}_path", Text, nullable=False),
-        Column(f"{side}_sha256", String(64), nullable=False),
+        Column(f"{side}_path", Text, nullable=False),  # the file it was imported from (provenance)
+        Column(f"{side}_sha256", String(64), nullable=False),  # the image's key in ``images``
         Column(f"{side}_shape", String, nullable=False),  # JSON [I, J, K]
         Column(f"{side}_spacing", String, nullable=False),  # JSON [mm, mm, mm]
         Column(f"{side}_affine", Text, nullable=False),  # JSON 4x4
@@ -75,6 +79,19 @@ image_pairs = Table(
     Column("convention", String, nullable=False, default="world"),
     Column("created", DateTime(timezone=True), nullable=False, default=now),
     _in("convention", CONVENTIONS),
+)
+
+# Images live inside the database, keyed by the SHA-256 of their file's bytes: a SQLite file copied elsewhere and a
+# PostgreSQL server reached from another machine (which shares no disk with the importer) load every pair from the
+# database alone, a file used by several pairs is stored once, and a recorded image cannot change under its masks.
+# The file's own bytes are kept (zlib-compressed unless already compressed), so an export is the file as imported.
+images = Table(
+    "images", metadata,
+    Column("sha256", String(64), primary_key=True),  # of the file's bytes, as imported
+    Column("suffix", String, nullable=False),  # .nii.gz, .nrrd, .mha ...: how to read the bytes
+    Column("size", BigInteger, nullable=False),  # of the file, in bytes
+    Column("compression", String, nullable=False),  # 'zlib' or 'none'
+    Column("data", LargeBinary, nullable=False),
 )
 
 masks = Table(
@@ -105,6 +122,9 @@ label_pairs = Table(
     Column("fixed_mask_id", Integer, ForeignKey("masks.id")),
     Column("moving_volume_mm3", Float),
     Column("fixed_volume_mm3", Float),
+    Column("revision", Integer, nullable=False, server_default="1"),  # the newest in ``revisions``
+    Column("modified_by", String, nullable=False, server_default=""),
+    Column("deleted", Boolean, nullable=False, server_default=false()),  # deleting keeps the row: restorable
     _in("type", LABEL_TYPES),
     _in("status", STATUSES),
     CheckConstraint(
@@ -114,8 +134,38 @@ label_pairs = Table(
     UniqueConstraint("image_pair_id", "position"),
 )
 
+# Every change to a label pair is a revision: who, when, what, and the label pair's whole state after it (masks are
+# never deleted, so any revision can be restored).  ``label_pairs`` holds the newest state, for fast reads.
+revisions = Table(
+    "revisions", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("label_pair_id", Integer, ForeignKey("label_pairs.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),  # 1, 2, ... within its label pair
+    Column("action", String, nullable=False),  # e.g. "created", "painted moving", "verified", "restored 3"
+    Column("author", String, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("type", String, nullable=False),
+    Column("name", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("moving_mask_id", Integer, ForeignKey("masks.id")),
+    Column("fixed_mask_id", Integer, ForeignKey("masks.id")),
+    Column("deleted", Boolean, nullable=False),
+    UniqueConstraint("label_pair_id", "number"),
+)
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASE_REVISION = "0001"  # release 0.1's schema: SCHEMA_VERSION 1 in ``meta``
+
+
+class SchemaError(DataError, RuntimeError):
+    """A database this code cannot open: newer than it, or not a label database at all."""
+
+
+def refuse_foreign(tables: set[str]) -> None:
+    """Refuse a database that holds tables but none of ours: it is someone else's, and stays untouched."""
+    if tables and not tables & {"meta", "alembic_version"}:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise SchemaError(f"not a label database (it holds tables {shown}); give a new file or an empty database")
 
 
 def schema_version(conn) -> int:
@@ -143,17 +193,19 @@ def migrate(conn) -> None:
     config.attributes["connection"] = conn
     scripts = ScriptDirectory.from_config(config)
     current = MigrationContext.configure(conn).get_current_revision()
-    has_meta = inspect(conn).has_table("meta")
+    tables = set(inspect(conn).get_table_names())
+    refuse_foreign(tables)
+    has_meta = "meta" in tables
     version = schema_version(conn) if has_meta else 0
     if version > SCHEMA_VERSION:
-        raise RuntimeError(f"database schema {version} is newer than this napari-labelreg ({SCHEMA_VERSION})")
+        raise SchemaError(f"database schema {version} is newer than this napari-labelreg ({SCHEMA_VERSION})")
     if current is None and has_meta:  # made before migrations were Alembic's: the base revision's schema
         command.stamp(config, BASE_REVISION)
     elif current is not None:
         try:
             scripts.get_revision(current)
         except CommandError:
-            raise RuntimeError(f"database schema revision {current} is newer than this napari-labelreg") from None
+            raise SchemaError(f"database schema revision {current} is newer than this napari-labelreg") from None
     if MigrationContext.configure(conn).get_current_revision() != scripts.get_current_head():
         command.upgrade(config, "head")
     if version != SCHEMA_VERSION:

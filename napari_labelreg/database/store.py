@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
-from contextlib import contextmanager
+import tempfile
+import zlib
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DatabaseError
 
-from ..core.io import DataError, Pair, check_mask, load_volume
+from ..core.io import DataError, Pair, Volume, check_mask, image_suffix, load_volume
 from . import schema as s
 from .masks import decode_mask, encode_mask
 
 
 class ValidationError(DataError):
     """A write that was refused; the database is unchanged."""
+
+
+class ConflictError(ValidationError):
+    """A change made to a revision someone else has replaced since it was read; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -50,14 +58,61 @@ class LabelPairRecord:
     modified: datetime
     has_moving: bool
     has_fixed: bool
+    revision: int = 1  # pass it back with a change: a change to an older revision is refused as a conflict
+    modified_by: str = ""
+    deleted: bool = False
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+@dataclass(frozen=True)
+class Revision:
+    """One state of a label pair: the change that made it (who, when, what) and its masks' hashes."""
+
+    number: int
+    action: str
+    author: str
+    at: datetime
+    type: str
+    name: str
+    status: str
+    deleted: bool
+    moving_sha256: str | None
+    fixed_sha256: str | None
+
+
+def utc(at: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite returns them naive; they were written in UTC)."""
+    return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
+
+
+def _label_record(r) -> LabelPairRecord:
+    return LabelPairRecord(r["id"], r["image_pair_id"], r["position"], r["type"], r["name"], r["annotator"],
+                           r["status"], r["verifier"], utc(r["created"]), utc(r["modified"]),
+                           r["moving_mask_id"] is not None,
+                           r["fixed_mask_id"] is not None, r["revision"], r["modified_by"], bool(r["deleted"]))
+
+
+def unpack_image(row) -> bytes | None:
+    """An ``images`` row's file bytes, or None where they do not match their hash (a corrupt row)."""
+    try:
+        data = zlib.decompress(row["data"]) if row["compression"] == "zlib" else bytes(row["data"])
+    except zlib.error:
+        return None
+    return data if hashlib.sha256(data).hexdigest() == row["sha256"] else None
+
+
+def _refuse_foreign_sqlite(path: Path) -> None:
+    """Refuse, without writing to it, a file that is not a SQLite database or holds someone else's tables."""
+    import sqlite3
+
+    try:
+        with closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise DataError(f"{path}: not a label database ({exc})") from None
+    try:
+        s.refuse_foreign(tables)
+    except s.SchemaError as exc:
+        raise s.SchemaError(f"{path}: {exc}") from None
 
 
 def _sqlite_engine(path: Path) -> Engine:
@@ -118,8 +173,16 @@ class LabelDB:
     def __init__(self, engine: Engine, location: str) -> None:
         self.engine = engine
         self.location = location
-        with self.transaction() as conn:
-            s.migrate(conn)
+        try:
+            with self.transaction() as conn:
+                s.migrate(conn)
+        except s.SchemaError as exc:
+            engine.dispose()
+            raise s.SchemaError(f"{location}: {exc}") from None
+        except DatabaseError as exc:  # SQLite's "file is not a database" and its kin
+            engine.dispose()
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+            raise DataError(f"{location}: not a label database ({first})") from None
 
     @classmethod
     def open(cls, location: str | os.PathLike) -> "LabelDB":
@@ -128,6 +191,8 @@ class LabelDB:
             return cls(_server_engine(text_location), text_location)
         path = Path(location).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.stat().st_size:
+            _refuse_foreign_sqlite(path)  # before our connection settings (WAL) rewrite its header
         return cls(_sqlite_engine(path), str(path))
 
     def close(self) -> None:
@@ -156,32 +221,86 @@ class LabelDB:
 
     def add_image_pair(self, moving: str | os.PathLike, fixed: str | os.PathLike, *, subject: str,
                        name: str | None = None, convention: str = "world", conn: Connection | None = None) -> int:
-        """Register an image pair (files stay where they are; their hashes are recorded)."""
+        """Register an image pair: both files are checked, then taken into the database (each file once)."""
         if convention not in s.CONVENTIONS:
             raise ValidationError(f"convention must be one of {s.CONVENTIONS}, got {convention!r}")
-        values = {"convention": convention, "created": s.now()}
-        for side, path in (("moving", moving), ("fixed", fixed)):
-            path = Path(path).resolve()
-            if path.is_dir() or path.name.lower().endswith((".mhd", ".nhdr")):
-                raise DataError(f"{path}: the database records each image as one file it can hash and copy; "
-                                "save this image as .nii.gz, .nrrd or .mha to add it (a DICOM series, .mhd and "
-                                ".nhdr are several files)")
-            vol = load_volume(path)
-            values.update({
-                f"{side}_path": str(path), f"{side}_sha256": file_sha256(path),
-                f"{side}_shape": json.dumps(list(vol.grid.shape)),
-                f"{side}_spacing": json.dumps([float(x) for x in vol.grid.spacing]),
-                f"{side}_affine": json.dumps(vol.grid.affine.tolist()),
-            })
         name = name or Path(moving).name.split(".")[0]
         if not name or name.startswith(".") or any(c in name for c in '/\\\0') or name != name.strip():
             raise ValidationError(f"image pair name {name!r}: names a file on export, so no path separators, no "
                                   "leading dot and no surrounding spaces")
+        values = {"convention": convention, "created": s.now()}
+        files = {}
+        for side, path in (("moving", moving), ("fixed", fixed)):
+            path = Path(path).resolve()
+            if path.is_dir() or path.name.lower().endswith((".mhd", ".nhdr")):
+                raise DataError(f"{path}: the database keeps each image as one file; save this image as .nii.gz, "
+                                ".nrrd or .mha to add it (a DICOM series, .mhd and .nhdr are several files)")
+            vol = load_volume(path)
+            files[side] = data = path.read_bytes()
+            values.update({
+                f"{side}_path": str(path), f"{side}_sha256": hashlib.sha256(data).hexdigest(),
+                f"{side}_shape": json.dumps(list(vol.grid.shape)),
+                f"{side}_spacing": json.dumps([float(x) for x in vol.grid.spacing]),
+                f"{side}_affine": json.dumps(vol.grid.affine.tolist()),
+            })
         with self._maybe(conn) as c:
             if c.execute(select(s.image_pairs.c.id).where(s.image_pairs.c.name == name)).first():
                 raise ValidationError(f"an image pair named {name!r} exists already")
+            for side, data in files.items():
+                self._keep_image(c, data, values[f"{side}_sha256"], image_suffix(Path(values[f"{side}_path"]).name))
             values["subject_id"] = self.add_subject(subject, conn=c)
             return int(c.execute(s.image_pairs.insert().values(name=name, **values)).inserted_primary_key[0])
+
+    @staticmethod
+    def _keep_image(c: Connection, data: bytes, sha256: str, suffix: str) -> None:
+        """Store an image file's bytes under their hash, unless they are stored already (by anyone)."""
+        if c.execute(select(s.images.c.sha256).where(s.images.c.sha256 == sha256)).first():
+            return
+        packed = zlib.compress(data, 6)
+        small = len(packed) < 0.95 * len(data)  # .nii.gz and most NRRD compress themselves: kept as they are
+        if c.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        c.execute(insert(s.images).values(sha256=sha256, suffix=suffix, size=len(data),
+                                          compression="zlib" if small else "none", data=packed if small else data)
+                  .on_conflict_do_nothing(index_elements=["sha256"]))  # another importer stored it meanwhile
+
+    def image_file(self, image_pair_id: int, side: str) -> tuple[bytes, str]:
+        """(bytes, suffix) of one image of a pair: the file exactly as it was imported."""
+        with self.transaction() as c:
+            row = self._image_row(c, image_pair_id)
+            sha, what = row[f"{side}_sha256"], f"{side} image of pair {row['name']!r}"
+            blob = c.execute(select(s.images).where(s.images.c.sha256 == sha)).mappings().first()
+        if blob is not None:
+            data = unpack_image(blob)
+            if data is None:
+                raise DataError(f"{self.location}: the {what} is corrupt in the database")
+            return data, blob["suffix"]
+        # recorded before images lived in the database, and not found by the upgrade: read where it was recorded
+        path = Path(row[f"{side}_path"])
+        if not path.is_file():
+            raise ValidationError(f"{path}: {what} is neither in the database nor at its recorded path")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise ValidationError(f"{path}: {what} changed since it was recorded")
+        suffix = image_suffix(path.name) or path.suffix
+        with self.transaction() as c:
+            self._keep_image(c, data, sha, suffix)  # found and intact: the database keeps it from now on
+        return data, suffix
+
+    def images(self, image_pair_id: int) -> tuple[Volume, Volume]:
+        """(moving, fixed) volumes of an image pair, read from the database alone."""
+        return tuple(self._volume(image_pair_id, side) for side in ("moving", "fixed"))
+
+    def _volume(self, image_pair_id: int, side: str) -> Volume:
+        data, suffix = self.image_file(image_pair_id, side)
+        with tempfile.TemporaryDirectory(prefix="labelreg-") as tmp:  # the readers (nibabel, ITK) want a file
+            path = Path(tmp) / f"image{suffix}"
+            path.write_bytes(data)
+            volume = load_volume(path)
+        record = self.image_pair(image_pair_id)  # messages name the file it was imported from
+        return dataclasses.replace(volume, source=record.moving_path if side == "moving" else record.fixed_path)
 
     def image_pairs(self, subject: str | None = None) -> list[ImagePairRecord]:
         return self._image_records(None if subject is None else s.subjects.c.name == subject)
@@ -212,27 +331,21 @@ class LabelDB:
             raise ValidationError(f"no image pair with id {pair_id}")
         return row
 
-    def _check_images(self, row) -> None:
-        for side in ("moving", "fixed"):
-            path = Path(row[f"{side}_path"])
-            if not path.is_file():
-                raise ValidationError(f"{path}: {side} image of pair {row['name']!r} is missing")
-            if file_sha256(path) != row[f"{side}_sha256"]:
-                raise ValidationError(f"{path}: {side} image of pair {row['name']!r} changed since it was recorded")
-
     # ---- label pairs -------------------------------------------------------
+    # Every change goes through :meth:`_change`: it refuses a change made to a revision that is no longer the
+    # newest (``expected_revision``, from the record the caller read), and records the new state as a revision.
     def add_label_pair(self, image_pair_id: int, moving_mask: np.ndarray, fixed_mask: np.ndarray, *,
                        type: str, name: str = "", annotator: str = "", conn: Connection | None = None) -> int:
         """Add a complete label pair in one transaction; both masks validated against their images."""
         with self._maybe(conn) as c:
             pid = self.create_label_pair(image_pair_id, type=type, name=name, annotator=annotator, conn=c)
-            self.set_mask(pid, "moving", moving_mask, conn=c)
-            self.set_mask(pid, "fixed", fixed_mask, conn=c)
+            self.set_mask(pid, "moving", moving_mask, author=annotator, conn=c)
+            self.set_mask(pid, "fixed", fixed_mask, author=annotator, conn=c)
             return pid
 
     def create_label_pair(self, image_pair_id: int, *, type: str, name: str = "", annotator: str = "",
                           conn: Connection | None = None) -> int:
-        """A new, still empty (incomplete) label pair at the end of the pair's list."""
+        """A new, still empty (incomplete) label pair at the end of the pair's list (revision 1)."""
         if type not in s.LABEL_TYPES:
             raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {type!r}")
         with self._maybe(conn) as c:
@@ -240,22 +353,26 @@ class LabelDB:
             last = c.execute(select(func.max(s.label_pairs.c.position))
                              .where(s.label_pairs.c.image_pair_id == image_pair_id)).scalar()
             t = s.now()
-            return int(c.execute(s.label_pairs.insert().values(
-                image_pair_id=image_pair_id, position=0 if last is None else last + 1, type=type, name=name,
-                annotator=annotator, status="incomplete", created=t, modified=t)).inserted_primary_key[0])
+            state = {"type": type, "name": name, "status": "incomplete", "moving_mask_id": None,
+                     "fixed_mask_id": None, "deleted": False}
+            pid = int(c.execute(s.label_pairs.insert().values(
+                image_pair_id=image_pair_id, position=0 if last is None else last + 1, annotator=annotator,
+                created=t, modified=t, revision=1, modified_by=annotator, **state)).inserted_primary_key[0])
+            c.execute(s.revisions.insert().values(label_pair_id=pid, number=1, action="created", author=annotator,
+                                                  at=t, **state))
+            return pid
 
-    def set_mask(self, label_pair_id: int, side: str, mask: np.ndarray | None, *,
-                 conn: Connection | None = None) -> None:
-        """Store (or, with None, clear) one side's mask; the status follows completeness."""
+    def set_mask(self, label_pair_id: int, side: str, mask: np.ndarray | None, *, author: str = "",
+                 expected_revision: int | None = None, conn: Connection | None = None) -> int:
+        """Store (or, with None, clear) one side's mask; the status follows completeness.  Returns the new
+        revision; with ``expected_revision``, a label pair changed by anyone since that revision is refused."""
         if side not in ("moving", "fixed"):
             raise ValidationError(f"side must be 'moving' or 'fixed', got {side!r}")
         with self._maybe(conn) as c:
-            lp = self._label_row(c, label_pair_id)
+            lp = self._label_row(c, label_pair_id, lock=True)
             image = self._image_row(c, lp["image_pair_id"])
-            self._check_images(image)
-            values = {"modified": s.now()}
             if mask is None:
-                values.update({f"{side}_mask_id": None, f"{side}_volume_mm3": None, "status": "incomplete"})
+                values = {f"{side}_mask_id": None, f"{side}_volume_mm3": None, "status": "incomplete"}
             else:
                 shape = tuple(json.loads(image[f"{side}_shape"]))
                 what = f"{image['name']} label {lp['position']} ({side})"
@@ -266,61 +383,126 @@ class LabelDB:
                     mask = check_mask(mask, what)
                 except DataError as exc:
                     raise ValidationError(str(exc)) from None
+                self._check_expected(c, lp, expected_revision)  # before storing the mask: a conflict writes nothing
                 enc = encode_mask(mask)
                 mid = c.execute(s.masks.insert().values(
                     shape=json.dumps(enc.shape), offset=json.dumps(enc.offset), box=json.dumps(enc.box),
                     voxels=enc.voxels, sha256=enc.sha256, data=enc.payload)).inserted_primary_key[0]
                 voxel_mm3 = float(np.prod(json.loads(image[f"{side}_spacing"])))
-                values.update({f"{side}_mask_id": mid, f"{side}_volume_mm3": enc.voxels * voxel_mm3})
+                values = {f"{side}_mask_id": mid, f"{side}_volume_mm3": enc.voxels * voxel_mm3}
                 other = lp["fixed_mask_id" if side == "moving" else "moving_mask_id"]
                 if lp["status"] == "incomplete" and other is not None:
                     values["status"] = "complete"
                 elif lp["status"] == "verified":
                     values.update(status="complete", verifier=None, verified=None)  # an edit needs a new check
-            old = lp[f"{side}_mask_id"]
-            c.execute(s.label_pairs.update().where(s.label_pairs.c.id == label_pair_id).values(**values))
-            if old is not None:
-                c.execute(s.masks.delete().where(s.masks.c.id == old))
+            action = f"{'cleared' if mask is None else 'painted'} {side}"
+            return self._change(c, lp, expected_revision, author, action, values)
 
-    def update_label_pair(self, label_pair_id: int, *, type: str | None = None, name: str | None = None) -> None:
+    def update_label_pair(self, label_pair_id: int, *, type: str | None = None, name: str | None = None,
+                          author: str = "", expected_revision: int | None = None) -> int:
         if type is not None and type not in s.LABEL_TYPES:
             raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {type!r}")
         values = {k: v for k, v in {"type": type, "name": name}.items() if v is not None}
         with self.transaction() as c:
-            self._label_row(c, label_pair_id)
-            c.execute(s.label_pairs.update().where(s.label_pairs.c.id == label_pair_id)
-                      .values(modified=s.now(), **values))
+            lp = self._label_row(c, label_pair_id, lock=True)
+            return self._change(c, lp, expected_revision, author, "renamed", values)
 
-    def verify(self, label_pair_id: int, verifier: str) -> None:
+    def verify(self, label_pair_id: int, verifier: str, *, expected_revision: int | None = None) -> int:
         """Mark a complete label pair verified by ``verifier`` (not its annotator)."""
         with self.transaction() as c:
-            lp = self._label_row(c, label_pair_id)
+            lp = self._label_row(c, label_pair_id, lock=True)
             if lp["status"] == "incomplete":
                 raise ValidationError(f"label pair {label_pair_id} is incomplete: paint both sides first")
             if not verifier or verifier == lp["annotator"]:
                 raise ValidationError("a label pair is verified by another annotator than its author")
-            c.execute(s.label_pairs.update().where(s.label_pairs.c.id == label_pair_id)
-                      .values(status="verified", verifier=verifier, verified=s.now()))
+            return self._change(c, lp, expected_revision, verifier, "verified",
+                                {"status": "verified", "verifier": verifier, "verified": s.now()})
 
-    def delete_label_pair(self, label_pair_id: int) -> None:
+    def delete_label_pair(self, label_pair_id: int, *, author: str = "", expected_revision: int | None = None
+                          ) -> int:
+        """Delete a label pair from every list and from training; :meth:`restore` brings it back."""
         with self.transaction() as c:
-            lp = self._label_row(c, label_pair_id)
-            c.execute(s.label_pairs.delete().where(s.label_pairs.c.id == label_pair_id))
-            for side in ("moving", "fixed"):
-                if lp[f"{side}_mask_id"] is not None:
-                    c.execute(s.masks.delete().where(s.masks.c.id == lp[f"{side}_mask_id"]))
+            lp = self._label_row(c, label_pair_id, lock=True)
+            return self._change(c, lp, expected_revision, author, "deleted", {"deleted": True})
 
-    def _label_row(self, c: Connection, label_pair_id: int):
-        row = c.execute(select(s.label_pairs).where(s.label_pairs.c.id == label_pair_id)).mappings().first()
+    def restore(self, label_pair_id: int, number: int | None = None, *, author: str = "") -> int:
+        """Make revision ``number`` of a label pair its newest state again (default: undo its deletion).
+
+        Nothing is lost: the states in between stay in its history.  A restored verification needs a new check.
+        """
+        with self.transaction() as c:
+            lp = self._label_row(c, label_pair_id, lock=True, deleted=True)
+            if number is None:
+                if not lp["deleted"]:
+                    raise ValidationError(f"label pair {label_pair_id} is not deleted: give the revision to restore")
+                return self._change(c, lp, None, author, "undeleted", {"deleted": False})
+            old = c.execute(select(s.revisions).where(s.revisions.c.label_pair_id == label_pair_id,
+                                                      s.revisions.c.number == number)).mappings().first()
+            if old is None:
+                raise ValidationError(f"label pair {label_pair_id} has no revision {number} "
+                                      f"(its revisions are 1 to {lp['revision']})")
+            image = self._image_row(c, lp["image_pair_id"])
+            values = {"type": old["type"], "name": old["name"], "deleted": False, "verifier": None, "verified": None}
+            for side in ("moving", "fixed"):
+                mid = old[f"{side}_mask_id"]
+                voxels = None if mid is None else c.execute(
+                    select(s.masks.c.voxels).where(s.masks.c.id == mid)).scalar()
+                voxel_mm3 = float(np.prod(json.loads(image[f"{side}_spacing"])))
+                values.update({f"{side}_mask_id": mid, f"{side}_volume_mm3": None if mid is None else voxels * voxel_mm3})
+            complete = values["moving_mask_id"] is not None and values["fixed_mask_id"] is not None
+            values["status"] = "complete" if complete else "incomplete"
+            return self._change(c, lp, None, author, f"restored {number}", values)
+
+    def revisions(self, label_pair_id: int) -> list[Revision]:
+        """Every state a label pair has had, oldest first (deleted label pairs too)."""
+        r, mm, fm = s.revisions, s.masks.alias("moving_mask"), s.masks.alias("fixed_mask")
+        q = (select(r, mm.c.sha256.label("moving_sha256"), fm.c.sha256.label("fixed_sha256"))
+             .select_from(r.outerjoin(mm, r.c.moving_mask_id == mm.c.id).outerjoin(fm, r.c.fixed_mask_id == fm.c.id))
+             .where(r.c.label_pair_id == label_pair_id).order_by(r.c.number))
+        with self.transaction() as c:
+            self._label_row(c, label_pair_id, deleted=True)
+            rows = c.execute(q).mappings().all()
+        return [Revision(x["number"], x["action"], x["author"], utc(x["at"]), x["type"], x["name"], x["status"],
+                         bool(x["deleted"]), x["moving_sha256"], x["fixed_sha256"]) for x in rows]
+
+    def _check_expected(self, c: Connection, lp, expected: int | None) -> None:
+        if expected is None or lp["revision"] == expected:
+            return
+        pair = c.execute(select(s.image_pairs.c.name).where(s.image_pairs.c.id == lp["image_pair_id"])).scalar()
+        when = utc(lp["modified"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        raise ConflictError(f"{pair} label pair {lp['id']} ({lp['type']} {lp['name'] or '-'}) was changed by "
+                            f"{lp['modified_by'] or 'someone'} at {when} (revision {lp['revision']}) after you read "
+                            f"revision {expected}; nothing was saved: reload the pair to see their change")
+
+    def _change(self, c: Connection, lp, expected: int | None, author: str, action: str, values: dict) -> int:
+        """Apply ``values`` to a label pair locked by the caller, as its next revision; returns the revision."""
+        self._check_expected(c, lp, expected)
+        number = lp["revision"] + 1
+        values = {**values, "revision": number, "modified": s.now(), "modified_by": author}
+        c.execute(s.label_pairs.update().where(s.label_pairs.c.id == lp["id"]).values(**values))
+        state = {**lp, **values}
+        c.execute(s.revisions.insert().values(
+            label_pair_id=lp["id"], number=number, action=action, author=author, at=values["modified"],
+            **{k: state[k] for k in ("type", "name", "status", "moving_mask_id", "fixed_mask_id", "deleted")}))
+        return number
+
+    def _label_row(self, c: Connection, label_pair_id: int, *, lock: bool = False, deleted: bool = False):
+        """A label pair's row (``deleted``: deleted ones too); ``lock`` as in :meth:`_image_row`."""
+        query = select(s.label_pairs).where(s.label_pairs.c.id == label_pair_id)
+        row = c.execute(query.with_for_update() if lock else query).mappings().first()
         if row is None:
             raise ValidationError(f"no label pair with id {label_pair_id}")
+        if row["deleted"] and not deleted:
+            raise ValidationError(f"label pair {label_pair_id} was deleted by {row['modified_by'] or 'someone'}: "
+                                  f"restore it first (db restore --label-pair {label_pair_id})")
         return row
 
     def label_pairs(self, image_pair_id: int | None = None, *, types: Sequence[str] | None = None,
-                    statuses: Sequence[str] | None = None, annotators: Sequence[str] | None = None
-                    ) -> list[LabelPairRecord]:
-        q = select(s.label_pairs)
+                    statuses: Sequence[str] | None = None, annotators: Sequence[str] | None = None,
+                    deleted: bool = False) -> list[LabelPairRecord]:
+        """Label pairs passing the filters, in order; ``deleted``: the deleted ones instead."""
         lp = s.label_pairs.c
+        q = select(s.label_pairs).where(lp.deleted == deleted)
         if image_pair_id is not None:
             q = q.where(lp.image_pair_id == image_pair_id)
         for column, wanted in ((lp.type, types), (lp.status, statuses), (lp.annotator, annotators)):
@@ -328,14 +510,17 @@ class LabelDB:
                 q = q.where(column.in_(list(wanted)))
         with self.transaction() as c:
             rows = c.execute(q.order_by(lp.image_pair_id, lp.position)).mappings().all()
-        return [LabelPairRecord(r["id"], r["image_pair_id"], r["position"], r["type"], r["name"], r["annotator"],
-                                r["status"], r["verifier"], r["created"], r["modified"],
-                                r["moving_mask_id"] is not None, r["fixed_mask_id"] is not None) for r in rows]
+        return [_label_record(r) for r in rows]
+
+    def label_pair(self, label_pair_id: int) -> LabelPairRecord:
+        """One label pair by id (deleted ones too), as it is now."""
+        with self.transaction() as c:
+            return _label_record(self._label_row(c, label_pair_id, deleted=True))
 
     def masks(self, label_pair_id: int) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(moving, fixed) masks of a label pair, exactly as written (None where unpainted)."""
         with self.transaction() as c:
-            lp = self._label_row(c, label_pair_id)
+            lp = self._label_row(c, label_pair_id, deleted=True)
             return tuple(self._mask(c, lp[f"{side}_mask_id"]) for side in ("moving", "fixed"))
 
     def _mask(self, c: Connection, mask_id: int | None) -> np.ndarray | None:
@@ -354,15 +539,13 @@ class LabelDB:
         """An :class:`io.Pair` with the pair's label pairs that pass the filters (complete ones only)."""
         statuses = [st for st in (statuses or ("complete", "verified")) if st != "incomplete"]
         records = self.label_pairs(image_pair_id, types=types, statuses=statuses, annotators=annotators)
-        with self.transaction() as c:
-            row = self._image_row(c, image_pair_id)
-            self._check_images(row)
-        moving, fixed = load_volume(row["moving_path"]), load_volume(row["fixed_path"])
+        name = self.image_pair(image_pair_id).name
+        moving, fixed = self.images(image_pair_id)
         pairs = [self.masks(r.id) for r in records]
         empty = lambda v: np.zeros((0, *v.grid.shape), bool)  # noqa: E731
         ml = np.stack([m for m, _ in pairs]) if pairs else empty(moving)
         fl = np.stack([f for _, f in pairs]) if pairs else empty(fixed)
-        return Pair(row["name"], moving, fixed, ml, fl, tuple(f"{r.id}:{r.type}" for r in records))
+        return Pair(name, moving, fixed, ml, fl, tuple(f"{r.id}:{r.type}" for r in records))
 
     def recorded_geometry(self, names: Sequence[str]) -> str:
         """The initial correspondence the named image pairs were imported with; refused when they differ."""

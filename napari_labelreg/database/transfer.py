@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..core.io import FOLDERS, image_suffix, list_folder_pairs, load_folder_pair, save_volume
+from ..core.io import FOLDERS, atomic_write, list_folder_pairs, load_folder_pair, save_volume
 from .store import LabelDB
 
 FIRST_LABEL_TYPE = "gland"  # label 0 of the layout
@@ -51,7 +50,7 @@ def import_folder(db: LabelDB, root: str | os.PathLike, *, subjects: str | os.Pa
 
 
 def export_folder(db: LabelDB, root: str | os.PathLike, *, statuses=("complete", "verified")) -> int:
-    """Write the database back in the folder layout (images copied byte for byte)."""
+    """Write the database back in the folder layout (images byte for byte as imported)."""
     root = Path(root)
     for folder in FOLDERS:
         (root / folder).mkdir(parents=True, exist_ok=True)
@@ -59,9 +58,10 @@ def export_folder(db: LabelDB, root: str | os.PathLike, *, statuses=("complete",
     for rec in records:
         pair = db.load_pair(rec.id, statuses=statuses)
         file = f"{rec.name}.nii.gz"
-        for folder, source in (("moving_images", rec.moving_path), ("fixed_images", rec.fixed_path)):
-            # under the pair's name, which its labels take too, keeping the file's own format
-            shutil.copyfile(source, root / folder / f"{rec.name}{image_suffix(Path(source).name)}")
+        for folder, side in (("moving_images", "moving"), ("fixed_images", "fixed")):
+            # the file as imported, under the pair's name (which its labels take too), in its own format
+            data, suffix = db.image_file(rec.id, side)
+            atomic_write(root / folder / f"{rec.name}{suffix}", lambda tmp: Path(tmp).write_bytes(data))
         if pair.num_labels:
             for folder, labels, vol in (("moving_labels", pair.moving_labels, pair.moving),
                                         ("fixed_labels", pair.fixed_labels, pair.fixed)):

@@ -16,7 +16,7 @@ from .store import LabelDB
 
 
 def label_pairs_frame(db: LabelDB, *, centroids: bool = False, geometry: bool = False) -> pd.DataFrame:
-    """One row per label pair: subject, image pair, type, name, annotator, status, volumes (mm³).
+    """One row per label pair (deleted ones left out): subject, image pair, type, name, annotator, status, volumes (mm³).
 
     With ``centroids``, the masks are decoded and their world centroids (mm) added; with ``geometry``, the
     image pair's recorded shapes and affines are kept (JSON; :func:`recorded_grid`).
@@ -26,7 +26,7 @@ def label_pairs_frame(db: LabelDB, *, centroids: bool = False, geometry: bool = 
                 lp.c.name, lp.c.annotator, lp.c.status, lp.c.verifier, lp.c.modified,
                 lp.c.moving_volume_mm3, lp.c.fixed_volume_mm3, ip.c.moving_affine, ip.c.fixed_affine,
                 ip.c.moving_shape, ip.c.fixed_shape)
-         .select_from(lp.join(ip).join(sub)).order_by(ip.c.id, lp.c.position))
+         .select_from(lp.join(ip).join(sub)).where(lp.c.deleted.is_(False)).order_by(ip.c.id, lp.c.position))
     with db.transaction() as c:
         frame = pd.DataFrame(c.execute(q).mappings().all())
     if frame.empty:
