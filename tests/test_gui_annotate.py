@@ -542,3 +542,49 @@ def test_strokes_save_into_a_postgresql_database(make_napari_viewer, qtbot, tmp_
     for side in range(2):
         assert painted[side].any()
         np.testing.assert_array_equal(held[side], painted[side])
+
+
+def test_a_stroke_over_a_colleagues_newer_change_is_refused_then_kept_or_dropped(make_napari_viewer, db_path, qtbot,
+                                                                                 monkeypatch):
+    """Alice paints; bob, on another machine, repaints her label pair; alice's next stroke is refused with his name,
+    nothing of his is overwritten; Shift+R saves hers over his (his stays in the history), R takes his."""
+    from qtpy.QtCore import Qt
+
+    from napari_labelreg._widgets import annotate
+
+    shown = []
+    monkeypatch.setattr(annotate, "show_error", shown.append)
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)
+    pid = w.session.selected
+    user.stroke("moving", around(viewer.dims.point))
+    user.saved()
+    with LabelDB.open(db_path) as db:  # bob's machine
+        bobs = np.zeros(w.session.pair.moving_shape, bool)
+        bobs[2:5, 2:5, 2:5] = True
+        db.set_mask(pid, "moving", bobs, author="bob")
+    user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, 3, 0]))
+    user.saved()
+    assert len(shown) == 1 and "was changed by bob at" in shown[0] and "Shift+R saves yours" in w.status.text()
+    with LabelDB.open(db_path) as db:
+        np.testing.assert_array_equal(db.masks(pid)[0], bobs)  # his work stands
+    user.key(Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)  # keep mine
+    user.saved()
+    alices = w.workspace.layers["moving", "selected"].data > 0
+    with LabelDB.open(db_path) as db:
+        np.testing.assert_array_equal(db.masks(pid)[0], alices)
+        assert [r.author for r in db.revisions(pid)] == ["alice", "alice", "bob", "alice"]  # created, 3 strokes
+        db.set_mask(pid, "moving", bobs, author="bob")  # bob again
+    user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, -3, 0]))
+    user.saved()
+    assert len(shown) == 2 and "was changed by bob" in shown[1]
+    user.key(Qt.Key.Key_R)  # take his
+    user.wait_loaded()
+    np.testing.assert_array_equal(w.workspace.layers["moving", "selected"].data > 0, bobs)
+    assert "last changed by bob" in w.labels.currentItem().toolTip()
+    user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, 0, 2]))  # and paints on from his
+    user.saved()
+    with LabelDB.open(db_path) as db:
+        assert db.revisions(pid)[-1].author == "alice" and (db.masks(pid)[0] & bobs).sum() == bobs.sum()
+    assert len(shown) == 2

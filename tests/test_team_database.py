@@ -227,3 +227,43 @@ def test_a_database_holding_someone_elses_tables_is_refused_and_left_alone(datab
         LabelDB.open(database_url)
     assert inspect(engine).get_table_names() == ["patients"]
     engine.dispose()
+
+
+def test_training_on_each_landmarks_consensus(db):
+    rec = db.image_pairs()[0]
+    gland_m, gland_f = db.masks(db.label_pairs(rec.id, types=["gland"])[0].id)  # the import's gland
+    shifted = np.roll(gland_m, 1, axis=0)
+    db.add_label_pair(rec.id, shifted, gland_f, type="gland", name="mine", annotator="bob")
+    _, m, f = _masks(db)
+    a = db.add_label_pair(rec.id, m, f, type="apex", annotator="bob")
+    c = db.add_label_pair(rec.id, np.roll(m, 1, axis=1), f, type="apex", annotator="carol")
+    d = db.add_label_pair(rec.id, np.roll(m, 2, axis=1), f, type="apex", annotator="dan")
+    plain = db.load_pair(rec.id)
+    pair = db.load_pair(rec.id, consensus=True)
+    assert plain.num_labels == 8 and pair.num_labels == 5  # gland, three imported others, apex
+    gland = pair.label_names.index(next(n for n in pair.label_names if n.endswith(":gland")))
+    np.testing.assert_array_equal(pair.moving_labels[gland], gland_m | shifted)  # two annotators: their union
+    np.testing.assert_array_equal(pair.fixed_labels[gland], gland_f)
+    assert pair.label_names[-1] == f"{a}+{c}+{d}:apex"
+    votes = m.astype(int) + np.roll(m, 1, axis=1) + np.roll(m, 2, axis=1)
+    np.testing.assert_array_equal(pair.moving_labels[-1], votes >= 2)  # three: where two of them agree
+    assert 0 < (votes >= 2).sum() < (votes >= 1).sum()
+    far = np.roll(m, 6, axis=0)  # a landmark two annotators put in different places
+    db.add_label_pair(rec.id, m, f, type="base", annotator="bob")
+    db.add_label_pair(rec.id, far, f, type="base", annotator="carol")
+    db.add_label_pair(rec.id, np.roll(far, 6, axis=2), f, type="base", annotator="dan")
+    with pytest.warns(UserWarning, match=f"{rec.name}: the 3 annotators of base '' share no voxel on one side"):
+        assert db.load_pair(rec.id, consensus=True).num_labels == 5
+
+
+def test_folders_and_database_files_with_spaces_and_accents_in_their_paths(tmp_path, capsys):
+    from conftest import write_phantom_folder
+
+    data = write_phantom_folder(tmp_path / "Données IRM" / "patients 2024")
+    location = tmp_path / "Base d'étiquettes" / "labels é.db"
+    assert main(["db", "import", str(data), "--db", str(location)]) == 0
+    assert main(["db", "export", str(tmp_path / "export ü"), "--db", str(location)]) == 0
+    assert main(["db", "check", "--db", str(location)]) == 0
+    assert "no problems found" in capsys.readouterr().out
+    for image in data.glob("*_images/*.nii.gz"):
+        assert (tmp_path / "export ü" / image.parent.name / image.name).read_bytes() == image.read_bytes()

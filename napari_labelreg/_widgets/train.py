@@ -54,6 +54,7 @@ class TrainWidget(QWidget):
         self.db_path = QLineEdit(load_settings().get("database", ""), placeholderText="labels.db")
         self.types = QLineEdit(placeholderText=f"all types (or e.g. {LABEL_TYPES[0]}, {LABEL_TYPES[1]})")
         self.verified_only = QCheckBox("verified label pairs only")
+        self.consensus = QCheckBox("each landmark's consensus (where several annotators labelled it)")
         self.preset = _combo(sorted(PRESETS), "cpu")
         self.variant = _combo(VARIANTS, "baseline")
         self.loss = _combo(SIMILARITIES, "msdice")
@@ -85,6 +86,7 @@ class TrainWidget(QWidget):
 
         form = QFormLayout()
         for label, widget in (("Database", self.db_path), ("Label types", self.types), ("", self.verified_only),
+                              ("", self.consensus),
                               ("Preset", self.preset), ("Network", self.variant), ("Similarity", self.loss),
                               ("Regulariser", self.regulariser), ("Weight α", self.weight),
                               ("Iterations", self.iterations), ("Time limit", minutes),
@@ -142,6 +144,7 @@ class TrainWidget(QWidget):
         self._stop = threading.Event()
         job = thread_worker(training_job, progress=False, start_thread=False, connect={"errored": self._on_error})(
             db, config, out, use=use, types=types, verified_only=self.verified_only.isChecked(),
+            consensus=self.consensus.isChecked(),
             validation_fraction=self.validation.value(), resume=resume, device=self.device.currentText(),
             validate_every=max(1, (config.iterations or 1000) // VALIDATIONS), stop=self._stop)
         job.yielded.connect(self._on_progress)

@@ -34,15 +34,18 @@ def split_validation(pairs: list[Pair], subjects: dict[str, str], fraction: floa
 
 
 def db_training_pairs(db_path, *, types: Sequence[str] | None = None, verified_only: bool = False,
-                      annotators: Sequence[str] | None = None) -> tuple[list[Pair], dict[str, str]]:
-    """Pairs passing the filters and their subjects, read from a label database."""
+                      annotators: Sequence[str] | None = None, consensus: bool = False
+                      ) -> tuple[list[Pair], dict[str, str]]:
+    """Pairs passing the filters and their subjects, read from a label database (``consensus``: one label pair
+    per landmark, :func:`~napari_labelreg.database.store.consensus_masks`)."""
     from ..database import LabelDB
 
     statuses = ["verified"] if verified_only else None
     if "://" not in str(db_path) and not Path(db_path).is_file():
         raise DataError(f"{db_path}: database not found")
     with LabelDB.open(db_path) as db:
-        pairs = db.training_pairs(types=types or None, statuses=statuses, annotators=annotators or None)
+        pairs = db.training_pairs(types=types or None, statuses=statuses, annotators=annotators or None,
+                                  consensus=consensus)
         subjects = {r.name: r.subject for r in db.image_pairs()}
     if not pairs:
         raise DataError(f"{db_path}: no complete label pairs pass the filters")
@@ -50,7 +53,8 @@ def db_training_pairs(db_path, *, types: Sequence[str] | None = None, verified_o
 
 
 def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, use: InferenceConfig | None = None,
-                 types=None, verified_only=False, validation_fraction: float = 0.0, resume: bool = False,
+                 types=None, verified_only=False, consensus=False, validation_fraction: float = 0.0,
+                 resume: bool = False,
                  device: str | None = None, validate_every: int = 50, stop=None) -> Iterator:
     """Train from a database with an optional subject-level validation split; yields Progress.
 
@@ -68,7 +72,7 @@ def training_job(db_path, config: TrainConfig, out_dir: str | os.PathLike, *, us
         raise DataError(f"{out_dir}: no run to resume here (Start begins one)")
     if not resume and run.exists():
         raise DataError(f"{out_dir}: holds a run already; Resume continues it, or choose another output folder")
-    pairs, subjects = db_training_pairs(db_path, types=types, verified_only=verified_only)
+    pairs, subjects = db_training_pairs(db_path, types=types, verified_only=verified_only, consensus=consensus)
     if not resume:  # the initial correspondence the database's pairs were imported with
         with LabelDB.open(db_path) as db:
             config = replace(config, geometry=db.recorded_geometry([p.name for p in pairs]))

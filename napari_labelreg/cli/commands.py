@@ -140,7 +140,7 @@ def _evaluation_pairs(args):
 
         with open_db(args.db) as db:
             pairs = {p.name: p for p in db.training_pairs(types=args.types, statuses=args.statuses,
-                                                           annotators=args.annotators)}
+                                                           annotators=args.annotators, consensus=args.consensus)}
         if not pairs:
             raise DataError(f"{args.db}: no complete label pairs pass the filters")
         names, load = list(pairs), pairs.__getitem__

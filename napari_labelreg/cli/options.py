@@ -132,6 +132,13 @@ def pair_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("--statuses", nargs="+", choices=("complete", "verified"),
                    help="with --db: only label pairs of these statuses (default both)")
     p.add_argument("--annotators", nargs="+", help="with --db: only these annotators' label pairs (default all)")
+    consensus_option(p)
+
+
+def consensus_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--consensus", action="store_true",
+                   help="with --db: one label pair per landmark (type and name) where several annotators labelled "
+                        "it: the voxels at least half of them marked")
 
 
 def training_pairs(args):
@@ -141,7 +148,8 @@ def training_pairs(args):
 
         return folder_pairs(args.data)
     with open_db(args.db) as db:
-        pairs = db.training_pairs(types=args.types, statuses=args.statuses, annotators=args.annotators)
+        pairs = db.training_pairs(types=args.types, statuses=args.statuses, annotators=args.annotators,
+                                  consensus=args.consensus)
     if not pairs:
         raise DataError(f"{args.db}: no complete label pairs pass the filters")
     return pairs

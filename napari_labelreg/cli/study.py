@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..core.geometry import CONVENTIONS
 from ..core.io import DataError
+from .options import consensus_option
 
 
 def add_study_commands(sub, training_options) -> None:
@@ -20,6 +21,7 @@ def add_study_commands(sub, training_options) -> None:
     p.add_argument("--types", nargs="+", help="with --db: only these label types for training")
     p.add_argument("--statuses", nargs="+", choices=("complete", "verified"))
     p.add_argument("--annotators", nargs="+")
+    consensus_option(p)
     training_options(p)
     p.set_defaults(func=cmd_crossval)
 
@@ -42,8 +44,8 @@ def _pairs_and_subjects(args):
     with open_db(args.db) as db:
         subjects = {r.name: r.subject for r in db.image_pairs()}
         ids = {r.name: r.id for r in db.image_pairs()}
-        pairs = [db.load_pair(ids[name], types=args.types, statuses=args.statuses, annotators=args.annotators)
-                 for name in subjects]
+        pairs = [db.load_pair(ids[name], types=args.types, statuses=args.statuses, annotators=args.annotators,
+                              consensus=args.consensus) for name in subjects]
     pairs = [p for p in pairs if p.num_labels]
     return pairs, {p.name: subjects[p.name] for p in pairs}
 
@@ -116,7 +118,7 @@ def add_baseline_command(sub) -> None:
     p.add_argument("--geometry", choices=CONVENTIONS, default="centred",
                    help="initial correspondence (default centred, as the mrus_prostate data need)")
     p.add_argument("--limit", type=int, help="only the first N pairs")
-    p.set_defaults(func=cmd_baseline, types=None, statuses=None, annotators=None)
+    p.set_defaults(func=cmd_baseline, types=None, statuses=None, annotators=None, consensus=False)
 
 
 def cmd_baseline(args) -> None:

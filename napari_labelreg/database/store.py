@@ -100,6 +100,25 @@ def unpack_image(row) -> bytes | None:
     return data if hashlib.sha256(data).hexdigest() == row["sha256"] else None
 
 
+def _label_query(image_pair_id=None, types=None, statuses=None, annotators=None, deleted: bool = False):
+    lp = s.label_pairs.c
+    query = select(s.label_pairs).where(lp.deleted.is_(deleted))
+    if image_pair_id is not None:
+        query = query.where(lp.image_pair_id == image_pair_id)
+    for column, wanted in ((lp.type, types), (lp.status, statuses), (lp.annotator, annotators)):
+        if wanted:
+            query = query.where(column.in_(list(wanted)))
+    return query.order_by(lp.image_pair_id, lp.position)
+
+
+def _read_volume(data: bytes, suffix: str, source: str) -> Volume:
+    """An image file's bytes read as its format says; ``source`` (the file it was imported from) names it."""
+    with tempfile.TemporaryDirectory(prefix="labelreg-") as tmp:  # the readers (nibabel, ITK) want a file
+        path = Path(tmp) / f"image{suffix}"
+        path.write_bytes(data)
+        return dataclasses.replace(load_volume(path), source=source)
+
+
 def _refuse_foreign_sqlite(path: Path) -> None:
     """Refuse, without writing to it, a file that is not a SQLite database or holds someone else's tables."""
     import sqlite3
@@ -270,8 +289,23 @@ class LabelDB:
         """(bytes, suffix) of one image of a pair: the file exactly as it was imported."""
         with self.transaction() as c:
             row = self._image_row(c, image_pair_id)
-            sha, what = row[f"{side}_sha256"], f"{side} image of pair {row['name']!r}"
-            blob = c.execute(select(s.images).where(s.images.c.sha256 == sha)).mappings().first()
+            blob = self._image_blob(c, row, side)
+        return self._unpacked(row, side, blob)
+
+    def images(self, image_pair_id: int) -> tuple[Volume, Volume]:
+        """(moving, fixed) volumes of an image pair, read from the database alone."""
+        with self.transaction() as c:
+            row = self._image_row(c, image_pair_id)
+            blobs = {side: self._image_blob(c, row, side) for side in ("moving", "fixed")}
+        return tuple(_read_volume(*self._unpacked(row, side, blobs[side]), row[f"{side}_path"]) for side in blobs)
+
+    @staticmethod
+    def _image_blob(c: Connection, row, side: str):
+        return c.execute(select(s.images).where(s.images.c.sha256 == row[f"{side}_sha256"])).mappings().first()
+
+    def _unpacked(self, row, side: str, blob) -> tuple[bytes, str]:
+        """The file bytes and suffix of an image pair's ``side``, from its ``images`` row (None: not stored)."""
+        sha, what = row[f"{side}_sha256"], f"{side} image of pair {row['name']!r}"
         if blob is not None:
             data = unpack_image(blob)
             if data is None:
@@ -288,19 +322,6 @@ class LabelDB:
         with self.transaction() as c:
             self._keep_image(c, data, sha, suffix)  # found and intact: the database keeps it from now on
         return data, suffix
-
-    def images(self, image_pair_id: int) -> tuple[Volume, Volume]:
-        """(moving, fixed) volumes of an image pair, read from the database alone."""
-        return tuple(self._volume(image_pair_id, side) for side in ("moving", "fixed"))
-
-    def _volume(self, image_pair_id: int, side: str) -> Volume:
-        data, suffix = self.image_file(image_pair_id, side)
-        with tempfile.TemporaryDirectory(prefix="labelreg-") as tmp:  # the readers (nibabel, ITK) want a file
-            path = Path(tmp) / f"image{suffix}"
-            path.write_bytes(data)
-            volume = load_volume(path)
-        record = self.image_pair(image_pair_id)  # messages name the file it was imported from
-        return dataclasses.replace(volume, source=record.moving_path if side == "moving" else record.fixed_path)
 
     def image_pairs(self, subject: str | None = None) -> list[ImagePairRecord]:
         return self._image_records(None if subject is None else s.subjects.c.name == subject)
@@ -501,15 +522,8 @@ class LabelDB:
                     statuses: Sequence[str] | None = None, annotators: Sequence[str] | None = None,
                     deleted: bool = False) -> list[LabelPairRecord]:
         """Label pairs passing the filters, in order; ``deleted``: the deleted ones instead."""
-        lp = s.label_pairs.c
-        q = select(s.label_pairs).where(lp.deleted == deleted)
-        if image_pair_id is not None:
-            q = q.where(lp.image_pair_id == image_pair_id)
-        for column, wanted in ((lp.type, types), (lp.status, statuses), (lp.annotator, annotators)):
-            if wanted:
-                q = q.where(column.in_(list(wanted)))
         with self.transaction() as c:
-            rows = c.execute(q.order_by(lp.image_pair_id, lp.position)).mappings().all()
+            rows = c.execute(_label_query(image_pair_id, types, statuses, annotators, deleted)).mappings().all()
         return [_label_record(r) for r in rows]
 
     def label_pair(self, label_pair_id: int) -> LabelPairRecord:
@@ -526,26 +540,38 @@ class LabelDB:
     def _mask(self, c: Connection, mask_id: int | None) -> np.ndarray | None:
         if mask_id is None:
             return None
-        r = c.execute(select(s.masks).where(s.masks.c.id == mask_id)).mappings().first()
+        return self._decoded(c.execute(select(s.masks).where(s.masks.c.id == mask_id)).mappings().first())
+
+    def _decoded(self, r) -> np.ndarray:
         try:
             return decode_mask(r["data"], json.loads(r["shape"]), json.loads(r["offset"]), json.loads(r["box"]),
                                r["sha256"])
         except Exception as exc:  # zlib, hash or shape errors alike
-            raise DataError(f"{self.location}: mask {mask_id} is corrupt ({exc})") from None
+            raise DataError(f"{self.location}: mask {r['id']} is corrupt ({exc})") from None
 
     # ---- reading pairs for training --------------------------------------------
     def load_pair(self, image_pair_id: int, *, types=None, statuses=("complete", "verified"),
-                  annotators=None) -> Pair:
-        """An :class:`io.Pair` with the pair's label pairs that pass the filters (complete ones only)."""
+                  annotators=None, consensus: bool = False) -> Pair:
+        """An :class:`io.Pair` with the pair's label pairs that pass the filters (complete ones only); with
+        ``consensus``, one label pair per landmark (:func:`consensus`)."""
         statuses = [st for st in (statuses or ("complete", "verified")) if st != "incomplete"]
-        records = self.label_pairs(image_pair_id, types=types, statuses=statuses, annotators=annotators)
-        name = self.image_pair(image_pair_id).name
-        moving, fixed = self.images(image_pair_id)
-        pairs = [self.masks(r.id) for r in records]
+        with self.transaction() as c:  # one transaction, five queries, however many label pairs
+            row = self._image_row(c, image_pair_id)
+            blobs = {side: self._image_blob(c, row, side) for side in ("moving", "fixed")}
+            rows = c.execute(_label_query(image_pair_id, types, statuses, annotators)).mappings().all()
+            ids = [r[f"{side}_mask_id"] for r in rows for side in ("moving", "fixed")]
+            stored = {m["id"]: m for m in c.execute(select(s.masks).where(s.masks.c.id.in_(ids))).mappings()}
+        name = row["name"]
+        moving, fixed = (_read_volume(*self._unpacked(row, side, blobs[side]), row[f"{side}_path"]) for side in blobs)
+        records = [_label_record(r) for r in rows]
+        pairs = [(self._decoded(stored[r["moving_mask_id"]]), self._decoded(stored[r["fixed_mask_id"]])) for r in rows]
+        names = [f"{r.id}:{r.type}" for r in records]
+        if consensus:
+            pairs, names = consensus_masks(name, records, pairs)
         empty = lambda v: np.zeros((0, *v.grid.shape), bool)  # noqa: E731
         ml = np.stack([m for m, _ in pairs]) if pairs else empty(moving)
         fl = np.stack([f for _, f in pairs]) if pairs else empty(fixed)
-        return Pair(name, moving, fixed, ml, fl, tuple(f"{r.id}:{r.type}" for r in records))
+        return Pair(name, moving, fixed, ml, fl, tuple(names))
 
     def recorded_geometry(self, names: Sequence[str]) -> str:
         """The initial correspondence the named image pairs were imported with; refused when they differ."""
@@ -560,11 +586,12 @@ class LabelDB:
         return next(iter(found), "world")
 
     def training_pairs(self, **filters) -> list[Pair]:
-        """Every image pair that has at least one label pair passing the filters."""
+        """Every image pair that has at least one label pair passing the filters (those of :meth:`load_pair`)."""
         wanted = {r.image_pair_id for r in self.label_pairs(
             types=filters.get("types"), annotators=filters.get("annotators"),
             statuses=[st for st in (filters.get("statuses") or ("complete", "verified")) if st != "incomplete"])}
-        return [self.load_pair(i, **filters) for i in sorted(wanted)]
+        pairs = [self.load_pair(i, **filters) for i in sorted(wanted)]
+        return [p for p in pairs if p.num_labels]  # a consensus may leave none
 
     def _maybe(self, conn: Connection | None):
         """The caller's transaction, or a new one."""
@@ -574,3 +601,30 @@ class LabelDB:
                 yield conn
             return same()
         return self.transaction()
+
+
+def consensus_masks(pair: str, records: Sequence[LabelPairRecord], masks: Sequence[tuple[np.ndarray, np.ndarray]]
+                    ) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[str]]:
+    """One label pair per landmark: on each side, the voxels that at least half of its annotators marked.
+
+    A landmark is a type and name (the gland by its type alone: there is one), as :func:`views.agreement` has
+    it; each annotator votes once, with their first label pair of it.  With two annotators that is their union;
+    with three, the voxels two marked.  A landmark whose annotators share no voxel on a side is left out, with
+    a warning naming it: there is no consensus on where it is.
+    """
+    import warnings
+
+    landmarks: dict[tuple[str, str], dict[str, int]] = {}
+    for i, r in enumerate(records):
+        landmarks.setdefault((r.type, "" if r.type == "gland" else r.name), {}).setdefault(r.annotator, i)
+    out, names = [], []
+    for (kind, name), voters in landmarks.items():
+        chosen = list(voters.values())
+        sides = tuple(np.mean([masks[i][k] for i in chosen], axis=0) >= 0.5 for k in (0, 1))
+        if not all(side.any() for side in sides):
+            warnings.warn(f"{pair}: the {len(chosen)} annotators of {kind} {name!r} share no voxel on one side; "
+                          "it is left out of training", stacklevel=2)
+            continue
+        out.append(sides)
+        names.append(f"{'+'.join(str(records[i].id) for i in chosen)}:{kind}")
+    return out, names
