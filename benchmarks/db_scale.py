@@ -56,13 +56,14 @@ def main() -> None:
                 with db.transaction() as conn:
                     pid = db.add_image_pair(moving, fixed, subject=f"s{n // 2}", name=f"pair{n:05d}",
                                             convention="centred", conn=conn)
+                    items = []
                     for k in range(args.labels):
                         m, f = np.zeros(ms, bool), np.zeros(fs, bool)
                         at = rng.integers(2, 14, 3)
                         m[tuple(slice(a, a + 4) for a in at)] = True
                         f[tuple(slice(a, a + 4) for a in at)] = True
-                        db.add_label_pair(pid, m, f, type="gland" if k == 0 else "other", name=f"label {k}",
-                                          annotator="bench", conn=conn)
+                        items.append((m, f, "gland" if k == 0 else "other", f"label {k}"))
+                    db.add_label_pairs(pid, items, annotator="bench", conn=conn)  # as db import does
 
         start = time.perf_counter()
         populate()
@@ -74,7 +75,16 @@ def main() -> None:
         timed("open the first pair for annotation (load_pair)", lambda: db.load_pair(records[0].id))
         timed("open the last pair for annotation (load_pair)", lambda: db.load_pair(records[-1].id))
         timed("find one pair by id (image_pair)", lambda: db.image_pair(records[-1].id))
+        labels = db.label_pairs(records[-1].id)
+        timed("a label pair's history (revisions)", lambda: db.revisions(labels[-1].id))
+        timed("save a mask over the revision read (set_mask)",
+              lambda: db.set_mask(labels[-1].id, "moving", db.masks(labels[-1].id)[0], author="bench",
+                                  expected_revision=labels[-1].revision))
         timed("train --db start-up (training_pairs)", lambda: db.training_pairs())
+        with db.transaction() as c:
+            size = (c.exec_driver_sql("SELECT pg_database_size(current_database())").scalar()
+                    if c.dialect.name == "postgresql" else Path(db.location).stat().st_size)
+        print(f"  {'database size':44s} {size / 2**20:8.0f} MB")
         db.close()
     print(f"  {'peak memory (max RSS)':44s} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:8.0f} MB")
 

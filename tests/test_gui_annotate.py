@@ -583,6 +583,7 @@ def test_a_stroke_over_a_colleagues_newer_change_is_refused_then_kept_or_dropped
     user.wait_loaded()
     np.testing.assert_array_equal(w.workspace.layers["moving", "selected"].data > 0, bobs)
     assert "last changed by bob" in w.labels.currentItem().toolTip()
+    assert w.labels.currentItem().text().endswith(" · changed by bob")
     user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, 0, 2]))  # and paints on from his
     user.saved()
     with LabelDB.open(db_path) as db:

@@ -593,6 +593,8 @@ class AnnotateWidget(QWidget):
             text = f"{lp.type} · {lp.name or '-'} · {lp.annotator or '-'} · {lp.status}"
             if lp.status == "incomplete":
                 text += f" (paint the {'TRUS' if lp.has_moving else 'MR'} side)"
+            if lp.modified_by and lp.modified_by != lp.annotator:
+                text += f" · changed by {lp.modified_by}"  # the tooltip says when
             item = QListWidgetItem(_swatch(colour_of(lp.position)), text)  # its colour in the panels
             item.setToolTip(_last_change(lp))
             item.setData(LABEL_PAIR_ID, lp.id)

@@ -358,11 +358,61 @@ class LabelDB:
     def add_label_pair(self, image_pair_id: int, moving_mask: np.ndarray, fixed_mask: np.ndarray, *,
                        type: str, name: str = "", annotator: str = "", conn: Connection | None = None) -> int:
         """Add a complete label pair in one transaction; both masks validated against their images."""
+        return self.add_label_pairs(image_pair_id, [(moving_mask, fixed_mask, type, name)], annotator=annotator,
+                                    conn=conn)[0]
+
+    def add_label_pairs(self, image_pair_id: int, items: Sequence[tuple[np.ndarray, np.ndarray, str, str]], *,
+                        annotator: str = "", conn: Connection | None = None) -> list[int]:
+        """Add complete label pairs, ``(moving mask, fixed mask, type, name)`` each, at the end of the pair's list:
+        one transaction, every mask validated, each label pair created whole in its revision 1.  A handful of
+        statements however many there are (what an import of thousands of pairs needs)."""
         with self._maybe(conn) as c:
-            pid = self.create_label_pair(image_pair_id, type=type, name=name, annotator=annotator, conn=c)
-            self.set_mask(pid, "moving", moving_mask, author=annotator, conn=c)
-            self.set_mask(pid, "fixed", fixed_mask, author=annotator, conn=c)
-            return pid
+            image = self._image_row(c, image_pair_id, lock=True)  # the next positions are read and taken in one turn
+            last = c.execute(select(func.max(s.label_pairs.c.position))
+                             .where(s.label_pairs.c.image_pair_id == image_pair_id)).scalar()
+            t, masks, labels = s.now(), [], []
+            for k, (moving, fixed, kind, name) in enumerate(items):
+                if kind not in s.LABEL_TYPES:
+                    raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {kind!r}")
+                position = (-1 if last is None else last) + 1 + k
+                label = {"image_pair_id": image_pair_id, "position": position, "type": kind, "name": name,
+                         "annotator": annotator, "status": "complete", "created": t, "modified": t, "revision": 1,
+                         "modified_by": annotator, "deleted": False}
+                for side, mask in (("moving", moving), ("fixed", fixed)):
+                    row, volume = self._encoded(image, position, side, mask)
+                    masks.append(row)
+                    label[f"{side}_volume_mm3"] = volume
+                labels.append(label)
+            if not labels:
+                return []
+            mask_ids = c.execute(s.masks.insert().returning(s.masks.c.id, sort_by_parameter_order=True),
+                                 masks).scalars().all()
+            for k, label in enumerate(labels):
+                label.update(moving_mask_id=mask_ids[2 * k], fixed_mask_id=mask_ids[2 * k + 1])
+            ids = c.execute(s.label_pairs.insert().returning(s.label_pairs.c.id, sort_by_parameter_order=True),
+                            labels).scalars().all()
+            c.execute(s.revisions.insert(), [
+                {"label_pair_id": i, "number": 1, "action": "created", "author": annotator, "at": t,
+                 **{k: label[k] for k in ("type", "name", "status", "moving_mask_id", "fixed_mask_id", "deleted")}}
+                for i, label in zip(ids, labels)])
+            return [int(i) for i in ids]
+
+    def _encoded(self, image, position: int, side: str, mask: np.ndarray) -> tuple[dict, float]:
+        """A mask validated against its image's ``side`` (shape, binary, not empty), as a ``masks`` row, and its
+        volume in mm³."""
+        shape = tuple(json.loads(image[f"{side}_shape"]))
+        what = f"{image['name']} label {position} ({side})"
+        mask = np.asarray(mask)
+        if mask.shape != shape:
+            raise ValidationError(f"{what}: mask shape {mask.shape} differs from its image's {shape}")
+        try:
+            mask = check_mask(mask, what)
+        except DataError as exc:
+            raise ValidationError(str(exc)) from None
+        enc = encode_mask(mask)
+        row = {"shape": json.dumps(enc.shape), "offset": json.dumps(enc.offset), "box": json.dumps(enc.box),
+               "voxels": enc.voxels, "sha256": enc.sha256, "data": enc.payload}
+        return row, enc.voxels * float(np.prod(json.loads(image[f"{side}_spacing"])))
 
     def create_label_pair(self, image_pair_id: int, *, type: str, name: str = "", annotator: str = "",
                           conn: Connection | None = None) -> int:
@@ -395,22 +445,10 @@ class LabelDB:
             if mask is None:
                 values = {f"{side}_mask_id": None, f"{side}_volume_mm3": None, "status": "incomplete"}
             else:
-                shape = tuple(json.loads(image[f"{side}_shape"]))
-                what = f"{image['name']} label {lp['position']} ({side})"
-                mask = np.asarray(mask)
-                if mask.shape != shape:
-                    raise ValidationError(f"{what}: mask shape {mask.shape} differs from its image's {shape}")
-                try:
-                    mask = check_mask(mask, what)
-                except DataError as exc:
-                    raise ValidationError(str(exc)) from None
+                row, volume = self._encoded(image, lp["position"], side, mask)
                 self._check_expected(c, lp, expected_revision)  # before storing the mask: a conflict writes nothing
-                enc = encode_mask(mask)
-                mid = c.execute(s.masks.insert().values(
-                    shape=json.dumps(enc.shape), offset=json.dumps(enc.offset), box=json.dumps(enc.box),
-                    voxels=enc.voxels, sha256=enc.sha256, data=enc.payload)).inserted_primary_key[0]
-                voxel_mm3 = float(np.prod(json.loads(image[f"{side}_spacing"])))
-                values = {f"{side}_mask_id": mid, f"{side}_volume_mm3": enc.voxels * voxel_mm3}
+                mid = c.execute(s.masks.insert().values(**row)).inserted_primary_key[0]
+                values = {f"{side}_mask_id": mid, f"{side}_volume_mm3": volume}
                 other = lp["fixed_mask_id" if side == "moving" else "moving_mask_id"]
                 if lp["status"] == "incomplete" and other is not None:
                     values["status"] = "complete"

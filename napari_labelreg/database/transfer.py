@@ -39,10 +39,9 @@ def import_folder(db: LabelDB, root: str | os.PathLike, *, subjects: str | os.Pa
         with db.transaction() as conn:
             pair_id = db.add_image_pair(pair.moving.source, pair.fixed.source, subject=mapping.get(name, name),
                                         name=name, convention=convention, conn=conn)
-            for k in range(pair.num_labels):
-                kind = FIRST_LABEL_TYPE if k == 0 else "other"
-                db.add_label_pair(pair_id, pair.moving_labels[k], pair.fixed_labels[k], type=kind, name=f"label {k}",
-                                  annotator=annotator, conn=conn)
+            db.add_label_pairs(pair_id, [(pair.moving_labels[k], pair.fixed_labels[k],
+                                          FIRST_LABEL_TYPE if k == 0 else "other", f"label {k}")
+                                         for k in range(pair.num_labels)], annotator=annotator, conn=conn)
         count += 1
         if progress:
             progress(name)
