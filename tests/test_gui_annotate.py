@@ -566,7 +566,8 @@ def test_a_stroke_over_a_colleagues_newer_change_is_refused_then_kept_or_dropped
         db.set_mask(pid, "moving", bobs, author="bob")
     user.stroke("moving", around(np.asarray(viewer.dims.point) + [0, 3, 0]))
     user.saved()
-    assert len(shown) == 1 and "was changed by bob at" in shown[0] and "Shift+R saves yours" in w.status.text()
+    assert len(shown) == 1 and shown[0].startswith("conflict, not saved: ") and "was changed by bob at" in shown[0]
+    assert "Shift+R saves yours" in w.status.text()
     with LabelDB.open(db_path) as db:
         np.testing.assert_array_equal(db.masks(pid)[0], bobs)  # his work stands
     user.key(Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)  # keep mine

@@ -126,9 +126,9 @@ def test_saving_over_a_change_made_since_it_was_read_is_refused_as_a_conflict(db
     bob.select_label_pair(lp)
     before = snapshot(db)
     _, m2, f2 = _masks(db, shift=1)
-    when = db.label_pair(lp).modified.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    at = db.label_pair(lp).modified.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")  # local time, with its zone
     with pytest.raises(ConflictError, match=f"{rec.name} label pair {lp} \\(base left\\) was changed by alice at "
-                                            f"{when} \\(revision 3\\) after you read revision 2; nothing was saved"):
+                                            f"{at} \\(revision 3\\) after you read revision 2; nothing was saved"):
         bob.save_mask("fixed", f2)
     for action in (bob.delete_selected, lambda: bob.verify_selected("bob"), lambda: bob.rename(name="right")):
         with pytest.raises(ConflictError):
@@ -154,14 +154,15 @@ def test_history_and_restore_from_the_command_line(db, capsys):
     out = capsys.readouterr().out
     assert f"label pair {lp}  {rec.name}  lesion · PZ  deleted by bob at" in out and "1 deleted label pairs" in out
     assert main(["db", "restore", "--db", db.location, "--label-pair", str(lp), "--annotator", "bob"]) == 0
-    assert capsys.readouterr().out == f"restored the deleted label pair of label pair {lp} as its revision 5\n"
+    assert capsys.readouterr().out == f"label pair {lp} undeleted (its revision 5)\n"
     assert main(["db", "restore", "--db", db.location, "--label-pair", str(lp), "--revision", "2",
                  "--annotator", "carol"]) == 0
+    assert capsys.readouterr().out == f"label pair {lp}: revision 2 restored as its revision 6\n"
     assert db.label_pair(lp).status == "incomplete" and db.masks(lp)[1] is None  # as it was before its TRUS side
     assert main(["db", "history", "--db", db.location, "--label-pair", str(lp)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith(f"label pair {lp} of {rec.name}: lesion · PZ")
-    assert [line.split()[0] for line in lines[2:]] == ["1", "2", "3", "4", "5", "6"]
+    assert lines[0] == f"label pair {lp} of {rec.name}: lesion · PZ"
+    assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3", "4", "5", "6"]
     assert "carol" in lines[-1] and "restored 2" in lines[-1]
     assert main(["db", "restore", "--db", db.location, "--label-pair", "999", "--annotator", "x"]) == 2
     assert capsys.readouterr().err.strip() == "napari-labelreg db: error: no label pair with id 999"
@@ -282,3 +283,71 @@ def test_adding_many_label_pairs_at_once_is_all_or_nothing(db):
     assert [(r.id, r.position, r.type, r.revision) for r in db.label_pairs(rec.id)][-2:] == [
         (ids[0], 4, "apex", 1), (ids[1], 5, "base", 1)]
     np.testing.assert_array_equal(db.masks(ids[1])[1], f)
+
+
+def test_a_grown_folder_imports_its_new_pairs_and_leaves_the_others(tmp_path, capsys):
+    from conftest import write_phantom_folder
+
+    data = write_phantom_folder(tmp_path / "data")
+    location = str(tmp_path / "labels.db")
+    assert main(["db", "import", str(data), "--db", location]) == 0
+    with LabelDB.open(location) as db:
+        first = db.image_pairs()[0]
+        lp = db.label_pairs(first.id)[0]
+        db.set_mask(lp.id, "moving", np.roll(db.masks(lp.id)[0], 1, axis=0), author="alice")  # work since then
+        before = snapshot(db)
+    assert main(["db", "import", str(data), "--db", location]) == 2
+    assert "an image pair named 'obs000' exists already" in capsys.readouterr().err
+    shutil.copytree(data, tmp_path / "grown")
+    for folder in ("moving_images", "fixed_images", "moving_labels", "fixed_labels"):
+        shutil.copy(tmp_path / "grown" / folder / "obs000.nii.gz", tmp_path / "grown" / folder / "obs009.nii.gz")
+    assert main(["db", "import", str(tmp_path / "grown"), "--db", location, "--skip-existing"]) == 0
+    assert capsys.readouterr().out.endswith("imported 1 image pairs into "
+                                            f"{location} (3 there already, left as they were)\n")
+    with LabelDB.open(location) as db:
+        after = snapshot(db)
+        assert [r.name for r in db.image_pairs()] == ["obs000", "obs001", "obs002", "obs009"]
+    assert all(set(before[k]) <= set(after[k]) for k in before)  # everything there before, unchanged
+
+
+def test_an_open_that_fails_leaves_no_file_and_an_empty_file_is_not_a_database(tmp_path, capsys, monkeypatch):
+    from napari_labelreg.database import schema
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert main(["db", "summary", "--db", str(empty)]) == 2
+    assert capsys.readouterr().err == (f"napari-labelreg db: error: {empty}: an empty file, not a label database "
+                                       "(db import makes one)\n")
+    assert empty.stat().st_size == 0
+
+    def broken(conn):
+        raise ModuleNotFoundError("No module named 'alembic'")
+
+    monkeypatch.setattr(schema, "migrate", broken)
+    fresh = tmp_path / "new.db"
+    with pytest.raises(ModuleNotFoundError):
+        LabelDB.open(fresh)
+    assert list(tmp_path.iterdir()) == [empty]  # no half-made labels database left to trip the next try
+
+
+def test_a_revision_from_the_future_is_refused_as_such(db):
+    rec, m, f = _masks(db)
+    lp = db.add_label_pair(rec.id, m, f, type="apex", annotator="alice")
+    with pytest.raises(ValidationError, match=f"label pair {lp} has no revision 7 \\(its newest is 1\\)"):
+        db.delete_label_pair(lp, author="bob", expected_revision=7)
+    assert not db.label_pair(lp).deleted
+
+
+def test_a_damaged_database_is_one_line_from_the_command_line(tmp_path, capsys):
+    import sqlite3
+
+    from conftest import write_phantom_folder
+
+    location = tmp_path / "labels.db"
+    assert main(["db", "import", str(write_phantom_folder(tmp_path / "data")), "--db", str(location)]) == 0
+    with sqlite3.connect(location) as conn:  # a blob turned into text that is not UTF-8
+        conn.execute("UPDATE masks SET data = CAST(X'FFFE00' AS TEXT) WHERE id = 1")
+    capsys.readouterr()
+    assert main(["db", "check", "--db", str(location)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"napari-labelreg db: error: {location}: database error (") and err.count("\n") == 1

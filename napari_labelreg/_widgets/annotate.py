@@ -35,6 +35,7 @@ from qtpy.QtWidgets import (
 
 from ..app.annotation import AnnotationSession, ball
 from ..database import LABEL_TYPES, ConflictError
+from ..database.store import when
 from ..app.settings import load_settings, save_setting
 from ._common import reports_errors, start_worker
 from .workspace import SIDES, TITLES, Workspace, colour_of
@@ -228,8 +229,8 @@ class AnnotateWidget(QWidget):
         if not view.exact:
             self.status.setText(f"{rec.name}: the MR is shown without its rotation to the TRUS (panels slice along "
                                 "array axes); correspondence is approximate")
-        elif self.session.selected is None:
-            self.status.setText("choose a label pair to paint ('.' or the list) or add one (N)")
+        else:
+            self._say_selected()
         if first:
             self._jump_to_selected()  # later switches keep the slice and zoom the annotator chose
 
@@ -292,13 +293,16 @@ class AnnotateWidget(QWidget):
     def _selection_changed(self, jump: bool = True) -> None:
         self.reject_proposal()
         self.workspace.select(self.session.selected)
-        chosen = [lp for lp in self.workspace.view.label_pairs if lp.id == self.session.selected]
-        self.status.setText(f"painting {chosen[0].type} · {chosen[0].name or '-'} ({_last_change(chosen[0])})"
-                            if chosen else "choose a label pair to paint ('.' or the list) or add one (N)")
+        self._say_selected()
         self._reset_history()
         self._fill_list()
         if jump:
             self._jump_to_selected()
+
+    def _say_selected(self) -> None:
+        chosen = [lp for lp in self.workspace.view.label_pairs if lp.id == self.session.selected]
+        self.status.setText(f"painting {chosen[0].type} · {chosen[0].name or '-'} ({_last_change(chosen[0])})"
+                            if chosen else "choose a label pair to paint ('.' or the list) or add one (N)")
 
     @reports_errors
     def _confirm_delete(self, *_):
@@ -517,7 +521,8 @@ class AnnotateWidget(QWidget):
             message = f"{what} was not saved: {error}"
             if isinstance(error, ConflictError):
                 self.conflicted = True
-                message += ". R takes their change (your unsaved strokes are dropped); Shift+R saves yours over it"
+                message = (f"conflict, not saved: {error}. R takes their change (your unsaved strokes are dropped); "
+                           "Shift+R saves yours over it (theirs stays in the history)")
             show_error(message)
             self.status.setText(message)
             return
@@ -656,8 +661,7 @@ class MaskWriter:
 
 
 def _last_change(lp) -> str:
-    return (f"last changed by {lp.modified_by or 'someone'} at {lp.modified.astimezone():%Y-%m-%d %H:%M}, "
-            f"revision {lp.revision}")
+    return f"last changed by {lp.modified_by or 'someone'} at {when(lp.modified)}, revision {lp.revision}"
 
 
 def _swatch(colour: str):

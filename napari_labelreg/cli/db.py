@@ -9,7 +9,7 @@ from .options import open_db
 
 
 def add_db_commands(sub) -> None:
-    db = sub.add_parser("db", help="the label database: import, export, summary, agreement, history, check")
+    db = sub.add_parser("db", help="the label database: import, export, summary, agreement, history, restore, check")
     dsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
 
     p = dsub.add_parser("import", help="import a folder in the mrus_prostate layout")
@@ -19,6 +19,9 @@ def add_db_commands(sub) -> None:
     p.add_argument("--geometry", "--convention", dest="convention", choices=CONVENTIONS, default="centred",
                    help="initial correspondence recorded for the pairs, as train's --geometry (default centred; "
                         "--convention is the same option)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="leave pairs the database holds already (by name) as they are: import a grown folder's new "
+                        "pairs")
     p.set_defaults(func=cmd_import)
 
     p = dsub.add_parser("export", help="export to the folder layout (or one NIfTI per label)")
@@ -58,18 +61,18 @@ def add_db_commands(sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
-def _when(at) -> str:
-    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def cmd_history(args) -> None:
+    from ..database.store import when
+
     with open_db(args.db) as db:
         if args.deleted:
             deleted = db.label_pairs(deleted=True)
             names = {p.id: p.name for p in db.image_pairs()} if deleted else {}
             for lp in deleted:
                 print(f"label pair {lp.id}  {names[lp.image_pair_id]}  {lp.type} · {lp.name or '-'}  deleted by "
-                      f"{lp.modified_by or '-'} at {_when(lp.modified)} (revision {lp.revision})")
+                      f"{lp.modified_by or '-'} at {when(lp.modified)} (revision {lp.revision})")
             print(f"{len(deleted)} deleted label pairs" + (": db restore --label-pair ID brings one back" if deleted
                                                             else ""))
             return
@@ -80,14 +83,16 @@ def cmd_history(args) -> None:
         for r in db.revisions(args.label_pair):
             masks = "  ".join(f"{side} {sha[:12] if sha else '-':12s}" for side, sha in (("moving", r.moving_sha256),
                                                                                           ("fixed", r.fixed_sha256)))
-            print(f"{r.number:4d}  {_when(r.at)}  {r.author or '-':12s}  {r.action:18s} {r.status:10s}  {masks}")
+            print(f"{r.number:4d}  {when(r.at)}  {r.author or '-':12s}  {r.action:18s} {r.status:10s}  {masks}")
 
 
 def cmd_restore(args) -> None:
     with open_db(args.db) as db:
         number = db.restore(args.label_pair, args.revision, author=args.annotator)
-    what = f"revision {args.revision}" if args.revision is not None else "the deleted label pair"
-    print(f"restored {what} of label pair {args.label_pair} as its revision {number}")
+    if args.revision is None:
+        print(f"label pair {args.label_pair} undeleted (its revision {number})")
+    else:
+        print(f"label pair {args.label_pair}: revision {args.revision} restored as its revision {number}")
 
 
 def cmd_import(args) -> None:
@@ -99,8 +104,9 @@ def cmd_import(args) -> None:
     total = len(list_folder_pairs(args.folder))
     with open_db(args.db, must_exist=False) as db, tqdm(total=total, unit="pair") as bar:
         n = import_folder(db, args.folder, subjects=args.subjects, convention=args.convention,
-                          progress=lambda _: bar.update())
-    print(f"imported {n} image pairs into {args.db}")
+                          skip_existing=args.skip_existing, progress=lambda _: bar.update())
+    skipped = f" ({total - n} there already, left as they were)" if args.skip_existing and total > n else ""
+    print(f"imported {n} image pairs into {args.db}{skipped}")
 
 
 def cmd_export(args) -> None:

@@ -96,6 +96,14 @@ def main(argv=None) -> int:
     except (DataError, ValueError, OSError) as exc:  # OSError: an --out that is a file, a folder, not writable
         print(f"napari-labelreg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not type(exc).__module__.startswith("sqlalchemy"):
+            raise
+        # a damaged database, or a server gone mid-command: the driver's first line, not a traceback
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        print(f"napari-labelreg {args.command}: error: {getattr(args, 'db', '')}: database error ({first})",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         resume = " (the checkpoint is written: add --resume to continue)" if args.command == "train" else ""
         print(f"interrupted{resume}", file=sys.stderr)

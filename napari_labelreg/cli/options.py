@@ -170,6 +170,8 @@ def open_db(path, must_exist: bool = True):
 
     if must_exist and "://" not in str(path) and not Path(path).is_file():
         raise DataError(f"{path}: database not found")
+    if must_exist and "://" not in str(path) and not Path(path).stat().st_size:
+        raise DataError(f"{path}: an empty file, not a label database (db import makes one)")
     return LabelDB.open(path)
 
 

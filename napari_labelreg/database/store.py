@@ -84,6 +84,11 @@ def utc(at: datetime) -> datetime:
     return at.replace(tzinfo=timezone.utc) if at.tzinfo is None else at
 
 
+def when(at: datetime) -> str:
+    """A stored time as people read it: local, with its zone."""
+    return utc(at).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
 def _label_record(r) -> LabelPairRecord:
     return LabelPairRecord(r["id"], r["image_pair_id"], r["position"], r["type"], r["name"], r["annotator"],
                            r["status"], r["verifier"], utc(r["created"]), utc(r["modified"]),
@@ -210,9 +215,16 @@ class LabelDB:
             return cls(_server_engine(text_location), text_location)
         path = Path(location).expanduser().resolve()
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_file() and path.stat().st_size:
+        new = not path.exists()
+        if not new and path.stat().st_size:
             _refuse_foreign_sqlite(path)  # before our connection settings (WAL) rewrite its header
-        return cls(_sqlite_engine(path), str(path))
+        try:
+            return cls(_sqlite_engine(path), str(path))
+        except BaseException:
+            if new:  # a failed first open leaves no half-made database behind
+                for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                    leftover.unlink(missing_ok=True)
+            raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -527,11 +539,12 @@ class LabelDB:
     def _check_expected(self, c: Connection, lp, expected: int | None) -> None:
         if expected is None or lp["revision"] == expected:
             return
+        if expected > lp["revision"]:
+            raise ValidationError(f"label pair {lp['id']} has no revision {expected} (its newest is {lp['revision']})")
         pair = c.execute(select(s.image_pairs.c.name).where(s.image_pairs.c.id == lp["image_pair_id"])).scalar()
-        when = utc(lp["modified"]).astimezone().strftime("%Y-%m-%d %H:%M:%S")
         raise ConflictError(f"{pair} label pair {lp['id']} ({lp['type']} {lp['name'] or '-'}) was changed by "
-                            f"{lp['modified_by'] or 'someone'} at {when} (revision {lp['revision']}) after you read "
-                            f"revision {expected}; nothing was saved: reload the pair to see their change")
+                            f"{lp['modified_by'] or 'someone'} at {when(lp['modified'])} (revision {lp['revision']}) "
+                            f"after you read revision {expected}; nothing was saved")
 
     def _change(self, c: Connection, lp, expected: int | None, author: str, action: str, values: dict) -> int:
         """Apply ``values`` to a label pair locked by the caller, as its next revision; returns the revision."""

@@ -24,17 +24,24 @@ def read_subject_map(path: str | os.PathLike | None) -> dict[str, str]:
 
 
 def import_folder(db: LabelDB, root: str | os.PathLike, *, subjects: str | os.PathLike | None = None,
-                  convention: str = "centred", annotator: str = "import",
+                  convention: str = "centred", annotator: str = "import", skip_existing: bool = False,
                   progress: Callable[[str], None] | None = None) -> int:
     """Import every pair of a folder; returns the number of image pairs added.
 
     Label 0 becomes a ``gland`` label pair, labels 1.. ``other`` ones named
     ``label k``.  Each image pair is one transaction: a failure leaves the
-    pairs before it imported and nothing of the failing one.
+    pairs before it imported and nothing of the failing one.  ``skip_existing``:
+    pairs whose name the database holds already are left as they are (a folder
+    that grows is imported again for its new pairs).
     """
     mapping = read_subject_map(subjects)
+    existing = {r.name for r in db.image_pairs()} if skip_existing else set()
     count = 0
     for name in list_folder_pairs(root):
+        if name in existing:
+            if progress:
+                progress(name)
+            continue
         pair = load_folder_pair(root, name)  # partners, shapes and label counts checked, each in one line
         with db.transaction() as conn:
             pair_id = db.add_image_pair(pair.moving.source, pair.fixed.source, subject=mapping.get(name, name),
