@@ -28,7 +28,7 @@ from napari_labelreg.pipeline.registrator import Registrator, identity_registrat
 from napari_labelreg.core.io import list_folder_pairs
 from napari_labelreg.evaluation.statistics import paired_wilcoxon
 from napari_labelreg.pipeline.train import train
-from napari_labelreg.training.distributed import launched_rank
+from napari_labelreg.nn.device import launched_rank
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mrus_prostate"
 

@@ -1,10 +1,15 @@
 import locale
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mrus_prostate"
+
+# The suite runs on the CPU, whose kernels are deterministic (its bitwise checks rely on it), even on a GPU host;
+# tests/test_cuda.py asks for CUDA by name, with tolerances.  Set it to cuda to run everything there.
+os.environ.setdefault("NAPARI_LABELREG_DEVICE", "cpu")
 
 
 def pytest_collection_modifyitems(config, items):

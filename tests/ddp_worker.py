@@ -3,6 +3,8 @@
 ``worker.py OUT`` trains 3 iterations; ``worker.py OUT minutes`` trains for 6 seconds under a cosine
 schedule with rank 1 starting its clock 0.5 s late, as ranks on a busy machine do; ``worker.py OUT
 locator`` trains a gland locator for 2 steps first (the ranks share its two sides), then 4 iterations.
+``worker.py OUT variants`` trains each of :data:`VARIANTS` for 2 steps in turn (one launch for all) and saves
+every rank's weights of each as ``NAME.rankR.pt``.
 """
 
 import sys
@@ -19,6 +21,23 @@ from napari_labelreg.pipeline.train import Trainer
 from napari_labelreg.training.refine import Batcher
 
 
+# name -> changes to the per-rank config: every network, pre-filtered labels, and the cpu preset's stages
+VARIANTS = {
+    "baseline": {}, "delta0": {"variant": "delta0"}, "delta1-4": {"variant": "delta1-4"},
+    "global": {"variant": "global"}, "composite": {"variant": "composite"},
+    "delta1-4-prefilter": {"variant": "delta1-4", "prefilter": True},
+    "composite-prefilter": {"variant": "composite", "prefilter": True},
+    "stages": {"locator": 0.3, "prior": 0.3},
+}
+
+
+def variant_config(config: TrainConfig, changes: dict) -> TrainConfig:
+    model = replace(config.model, variant=changes.get("variant", config.model.variant))
+    loss = replace(config.loss, prefilter=changes.get("prefilter", config.loss.prefilter))
+    stages = {k: v for k, v in changes.items() if k in ("locator", "prior")}
+    return replace(config, model=model, loss=loss, iterations=6 if stages else 2, **stages)
+
+
 def setup(mode: str | None = None) -> tuple[list, TrainConfig]:
     """The pairs and per-rank config of a ``mode`` run (also what test_distributed compares against)."""
     pairs = [make_phantom(s, fixed_shape=(16, 20, 12), moving_shape=(18, 18, 16), spacing=2.5).pair for s in range(3)]
@@ -31,8 +50,23 @@ def setup(mode: str | None = None) -> tuple[list, TrainConfig]:
     return pairs, config
 
 
+def variants(out: Path) -> None:
+    pairs, config = setup()
+    for name, changes in VARIANTS.items():
+        trainer = Trainer(pairs, variant_config(config, changes), out / name)
+        for _ in trainer:
+            pass
+        weights = {stage.name: stage.module().state_dict() for stage in trainer.stages}
+        torch.save({"weights": weights, "steps": {s.name: s.step for s in trainer.stages}},
+                   out / f"{name}.rank{dist.get_rank()}.pt")
+    dist.destroy_process_group()
+
+
 if __name__ == "__main__":
     out = Path(sys.argv[1])
+    if sys.argv[2:] == ["variants"]:
+        variants(out)
+        sys.exit()
     pairs, config = setup(sys.argv[2] if len(sys.argv) > 2 else None)
     trainer = Trainer(pairs, config, out / "run")
     first_batch = Batcher(trainer.data.prepared, config, trainer.device, trainer.rank)(0)[0]

@@ -71,3 +71,26 @@ def test_torchrun_runs_the_cli(phantom_folder, tmp_path):
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert state["stages"]["refine"]["step"] == 1  # of 2 steps in all, the cpu preset's locator takes one
     assert (tmp_path / "run" / "training_set.json").is_file()
+
+
+def test_every_variant_and_the_cpu_presets_stages_train_under_ddp_to_identical_weights(tmp_path):
+    """delta1-4 once died at its second step (an up-sampling block no head read had no gradient); the gland
+    prior, fitted on each rank, is rank 0's on all."""
+    from ddp_worker import VARIANTS
+
+    worker = Path(__file__).with_name("ddp_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29521",
+           str(worker), str(tmp_path), "variants"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    for name in VARIANTS:
+        a, b = (torch.load(tmp_path / f"{name}.rank{r}.pt", weights_only=True) for r in range(2))
+        assert a["steps"] == b["steps"] and a["steps"]["refine"] >= 1, (name, a["steps"])
+        assert a["weights"].keys() == b["weights"].keys()
+        for stage, weights in a["weights"].items():
+            for key, value in weights.items():
+                if "running_" in key or "num_batches" in key:
+                    continue  # BatchNorm statistics are per rank between DDP's buffer broadcasts
+                assert torch.equal(value, b["weights"][stage][key]), (name, stage, key)
+    stages = torch.load(tmp_path / "stages.rank0.pt", weights_only=True)
+    assert set(stages["weights"]) == {"locate", "prior", "refine"}

@@ -17,8 +17,8 @@ from .options import config_from_args, drive, given, open_db, source_geometry, t
 
 def cmd_train(args) -> None:
     from ..pipeline.checkpoint import CHECKPOINT, load_checkpoint
-    from ..pipeline.train import TRAINING_SET, train
-    from ..training.distributed import launched_rank
+    from ..pipeline.train import TRAINING_SET, Trainer
+    from ..nn.device import launched_rank
 
     config, use = config_from_args(args), use_from_args(args)
     out = Path(args.out)
@@ -38,7 +38,12 @@ def cmd_train(args) -> None:
         config = replace(config, geometry=source_geometry(args, [p.name for p in pairs]))
     print(f"training {', '.join(config.stage_budgets())} (a {config.model.variant} network of width "
           f"{config.model.width}) on {len(pairs)} pairs, geometry {config.geometry} -> {out}")
-    reports = train(pairs, config, out, use=use, resume=args.resume, device=args.device)
+    trainer = Trainer(pairs, config, out, use=use, resume=args.resume, device=args.device)
+    reports = iter(trainer)
+    if launched_rank() == 0:
+        ranks = f", {trainer.world} processes" if trainer.world > 1 else ""
+        note = f" ({trainer.precision_note})" if trainer.precision_note else ""
+        print(f"on {trainer.device}{ranks}, precision {trainer.config.precision}{note}")
     if launched_rank() != 0:  # under torchrun, rank 0 alone writes and reports
         for _ in reports:
             pass

@@ -79,7 +79,8 @@ def training_options(p: argparse.ArgumentParser) -> None:
     option("--network-weight", "registration: weight of the network's DDF on top of the located glands and prior, "
            "recorded with the run", type=float, metavar="W")
     option("--spacing", "network grid voxel size in mm (0: the fixed grid)", type=float)
-    option("--precision", "arithmetic of training and registration", choices=("bf16", "fp32"))
+    option("--precision", "arithmetic of training and registration (bf16 only where the device runs it natively, "
+           "else fp32, said at the start)", choices=("bf16", "fp32"))
     option("--seed", "random seed of weights, sampling and augmentation", type=int)
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1... "
                    "(default auto)")

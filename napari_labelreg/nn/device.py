@@ -1,17 +1,71 @@
-"""Device, precision and memory layout: one place decides them."""
+"""Device, precision and memory layout: one place decides them.
+
+Under ``torchrun`` every process is a rank with its own GPU, ``LOCAL_RANK`` (its index on its machine); a
+bare ``cuda`` means that GPU, never GPU 0 on every rank.  ``NAPARI_LABELREG_DEVICE`` sets the device where
+none is given (the test suite pins the CPU with it, whose kernels are deterministic).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    """This process's rank on its machine as torchrun set it (its GPU's index)."""
+    return int(os.environ.get("LOCAL_RANK", launched_rank()))
+
+
 def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else CUDA when present, else CPU."""
-    if device and device != "auto":
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``device`` if given (``auto``: not given), else ``$NAPARI_LABELREG_DEVICE``, else CUDA when present,
+    else CPU.  CUDA without an index is this process's GPU (``LOCAL_RANK``), made the current one."""
+    wanted = device if device and device != "auto" else os.environ.get("NAPARI_LABELREG_DEVICE") or None
+    if wanted is None:
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        chosen = torch.device(wanted)
+    except RuntimeError:
+        raise ValueError(f"device {wanted!r}: not a device (cpu, cuda, cuda:1, ...)") from None
+    if chosen.type != "cuda":
+        return chosen
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {wanted!r}: this machine has no CUDA GPU that torch can use (--device cpu)")
+    count = torch.cuda.device_count()
+    index = local_rank() if chosen.index is None else chosen.index
+    if index >= count:
+        raise ValueError(f"device cuda:{index}: this machine shows {count} GPU{'s' * (count != 1)}; run at most "
+                         f"{count} processes per machine (torchrun --nproc_per_node {count})")
+    chosen = torch.device("cuda", index)
+    torch.cuda.set_device(chosen)
+    return chosen
+
+
+def pick_precision(device: torch.device, requested: str) -> tuple[str, str]:
+    """(precision, why): ``bf16`` where ``device`` runs bf16 convolutions natively, else ``fp32``.
+
+    CUDA: compute capability 8.0 and after (Ampere on; a V100, T4 or RTX 20xx would emulate it, slowly).
+    CPU: oneDNN's bf16 path (AVX512-BF16 or AMX).  ``why`` is empty when the request is met.
+    """
+    if requested == "fp32":
+        return "fp32", ""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if (major, minor) >= (8, 0):
+            return "bf16", ""
+        return "fp32", (f"{torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) has no native "
+                        "bf16: fp32 instead")
+    if device.type == "cpu":
+        if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return "bf16", ""
+        return "fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX): fp32 instead"
+    return "fp32", f"bf16 is not supported here on {device.type}: fp32 instead"
 
 
 def fast_layout(x, precision: str):

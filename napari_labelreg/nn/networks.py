@@ -153,12 +153,23 @@ class LocalNet(nn.Module):
         self.levels = tuple(sorted(levels))
         self.encoder = Encoder(in_channels, width)
         ch = self.encoder.channels
-        self.ups = nn.ModuleList([Up(ch[i + 1], ch[i]) for i in reversed(range(LEVELS))])
+        # up-sampling blocks down to the finest level a head reads, no further: a block nothing reads gets no
+        # gradient, which DistributedDataParallel refuses (delta1-4 never reads full resolution)
+        self.ups = nn.ModuleList([Up(ch[i + 1], ch[i]) for i in reversed(range(self.levels[0], LEVELS))])
         self.heads = nn.ModuleDict({str(s): Conv3d(ch[s], out_channels, 3, padding=1) for s in self.levels})
         _init_xavier(self)
         for head in self.heads.values():
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # runs made before stop 20 also built the blocks below the finest level read: their weights never
+        # reached the output, and are dropped
+        unread = [k for k in state_dict if k.startswith(f"{prefix}ups.")
+                  and int(k[len(prefix) + 4:].split(".", 1)[0]) >= len(self.ups)]
+        for key in unread:
+            del state_dict[key]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, shape = _pad_to_multiple(x)
@@ -217,17 +228,20 @@ class GlobalNet(nn.Module):
 
 
 def affine_ddf(theta: torch.Tensor, shape) -> torch.Tensor:
-    """DDF in voxel units ``(B, 3, *shape)`` of a normalised-coordinate affine."""
-    q = normalised_grid(shape, theta.device)
-    moved = torch.einsum("bij,dhwj->bdhwi", theta[:, :, :3], q) + theta[:, None, None, None, :, 3]
-    half = torch.tensor([(n - 1) / 2 for n in shape], device=theta.device)
-    return ((moved - q) * half).permute(0, 4, 1, 2, 3)
+    """DDF in voxel units ``(B, 3, *shape)`` of a normalised-coordinate affine (in fp32 under autocast too:
+    bf16 would round the affine)."""
+    with torch.autocast(theta.device.type, enabled=False):
+        theta = theta.float()
+        q = normalised_grid(shape, theta.device)
+        moved = torch.einsum("bij,dhwj->bdhwi", theta[:, :, :3], q) + theta[:, None, None, None, :, 3]
+        half = torch.tensor([(n - 1) / 2 for n in shape], device=theta.device)
+        return ((moved - q) * half).permute(0, 4, 1, 2, 3)
 
 
 def voxel_linear(theta: torch.Tensor, shape) -> torch.Tensor:
     """Linear part ``(B, 3, 3)`` of a normalised-coordinate affine in voxel units."""
     half = torch.tensor([(n - 1) / 2 for n in shape], device=theta.device)
-    return half[None, :, None] * theta[:, :, :3] / half[None, None, :]
+    return half[None, :, None] * theta[:, :, :3].float() / half[None, None, :]
 
 
 class CompositeNet(nn.Module):
@@ -250,8 +264,8 @@ class CompositeNet(nn.Module):
         points = base_grid(shape, x.device)[None] + d_global.permute(0, 2, 3, 4, 1)
         moved = sample(x[:, :1], points)
         d_local = self.local_net(torch.cat([moved.to(x.dtype), x[:, 1:]], dim=1)).float()
-        linear = voxel_linear(theta, shape)
-        return d_global + torch.einsum("bij,bjdhw->bidhw", linear, d_local)
+        with torch.autocast(x.device.type, enabled=False):  # the composition in fp32, as the affine
+            return d_global + torch.einsum("bij,bjdhw->bidhw", voxel_linear(theta, shape), d_local)
 
 
 def build_model(config: ModelConfig) -> nn.Module:

@@ -17,7 +17,7 @@ from ..config import InferenceConfig, TrainConfig
 from ..core import transform
 from ..core.geometry import Grid, fixed_to_moving, warp
 from ..core.io import DataError, Pair, Volume
-from ..nn.device import pick_device
+from ..nn.device import pick_device, pick_precision
 from .checkpoint import load_checkpoint, run_checkpoint
 from .stages import Estimate, Stage, stage_from_state
 
@@ -86,7 +86,9 @@ class Registrator:
         if not use.network_weight and "locate" not in names:
             raise ValueError("without its network a run registers from its located glands (and gland prior); "
                              "this run has no gland locator (no Locate stage)")
-        self.config, self.use, self.device = config, use, pick_device(use.device)
+        self.device = pick_device(use.device)
+        use = replace(use, precision=pick_precision(self.device, use.precision)[0])  # bf16 only where native
+        self.config, self.use = config, use
         self.stages = [stage.ready(self.device, use.precision) for stage in stages]
 
     def stage(self, name: str) -> Stage | None:

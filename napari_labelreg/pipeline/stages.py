@@ -148,6 +148,10 @@ class Stage:
     def load_weights(self, weights: dict) -> None:
         raise NotImplementedError
 
+    def module(self) -> nn.Module:
+        """What the stage trains."""
+        raise NotImplementedError
+
     def hand_on(self, data: TrainingData) -> None:
         """What this fitted stage gives the training of the stages after it (nothing by default)."""
 
@@ -219,6 +223,9 @@ class Locate(Stage):
     def weights(self) -> dict:
         return self.locator.state_dict()
 
+    def module(self) -> nn.Module:
+        return self.locator
+
     def load_weights(self, weights: dict) -> None:
         self.locator.load_state_dict(weights)
 
@@ -267,6 +274,9 @@ class Prior(Stage):
 
     def weights(self) -> dict:
         return {"field": self.prior.field.detach().clone()}
+
+    def module(self) -> nn.Module:
+        return self.prior
 
     def load_weights(self, weights: dict) -> None:
         self.prior.load_state_dict(weights)
@@ -341,6 +351,9 @@ class Refine(Stage):
 
     def weights(self) -> dict:
         return self.model.state_dict()
+
+    def module(self) -> nn.Module:
+        return self.model
 
     def load_weights(self, weights: dict) -> None:
         self.model.load_state_dict(weights)

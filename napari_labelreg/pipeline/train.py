@@ -20,8 +20,8 @@ import torch
 
 from ..config import InferenceConfig, TrainConfig
 from ..core.io import Pair, atomic_write
-from ..nn.device import pick_device
-from ..training.distributed import distributed_context, local_rank, rank_zero_seconds
+from ..nn.device import pick_device, pick_precision
+from ..training.distributed import broadcast_module, distributed_context, rank_zero_seconds
 from ..training.schedule import Budget
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .registrator import Registrator
@@ -48,10 +48,12 @@ class Trainer:
                  use: InferenceConfig | None = None, resume: bool = False, device: str | None = None,
                  validator: Callable[[Registrator], dict] | None = None, validate_every: int = 50) -> None:
         self.validator, self.validate_every = validator, validate_every
-        self.rank, self.world = distributed_context()
-        dev = pick_device(device)
-        if self.world > 1 and dev.type == "cuda":
-            dev = torch.device("cuda", local_rank())
+        dev = pick_device(device)  # under torchrun, this rank's own GPU
+        self.rank, self.world = distributed_context(dev)
+        precision, self.precision_note = pick_precision(dev, config.precision)
+        config = replace(config, precision=precision)  # what runs, and what config.json records
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # the registration grid's shape is the same every step
         self.device, self.config, self.out = dev, config, Path(out_dir)
         self.use = use or InferenceConfig()
         self.data = TrainingData(list(pairs), config, dev, self.rank, self.world)
@@ -126,6 +128,8 @@ class Trainer:
         """The stage's share of the run's budget, timed by rank 0's clock from now."""
         steps, seconds = self.config.stage_budgets()[stage.name]
         start = time.perf_counter()
+        if seconds is None:  # a budget of steps: each rank's own clock, no collective each step
+            return Budget(steps, seconds, lambda: time.perf_counter() - start)
         return Budget(steps, seconds, lambda: rank_zero_seconds(time.perf_counter() - start, self.world, self.device))
 
     def __iter__(self) -> Iterator[Progress]:
@@ -144,6 +148,8 @@ class Trainer:
                         _log(self.out, report)
                     yield report
                 if stage is not self.stages[-1]:
+                    # every rank fitted it alike; on a GPU its kernels need not agree to the bit: rank 0's
+                    broadcast_module(stage.module(), self.world, self.device)
                     self.fitted.append(stage.name)
                     stage.optimizer = None  # done: only its weights are kept
                     stage.hand_on(self.data)

@@ -1,4 +1,4 @@
-"""torchrun's environment, read in one place, and the process group a run joins."""
+"""The process group a run joins under torchrun, and rank 0's clock."""
 
 from __future__ import annotations
 
@@ -8,22 +8,16 @@ import torch
 import torch.distributed as dist
 
 
-def launched_rank() -> int:
-    """This process's rank as torchrun set it (0 when not launched by torchrun)."""
-    return int(os.environ.get("RANK", "0"))
 
-
-def local_rank() -> int:
-    """This process's rank on its machine as torchrun set it (its GPU's index)."""
-    return int(os.environ.get("LOCAL_RANK", launched_rank()))
-
-
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size), starting the process group when run under torchrun."""
+def distributed_context(device: torch.device) -> tuple[int, int]:
+    """(rank, world size), starting the process group when run under torchrun: NCCL bound to this rank's GPU
+    when it trains on CUDA, gloo when on the CPU (whatever else the machine has)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
@@ -34,3 +28,16 @@ def rank_zero_seconds(seconds: float, world: int, device: torch.device) -> float
     t = torch.tensor([seconds], dtype=torch.float64, device=device)
     dist.broadcast(t, src=0)
     return float(t)
+
+
+def broadcast_module(module: torch.nn.Module, world: int, device: torch.device) -> None:
+    """Every rank takes rank 0's parameters and buffers of ``module``, through ``device`` (the process group's:
+    NCCL sends only GPU tensors).  For a stage every rank fits alike, whose kernels need not agree bit for bit
+    on a GPU."""
+    if world == 1:
+        return
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            sent = tensor.data.to(device)
+            dist.broadcast(sent, src=0)
+            tensor.data.copy_(sent)

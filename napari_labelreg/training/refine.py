@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -25,14 +27,30 @@ def build_losses(config: TrainConfig, grid) -> tuple[nn.Module, nn.Module]:
 
 
 class Batcher:
-    """Draws and assembles the minibatch of one step (see sampling)."""
+    """Draws and assembles the minibatch of one step (see sampling) on the training device.
+
+    The pairs' volumes and labels are moved there once; each step draws its augmentations (4x4 matrices) on
+    the CPU and resamples on the device, so a GPU builds its own batches.
+    """
 
     def __init__(self, prepared: list[PreparedPair], config: TrainConfig, device: torch.device, rank: int = 0):
-        self.prepared, self.config, self.device, self.rank = prepared, config, device, rank
+        on = lambda x: x.to(device)  # noqa: E731 - a no-op on the CPU
+        self.prepared = [replace(pp, fixed_image=on(pp.fixed_image), fixed_labels=on(pp.fixed_labels),
+                                 moving_image=on(pp.moving_image), moving_labels=on(pp.moving_labels))
+                         for pp in prepared]
+        self.config, self.device, self.rank = config, device, rank
         self.shape = prepared[0].grid.shape
         self._prefiltered: dict[tuple[str, int, int], torch.Tensor] = {}
-        # per pair, the gland prior's DDF on its network grid (1, 3, *shape), network voxels; None: no prior
-        self.priors: list[torch.Tensor] | None = None
+        self._priors: list[torch.Tensor] | None = None
+
+    @property
+    def priors(self) -> list[torch.Tensor] | None:
+        """Per pair, the gland prior's DDF on its network grid (1, 3, *shape), network voxels; None: no prior."""
+        return self._priors
+
+    @priors.setter
+    def priors(self, priors: list[torch.Tensor] | None) -> None:
+        self._priors = None if priors is None else [p.to(self.device) for p in priors]
 
     def _labels(self, pp: PreparedPair, label: int, side: str) -> torch.Tensor:
         """(1, C, ...) label; with prefiltering, C = number of scales, filtered once and cached."""
@@ -54,8 +72,9 @@ class Batcher:
         a displacement at ``t_moving @ x`` of the unaugmented grid, enters ``d`` as ``A^-1 u(t_moving @ x)``
         with A the augmentation's linear part.
         """
+        t_moving = t_moving.to(self.device)
         u = sample(self.priors[p], moving_coordinates(t_moving[None].float(), self.shape), padding="border")
-        return torch.einsum("ij,bjdhw->bidhw", torch.linalg.inv(t_moving[:3, :3]).float(), u)
+        return torch.einsum("ij,bjdhw->bidhw", torch.linalg.inv(t_moving[:3, :3].cpu()).float().to(self.device), u)
 
     def __call__(self, step: int):
         """``(inputs (B, 2, ...), fixed labels, matrices (B, 4, 4), moving labels, priors)`` of one step.
@@ -75,8 +94,8 @@ class Batcher:
             chosen = range(pp.num_labels) if self.config.label_sampling == "all" else [label]
             t_moving = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))
             t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
-            matrix = (pp.net_to_moving @ t_moving)[None]
-            fixed_coords = moving_coordinates(t_fixed, self.shape)
+            matrix = (pp.net_to_moving @ t_moving)[None].to(self.device)
+            fixed_coords = moving_coordinates(t_fixed.to(self.device), self.shape)
             prior = None
             if self.priors is not None:
                 prior = self._prior(p, t_moving)
@@ -85,13 +104,11 @@ class Batcher:
             fixed = sample(pp.fixed_image[None], fixed_coords)
             inputs.append(torch.cat([moving, fixed], dim=1))
             fixed_stack = torch.cat([self._labels(pp, k, "fixed") for k in chosen], dim=1)
-            fixed_labels.append(sample(fixed_stack, fixed_coords).to(self.device))
+            fixed_labels.append(sample(fixed_stack, fixed_coords))
             matrices.append(matrix)
-            moving_stack = torch.cat([self._labels(pp, k, "moving") for k in chosen], dim=1)
-            moving_labels.append(moving_stack.to(self.device))
-        to = dict(device=self.device)
-        priors = torch.cat(priors).to(**to) if priors else None
-        return torch.cat(inputs).to(**to), fixed_labels, torch.cat(matrices).to(**to), moving_labels, priors
+            moving_labels.append(torch.cat([self._labels(pp, k, "moving") for k in chosen], dim=1))
+        priors = torch.cat(priors) if priors else None
+        return torch.cat(inputs), fixed_labels, torch.cat(matrices), moving_labels, priors
 
 
 def compute_loss(model, batch, similarity, regulariser, weight: float, device, precision: str, *,
