@@ -17,6 +17,7 @@ it left them: the network learns from the true gland centroids and the fitted pr
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import ClassVar, Iterator
@@ -322,14 +323,17 @@ class Refine(Stage):
             loss, sim, reg = compute_loss(self.net, batcher(step), data.similarity, data.regulariser, cfg.loss.weight,
                                           data.device, cfg.precision, label_channels=channels,
                                           folding_weight=cfg.loss.folding)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower the learning rate")
+            # the step's one wait for the device (three figures in one copy), before a non-finite loss reaches
+            # the weights and the checkpoint
+            value, similarity, regulariser = torch.stack([loss, sim, reg]).detach().tolist()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss became {value} at step {step}; lower the learning rate")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             self.step = step + 1
             now = time.perf_counter()
-            yield Progress(self.step, budget.iterations, loss.item(), sim.item(), reg.item(), now - start, now - t0)
+            yield Progress(self.step, budget.iterations, value, similarity, regulariser, now - start, now - t0)
 
     def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
         if not use.network_weight:
