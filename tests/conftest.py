@@ -156,3 +156,15 @@ def database_url(request, tmp_path):
     yield server.set(database=name).render_as_string(hide_password=False)
     with psycopg.connect(**admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url, phantom_folder):
+    """An imported phantom folder in a label database, on each backend (SQLite and PostgreSQL)."""
+    from napari_labelreg.database import LabelDB
+    from napari_labelreg.database.transfer import import_folder
+
+    database = LabelDB.open(database_url)
+    import_folder(database, phantom_folder)
+    yield database
+    database.close()

@@ -13,15 +13,6 @@ from napari_labelreg.database.views import counts, label_pairs_frame, summary
 from napari_labelreg.core.io import DataError, list_folder_pairs, load_folder_pair
 
 
-@pytest.fixture
-def db(database_url, phantom_folder):
-    """An imported phantom folder, on each backend (SQLite and PostgreSQL)."""
-    database = LabelDB.open(database_url)
-    import_folder(database, phantom_folder)
-    yield database
-    database.close()
-
-
 def snapshot(db):
     """Every row of every table: a refused write must leave this unchanged."""
     with db.transaction() as c:

@@ -26,6 +26,16 @@ def db_path(tmp_path):
     return phantom_database(tmp_path / "db", count=2)
 
 
+@pytest.fixture
+def saving_errors(monkeypatch):
+    """The notifications of writes that failed, in order (instead of napari's pop-ups)."""
+    from napari_labelreg._widgets import annotate
+
+    shown = []
+    monkeypatch.setattr(annotate, "show_error", shown.append)
+    return shown
+
+
 def make_widget(viewer, db_path, qtbot, annotator="alice"):
     from gui_user import User
 
@@ -481,13 +491,10 @@ def test_point_mode_click_places_a_sphere_of_the_set_radius(make_napari_viewer, 
 
 
 def test_a_failed_write_is_reported_once_and_the_next_stroke_writes_everything(make_napari_viewer, db_path, qtbot,
-                                                                               monkeypatch):
+                                                                               monkeypatch, saving_errors):
     from qtpy.QtCore import Qt
 
-    from napari_labelreg._widgets import annotate
-
-    shown = []
-    monkeypatch.setattr(annotate, "show_error", shown.append)
+    shown = saving_errors
     viewer = make_napari_viewer(show=True)
     w, user = make_widget(viewer, db_path, qtbot)
     user.key(Qt.Key.Key_N)
@@ -545,15 +552,12 @@ def test_strokes_save_into_a_postgresql_database(make_napari_viewer, qtbot, tmp_
 
 
 def test_a_stroke_over_a_colleagues_newer_change_is_refused_then_kept_or_dropped(make_napari_viewer, db_path, qtbot,
-                                                                                 monkeypatch):
+                                                                                 saving_errors):
     """Alice paints; bob, on another machine, repaints her label pair; alice's next stroke is refused with his name,
     nothing of his is overwritten; Shift+R saves hers over his (his stays in the history), R takes his."""
     from qtpy.QtCore import Qt
 
-    from napari_labelreg._widgets import annotate
-
-    shown = []
-    monkeypatch.setattr(annotate, "show_error", shown.append)
+    shown = saving_errors
     viewer = make_napari_viewer(show=True)
     w, user = make_widget(viewer, db_path, qtbot)
     user.key(Qt.Key.Key_N)

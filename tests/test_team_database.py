@@ -19,14 +19,6 @@ from napari_labelreg.database.transfer import export_folder, import_folder
 from test_database import snapshot
 
 
-@pytest.fixture
-def db(database_url, phantom_folder):
-    database = LabelDB.open(database_url)
-    import_folder(database, phantom_folder)
-    yield database
-    database.close()
-
-
 def test_a_database_opened_elsewhere_without_the_image_files_loads_every_pair_bit_identically(
         database_url, tmp_path, monkeypatch):
     from conftest import write_phantom_folder
