@@ -94,3 +94,20 @@ def test_every_variant_and_the_cpu_presets_stages_train_under_ddp_to_identical_w
                 assert torch.equal(value, b["weights"][stage][key]), (name, stage, key)
     stages = torch.load(tmp_path / "stages.rank0.pt", weights_only=True)
     assert set(stages["weights"]) == {"locate", "prior", "refine"}
+
+
+@pytest.mark.parametrize("variant", ["baseline", "delta0", "delta1-4", "global", "composite", "delta1-4 --prefilter",
+                                     "the cpu preset"])
+def test_torchrun_trains_every_variant_from_the_command_line_to_identical_weights(phantom_folder, tmp_path, variant):
+    """What a user types: ``torchrun --nproc_per_node 2 -m napari_labelreg train --device cpu ...``."""
+    chosen = [] if variant == "the cpu preset" else ["--preset", "paper", "--variant", *variant.split()]
+    port = str(29540 + ["baseline", "delta0", "delta1-4", "global", "composite", "delta1-4 --prefilter",
+                        "the cpu preset"].index(variant))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
+           "-m", "napari_labelreg", "train", "--data", str(phantom_folder), "--out", str(tmp_path / "run"),
+           *chosen, "--width", "4", "--iterations", "3", "--geometry", "centred", "--device", "cpu",
+           "--batch-size", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "on cpu, 2 processes, precision" in out.stdout
+    assert "2 processes: the weights are identical on every rank" in out.stdout, out.stdout[-2000:]

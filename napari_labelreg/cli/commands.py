@@ -49,6 +49,9 @@ def cmd_train(args) -> None:
             pass
         return
     steps = drive(reports, config)
+    if trainer.world > 1:
+        print(f"{trainer.world} processes: the weights are "
+              f"{'identical on every rank' if trainer.ranks_agree else 'NOT the same on every rank (a bug: report it)'}")
     if not steps:
         print(f"{out}: the run had used its whole budget; give a larger --iterations or --minutes to train further")
         return

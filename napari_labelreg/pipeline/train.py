@@ -21,7 +21,7 @@ import torch
 from ..config import InferenceConfig, TrainConfig
 from ..core.io import Pair, atomic_write
 from ..nn.device import pick_device, pick_precision
-from ..training.distributed import broadcast_module, distributed_context, rank_zero_seconds
+from ..training.distributed import broadcast_module, distributed_context, rank_zero_seconds, ranks_agree
 from ..training.schedule import Budget
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .registrator import Registrator
@@ -60,6 +60,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.stages = build_stages(config)
         self.fitted: list[str] = []
+        self.ranks_agree: bool | None = None  # once trained: whether every rank ended with rank 0's weights
         checkpoint = self.out / CHECKPOINT
         if resume and checkpoint.exists():
             self._resume(checkpoint)
@@ -155,6 +156,8 @@ class Trainer:
                     stage.hand_on(self.data)
                     self.checkpoint()
                     saved = self._saved_steps()
+            # under DDP every rank must end with the same weights: checked here, said by the CLI
+            self.ranks_agree = all(ranks_agree(s.module(), self.world, self.device) for s in self.stages)
         finally:
             if self._saved_steps() != saved:
                 self.checkpoint()

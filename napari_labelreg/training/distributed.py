@@ -41,3 +41,18 @@ def broadcast_module(module: torch.nn.Module, world: int, device: torch.device) 
             sent = tensor.data.to(device)
             dist.broadcast(sent, src=0)
             tensor.data.copy_(sent)
+
+
+def ranks_agree(module: torch.nn.Module, world: int, device: torch.device) -> bool:
+    """Whether every rank holds rank 0's parameters of ``module``: per tensor, its sum and sum of squares (in
+    float64) compared with rank 0's.  True alone."""
+    if world == 1:
+        return True
+    with torch.no_grad():
+        mine = torch.stack([s for p in module.parameters() for s in (p.double().sum(), p.double().square().sum())])
+    mine = mine.to(device)
+    theirs = mine.clone()
+    dist.broadcast(theirs, src=0)
+    same = torch.tensor([float(torch.equal(mine, theirs))], device=device)
+    dist.all_reduce(same, op=dist.ReduceOp.MIN)
+    return bool(same.item())
