@@ -1,5 +1,4 @@
 import locale
-import os
 from pathlib import Path
 
 import numpy as np
@@ -7,16 +6,23 @@ import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mrus_prostate"
 
-# The suite runs on the CPU, whose kernels are deterministic (its bitwise checks rely on it), even on a GPU host;
-# tests/test_cuda.py asks for CUDA by name, with tolerances.  Set it to cuda to run everything there.
-os.environ.setdefault("NAPARI_LABELREG_DEVICE", "cpu")
-
 
 def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"{DATA} not present")
     for item in items:
         if "data" in item.keywords and not DATA.is_dir():
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _on_the_cpu(request, monkeypatch):
+    """The suite runs on the CPU, whose kernels are deterministic (its bitwise checks rely on it), even on a GPU
+    host: where no device is given, none is found.  Tests marked ``cuda`` ask for CUDA by name, with tolerances;
+    processes the tests start are given ``--device cpu``."""
+    if request.node.get_closest_marker("cuda") is None:
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 @pytest.fixture

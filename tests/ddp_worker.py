@@ -53,7 +53,7 @@ def setup(mode: str | None = None) -> tuple[list, TrainConfig]:
 def variants(out: Path) -> None:
     pairs, config = setup()
     for name, changes in VARIANTS.items():
-        trainer = Trainer(pairs, variant_config(config, changes), out / name)
+        trainer = Trainer(pairs, variant_config(config, changes), out / name, device="cpu")
         for _ in trainer:
             pass
         weights = {stage.name: stage.module().state_dict() for stage in trainer.stages}
@@ -68,7 +68,7 @@ if __name__ == "__main__":
         variants(out)
         sys.exit()
     pairs, config = setup(sys.argv[2] if len(sys.argv) > 2 else None)
-    trainer = Trainer(pairs, config, out / "run")
+    trainer = Trainer(pairs, config, out / "run", device="cpu")
     first_batch = Batcher(trainer.data.prepared, config, trainer.device, trainer.rank)(0)[0]
     if sys.argv[2:] == ["minutes"] and dist.get_rank() == 1:
         time.sleep(0.5)

@@ -4,7 +4,7 @@ stated tolerances (CUDA's grid_sample backward and cuDNN's algorithms are not bi
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]
 
 
 @pytest.mark.parametrize("variant", ["baseline", "delta0", "delta1-4", "global", "composite"])

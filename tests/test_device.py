@@ -20,7 +20,6 @@ def gpus(monkeypatch):
         monkeypatch.setattr(torch.cuda, "set_device", current.append)
         return current
 
-    monkeypatch.delenv("NAPARI_LABELREG_DEVICE", raising=False)
     for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     return make
@@ -53,13 +52,6 @@ def test_cuda_asked_for_where_there_is_none(gpus):
         dev.pick_device("cuda")
     with pytest.raises(ValueError, match="not a device"):
         dev.pick_device("gpu0")
-
-
-def test_the_environment_pins_the_device_where_none_is_given(gpus, monkeypatch):
-    gpus(2)
-    monkeypatch.setenv("NAPARI_LABELREG_DEVICE", "cpu")
-    assert dev.pick_device() == dev.pick_device("auto") == torch.device("cpu")
-    assert dev.pick_device("cuda:1") == torch.device("cuda", 1)
 
 
 @pytest.mark.parametrize("cc,name,expected", [

@@ -65,7 +65,8 @@ def test_the_ranks_share_out_the_locators_sides_and_end_with_one_processs_locato
 def test_torchrun_runs_the_cli(phantom_folder, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
            "-m", "napari_labelreg", "train", "--data", str(phantom_folder), "--out", str(tmp_path / "run"),
-           "--width", "4", "--iterations", "2", "--geometry", "centred", "--precision", "fp32", "--batch-size", "2"]
+           "--width", "4", "--iterations", "2", "--geometry", "centred", "--precision", "fp32", "--batch-size", "2",
+           "--device", "cpu"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)

@@ -1,8 +1,7 @@
 """Device, precision and memory layout: one place decides them.
 
 Under ``torchrun`` every process is a rank with its own GPU, ``LOCAL_RANK`` (its index on its machine); a
-bare ``cuda`` means that GPU, never GPU 0 on every rank.  ``NAPARI_LABELREG_DEVICE`` sets the device where
-none is given (the test suite pins the CPU with it, whose kernels are deterministic).
+bare ``cuda`` means that GPU, never GPU 0 on every rank.
 """
 
 from __future__ import annotations
@@ -24,11 +23,9 @@ def local_rank() -> int:
 
 
 def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given (``auto``: not given), else ``$NAPARI_LABELREG_DEVICE``, else CUDA when present,
-    else CPU.  CUDA without an index is this process's GPU (``LOCAL_RANK``), made the current one."""
-    wanted = device if device and device != "auto" else os.environ.get("NAPARI_LABELREG_DEVICE") or None
-    if wanted is None:
-        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    """``device`` if given (``auto``: not given), else CUDA when present, else CPU.  CUDA without an index is
+    this process's GPU (``LOCAL_RANK``), made the current one."""
+    wanted = device if device and device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         chosen = torch.device(wanted)
     except RuntimeError:
