@@ -56,11 +56,12 @@ def versions(device: torch.device) -> None:
             major, minor = torch.cuda.get_device_capability(i)
             memory = torch.cuda.get_device_properties(i).total_memory / 2**30
             print(f"  cuda:{i} {torch.cuda.get_device_name(i)}, compute capability {major}.{minor}, {memory:.0f} GiB")
-    print(f"  precision asked bf16 -> {pick_precision(device, 'bf16')}")
+    precision, why = pick_precision(device, "bf16")
+    print(f"  --precision bf16 runs in {precision}{f' ({why})' if why else ''}")
 
 
 def variants(device: torch.device, data, out: Path) -> Path:
-    print("every variant, 5 steps:")
+    print("every variant, 5 steps (from zero-initialised heads: the loss need not fall yet):")
     for variant in VARIANTS:
         trainer = Trainer(data, config(variant), out / variant, device=str(device))
         start = time.perf_counter()
@@ -142,7 +143,10 @@ def main() -> None:
     if args.ddp_worker:
         ddp_worker(Path(args.ddp_worker), args.device)
         return
-    device = pick_device(args.device)
+    try:
+        device = pick_device(args.device)
+    except ValueError as exc:
+        raise SystemExit(f"gpu_smoke: {exc}") from None
     out = Path(tempfile.mkdtemp(prefix="gpu-smoke-"))
     start = time.perf_counter()
     versions(device)

@@ -74,12 +74,17 @@ def test_train_refuses_to_overwrite_a_run(trained, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def test_train_resume_continues(trained, tmp_path):
+def test_train_resume_continues(trained, tmp_path, capsys):
     data, run = trained
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    assert main(["train", "--data", str(data), "--out", str(copy), "--resume", "--iterations", "4"]) == 0
     from napari_labelreg.pipeline.checkpoint import load_checkpoint
+
+    precision = load_checkpoint(copy / "checkpoint.pt")["config"].precision  # what this CPU ran it in
+    assert main(["train", "--data", str(data), "--out", str(copy), "--resume", "--iterations", "4",
+                 "--width", "8"]) == 0
+    assert (f"resuming {copy} with its own settings (a baseline network of width 4, precision {precision}); only "
+            "--iterations and --minutes change") in capsys.readouterr().out  # --width 8 is not silently taken
 
     # 4 steps in all: the trained locator is kept (its share would now be one step), the network has 3
     assert load_checkpoint(copy / "checkpoint.pt")["stages"]["refine"]["step"] == 3

@@ -52,6 +52,9 @@ def test_cuda_asked_for_where_there_is_none(gpus):
         dev.pick_device("cuda")
     with pytest.raises(ValueError, match="not a device"):
         dev.pick_device("gpu0")
+    for other in ("mps", "xpu", "meta"):  # torch knows them; training here would fail deep inside
+        with pytest.raises(ValueError, match=f"^device '{other}': this tool trains and registers on cpu or cuda$"):
+            dev.pick_device(other)
 
 
 @pytest.mark.parametrize("cc,name,expected", [

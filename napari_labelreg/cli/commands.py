@@ -27,24 +27,28 @@ def cmd_train(args) -> None:
     if args.resume and not (out / CHECKPOINT).exists():
         print(f"nothing to resume in {out}: starting a new run", file=sys.stderr)
         args.resume = False
+    first = launched_rank() == 0  # under torchrun, rank 0 alone writes and reports
     if args.resume:
         saved = load_checkpoint(out / CHECKPOINT)
         budget = given(iterations=args.iterations, minutes=args.minutes)
         config, use = replace(saved["config"], **budget), saved["use"]
+        if first:
+            print(f"resuming {out} with its own settings (a {config.model.variant} network of width "
+                  f"{config.model.width}, precision {config.precision}); only --iterations and --minutes change")
     elif (out / CHECKPOINT).exists():
         raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     pairs = training_pairs(args)
     if not args.resume:
         config = replace(config, geometry=source_geometry(args, [p.name for p in pairs]))
-    print(f"training {', '.join(config.stage_budgets())} (a {config.model.variant} network of width "
-          f"{config.model.width}) on {len(pairs)} pairs, geometry {config.geometry} -> {out}")
     trainer = Trainer(pairs, config, out, use=use, resume=args.resume, device=args.device)
     reports = iter(trainer)
-    if launched_rank() == 0:
+    if first:
+        print(f"training {', '.join(config.stage_budgets())} (a {config.model.variant} network of width "
+              f"{config.model.width}) on {len(pairs)} pairs, geometry {config.geometry} -> {out}")
         ranks = f", {trainer.world} processes" if trainer.world > 1 else ""
         note = f" ({trainer.precision_note})" if trainer.precision_note else ""
         print(f"on {trainer.device}{ranks}, precision {trainer.config.precision}{note}")
-    if launched_rank() != 0:  # under torchrun, rank 0 alone writes and reports
+    if not first:
         for _ in reports:
             pass
         return

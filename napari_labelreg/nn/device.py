@@ -30,8 +30,10 @@ def pick_device(device: str | None = None) -> torch.device:
         chosen = torch.device(wanted)
     except RuntimeError:
         raise ValueError(f"device {wanted!r}: not a device (cpu, cuda, cuda:1, ...)") from None
-    if chosen.type != "cuda":
+    if chosen.type == "cpu":
         return chosen
+    if chosen.type != "cuda":
+        raise ValueError(f"device {wanted!r}: this tool trains and registers on cpu or cuda")
     if not torch.cuda.is_available():
         raise ValueError(f"device {wanted!r}: this machine has no CUDA GPU that torch can use (--device cpu)")
     count = torch.cuda.device_count()
