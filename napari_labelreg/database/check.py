@@ -8,7 +8,8 @@ from sqlalchemy import select, text
 
 from . import schema as s
 from .masks import decode_mask
-from .store import LabelDB, unpack_image
+from .images import unpack_image
+from .store import LabelDB
 
 
 def check(db: LabelDB) -> list[str]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-import tempfile
-import zlib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +18,7 @@ from sqlalchemy.exc import DatabaseError
 
 from ..core.io import DataError, Pair, Volume, check_mask, image_suffix, load_volume
 from . import schema as s
+from .images import keep_image, read_volume, unpack_image
 from .masks import decode_mask, encode_mask
 
 
@@ -96,15 +94,6 @@ def _label_record(r) -> LabelPairRecord:
                            r["fixed_mask_id"] is not None, r["revision"], r["modified_by"], bool(r["deleted"]))
 
 
-def unpack_image(row) -> bytes | None:
-    """An ``images`` row's file bytes, or None where they do not match their hash (a corrupt row)."""
-    try:
-        data = zlib.decompress(row["data"]) if row["compression"] == "zlib" else bytes(row["data"])
-    except zlib.error:
-        return None
-    return data if hashlib.sha256(data).hexdigest() == row["sha256"] else None
-
-
 def _label_query(image_pair_id=None, types=None, statuses=None, annotators=None, deleted: bool = False):
     lp = s.label_pairs.c
     query = select(s.label_pairs).where(lp.deleted.is_(deleted))
@@ -114,14 +103,6 @@ def _label_query(image_pair_id=None, types=None, statuses=None, annotators=None,
         if wanted:
             query = query.where(column.in_(list(wanted)))
     return query.order_by(lp.image_pair_id, lp.position)
-
-
-def _read_volume(data: bytes, suffix: str, source: str) -> Volume:
-    """An image file's bytes read as its format says; ``source`` (the file it was imported from) names it."""
-    with tempfile.TemporaryDirectory(prefix="labelreg-") as tmp:  # the readers (nibabel, ITK) want a file
-        path = Path(tmp) / f"image{suffix}"
-        path.write_bytes(data)
-        return dataclasses.replace(load_volume(path), source=source)
 
 
 def _refuse_foreign_sqlite(path: Path) -> None:
@@ -278,24 +259,9 @@ class LabelDB:
             if c.execute(select(s.image_pairs.c.id).where(s.image_pairs.c.name == name)).first():
                 raise ValidationError(f"an image pair named {name!r} exists already")
             for side, data in files.items():
-                self._keep_image(c, data, values[f"{side}_sha256"], image_suffix(Path(values[f"{side}_path"]).name))
+                keep_image(c, data, values[f"{side}_sha256"], image_suffix(Path(values[f"{side}_path"]).name))
             values["subject_id"] = self.add_subject(subject, conn=c)
             return int(c.execute(s.image_pairs.insert().values(name=name, **values)).inserted_primary_key[0])
-
-    @staticmethod
-    def _keep_image(c: Connection, data: bytes, sha256: str, suffix: str) -> None:
-        """Store an image file's bytes under their hash, unless they are stored already (by anyone)."""
-        if c.execute(select(s.images.c.sha256).where(s.images.c.sha256 == sha256)).first():
-            return
-        packed = zlib.compress(data, 6)
-        small = len(packed) < 0.95 * len(data)  # .nii.gz and most NRRD compress themselves: kept as they are
-        if c.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        c.execute(insert(s.images).values(sha256=sha256, suffix=suffix, size=len(data),
-                                          compression="zlib" if small else "none", data=packed if small else data)
-                  .on_conflict_do_nothing(index_elements=["sha256"]))  # another importer stored it meanwhile
 
     def image_file(self, image_pair_id: int, side: str) -> tuple[bytes, str]:
         """(bytes, suffix) of one image of a pair: the file exactly as it was imported."""
@@ -309,7 +275,7 @@ class LabelDB:
         with self.transaction() as c:
             row = self._image_row(c, image_pair_id)
             blobs = {side: self._image_blob(c, row, side) for side in ("moving", "fixed")}
-        return tuple(_read_volume(*self._unpacked(row, side, blobs[side]), row[f"{side}_path"]) for side in blobs)
+        return tuple(read_volume(*self._unpacked(row, side, blobs[side]), row[f"{side}_path"]) for side in blobs)
 
     @staticmethod
     def _image_blob(c: Connection, row, side: str):
@@ -332,7 +298,7 @@ class LabelDB:
             raise ValidationError(f"{path}: {what} changed since it was recorded")
         suffix = image_suffix(path.name) or path.suffix
         with self.transaction() as c:
-            self._keep_image(c, data, sha, suffix)  # found and intact: the database keeps it from now on
+            keep_image(c, data, sha, suffix)  # found and intact: the database keeps it from now on
         return data, suffix
 
     def image_pairs(self, subject: str | None = None) -> list[ImagePairRecord]:
@@ -613,7 +579,7 @@ class LabelDB:
             ids = [r[f"{side}_mask_id"] for r in rows for side in ("moving", "fixed")]
             stored = {m["id"]: m for m in c.execute(select(s.masks).where(s.masks.c.id.in_(ids))).mappings()}
         name = row["name"]
-        moving, fixed = (_read_volume(*self._unpacked(row, side, blobs[side]), row[f"{side}_path"]) for side in blobs)
+        moving, fixed = (read_volume(*self._unpacked(row, side, blobs[side]), row[f"{side}_path"]) for side in blobs)
         records = [_label_record(r) for r in rows]
         pairs = [(self._decoded(stored[r["moving_mask_id"]]), self._decoded(stored[r["fixed_mask_id"]])) for r in rows]
         names = [f"{r.id}:{r.type}" for r in records]
