@@ -302,3 +302,15 @@ def test_map_points_refuses_a_target_outside_the_registration_in_one_line(traine
     assert "far.csv: 'stray' (point 2): outside the fixed image once mapped" in err and "lesion" not in err, err
     assert err.endswith("nothing written")
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_the_train_header_gives_each_stage_its_share_and_says_which_get_none():
+    from dataclasses import replace
+
+    from napari_labelreg.cli.commands import _shares
+    from napari_labelreg.config import TrainConfig
+
+    config = TrainConfig(locator=0.3, prior=0.2, iterations=2)
+    assert _shares(config) == "locate 1 step, prior 0 steps (skipped), refine 1 step"
+    assert _shares(replace(config, iterations=None, minutes=30)) == "locate 9 min, prior 6 min, refine 15 min"
+    assert _shares(replace(config, locator=0.0, prior=0.0, iterations=400)) == "refine 400 steps"

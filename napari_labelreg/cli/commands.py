@@ -43,7 +43,7 @@ def cmd_train(args) -> None:
     trainer = Trainer(pairs, config, out, use=use, resume=args.resume, device=args.device)
     reports = iter(trainer)
     if first:
-        print(f"training {', '.join(config.stage_budgets())} (a {config.model.variant} network of width "
+        print(f"training {_shares(config)} (a {config.model.variant} network of width "
               f"{config.model.width}) on {len(pairs)} pairs, geometry {config.geometry} -> {out}")
         ranks = f", {trainer.world} processes" if trainer.world > 1 else ""
         note = f" ({trainer.precision_note})" if trainer.precision_note else ""
@@ -63,6 +63,16 @@ def cmd_train(args) -> None:
     print(f"run in {out}: geometry {config.geometry}; stages {parts}; network weight {use.network_weight:g}.\n"
           f"next: napari-labelreg evaluate --model {out} --data|--db PAIRS_IT_DID_NOT_TRAIN_ON --out results.csv "
           f"(it trained on {len(pairs)}: {out / TRAINING_SET}), or napari-labelreg register --model {out} ...")
+
+
+def _shares(config) -> str:
+    """The stages with their shares of the budget: ``locate 1 step, prior 0 steps (skipped), refine 3 steps``."""
+    parts = []
+    for name, (steps, seconds) in config.stage_budgets().items():
+        share = [f"{steps} step{'s' * (steps != 1)}"] if steps is not None else []
+        share += [f"{seconds / 60:.3g} min"] if seconds is not None else []
+        parts.append(f"{name} {' or '.join(share)}{' (skipped)' if steps == 0 or seconds == 0 else ''}")
+    return ", ".join(parts)
 
 
 def cmd_register(args) -> None:
