@@ -594,3 +594,23 @@ def test_a_stroke_over_a_colleagues_newer_change_is_refused_then_kept_or_dropped
     with LabelDB.open(db_path) as db:
         assert db.revisions(pid)[-1].author == "alice" and (db.masks(pid)[0] & bobs).sum() == bobs.sum()
     assert len(shown) == 2
+
+
+def test_reloading_right_after_a_stroke_saves_it_first(make_napari_viewer, db_path, qtbot):
+    """R while a stroke waits for its save timer: the stroke is written, then the pair shown as the database
+    holds it (only after a conflict are unsaved strokes dropped)."""
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)
+    pid = w.session.selected
+    user.stroke("moving", around(viewer.dims.point))
+    assert w._timers["moving"].isActive()  # not saved yet
+    painted = w.workspace.layers["moving", "selected"].data > 0
+    user.key(Qt.Key.Key_R)
+    user.wait_loaded()
+    assert painted.any()
+    with LabelDB.open(db_path) as db:
+        np.testing.assert_array_equal(db.masks(pid)[0], painted)
+    np.testing.assert_array_equal(w.workspace.layers["moving", "selected"].data > 0, painted)

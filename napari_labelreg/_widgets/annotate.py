@@ -535,11 +535,10 @@ class AnnotateWidget(QWidget):
         """Show the image pair as the database holds it now (others' changes included).  Strokes not saved yet
         are saved first, except after a conflict, where they would be refused again: those are dropped."""
         self._ready()
-        for timer in self._timers.values():
-            timer.stop()
-        self.saver.wait()
-        if not self.conflicted:
-            self.flush()
+        if self.conflicted:
+            for timer in self._timers.values():
+                timer.stop()
+        self.flush()
         self._load()
 
     def keep_mine(self) -> None:
