@@ -153,6 +153,8 @@ revisions = Table(
     UniqueConstraint("label_pair_id", "number"),
 )
 
+REVISION_STATE = ("type", "name", "status", "moving_mask_id", "fixed_mask_id", "deleted")  # what a revision keeps
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASE_REVISION = "0001"  # release 0.1's schema: SCHEMA_VERSION 1 in ``meta``
 

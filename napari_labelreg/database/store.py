@@ -94,6 +94,17 @@ def _label_record(r) -> LabelPairRecord:
                            r["fixed_mask_id"] is not None, r["revision"], r["modified_by"], bool(r["deleted"]))
 
 
+def _voxel_mm3(image, side: str) -> float:
+    """The volume of one voxel of an image pair's ``side`` (mm³), from its recorded spacing."""
+    return float(np.prod(json.loads(image[f"{side}_spacing"])))
+
+
+def landmark_name(type: str, name: str | None) -> str:
+    """The name that, with its type, identifies a label pair's landmark within its image pair: none for the gland
+    (there is one), else the label pair's name.  Agreement and consensus compare label pairs of one landmark."""
+    return "" if type == "gland" else (name or "")
+
+
 def _label_query(image_pair_id=None, types=None, statuses=None, annotators=None, deleted: bool = False):
     lp = s.label_pairs.c
     query = select(s.label_pairs).where(lp.deleted.is_(deleted))
@@ -345,14 +356,12 @@ class LabelDB:
         one transaction, every mask validated, each label pair created whole in its revision 1.  A handful of
         statements however many there are (what an import of thousands of pairs needs)."""
         with self._maybe(conn) as c:
-            image = self._image_row(c, image_pair_id, lock=True)  # the next positions are read and taken in one turn
-            last = c.execute(select(func.max(s.label_pairs.c.position))
-                             .where(s.label_pairs.c.image_pair_id == image_pair_id)).scalar()
+            image, first = self._next_position(c, image_pair_id)
             t, masks, labels = s.now(), [], []
             for k, (moving, fixed, kind, name) in enumerate(items):
                 if kind not in s.LABEL_TYPES:
                     raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {kind!r}")
-                position = (-1 if last is None else last) + 1 + k
+                position = first + k
                 label = {"image_pair_id": image_pair_id, "position": position, "type": kind, "name": name,
                          "annotator": annotator, "status": "complete", "created": t, "modified": t, "revision": 1,
                          "modified_by": annotator, "deleted": False}
@@ -371,7 +380,7 @@ class LabelDB:
                             labels).scalars().all()
             c.execute(s.revisions.insert(), [
                 {"label_pair_id": i, "number": 1, "action": "created", "author": annotator, "at": t,
-                 **{k: label[k] for k in ("type", "name", "status", "moving_mask_id", "fixed_mask_id", "deleted")}}
+                 **{k: label[k] for k in s.REVISION_STATE}}
                 for i, label in zip(ids, labels)])
             return [int(i) for i in ids]
 
@@ -390,7 +399,15 @@ class LabelDB:
         enc = encode_mask(mask)
         row = {"shape": json.dumps(enc.shape), "offset": json.dumps(enc.offset), "box": json.dumps(enc.box),
                "voxels": enc.voxels, "sha256": enc.sha256, "data": enc.payload}
-        return row, enc.voxels * float(np.prod(json.loads(image[f"{side}_spacing"])))
+        return row, enc.voxels * _voxel_mm3(image, side)
+
+    def _next_position(self, c: Connection, image_pair_id: int):
+        """(the image pair's row, the position a new label pair takes), the row locked so that the position is
+        read and taken in one turn."""
+        image = self._image_row(c, image_pair_id, lock=True)
+        last = c.execute(select(func.max(s.label_pairs.c.position))
+                         .where(s.label_pairs.c.image_pair_id == image_pair_id)).scalar()
+        return image, 0 if last is None else last + 1
 
     def create_label_pair(self, image_pair_id: int, *, type: str, name: str = "", annotator: str = "",
                           conn: Connection | None = None) -> int:
@@ -398,14 +415,12 @@ class LabelDB:
         if type not in s.LABEL_TYPES:
             raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {type!r}")
         with self._maybe(conn) as c:
-            self._image_row(c, image_pair_id, lock=True)  # the next position is read and taken in one turn
-            last = c.execute(select(func.max(s.label_pairs.c.position))
-                             .where(s.label_pairs.c.image_pair_id == image_pair_id)).scalar()
+            _, position = self._next_position(c, image_pair_id)
             t = s.now()
             state = {"type": type, "name": name, "status": "incomplete", "moving_mask_id": None,
                      "fixed_mask_id": None, "deleted": False}
             pid = int(c.execute(s.label_pairs.insert().values(
-                image_pair_id=image_pair_id, position=0 if last is None else last + 1, annotator=annotator,
+                image_pair_id=image_pair_id, position=position, annotator=annotator,
                 created=t, modified=t, revision=1, modified_by=annotator, **state)).inserted_primary_key[0])
             c.execute(s.revisions.insert().values(label_pair_id=pid, number=1, action="created", author=annotator,
                                                   at=t, **state))
@@ -484,8 +499,8 @@ class LabelDB:
                 mid = old[f"{side}_mask_id"]
                 voxels = None if mid is None else c.execute(
                     select(s.masks.c.voxels).where(s.masks.c.id == mid)).scalar()
-                voxel_mm3 = float(np.prod(json.loads(image[f"{side}_spacing"])))
-                values.update({f"{side}_mask_id": mid, f"{side}_volume_mm3": None if mid is None else voxels * voxel_mm3})
+                values.update({f"{side}_mask_id": mid,
+                               f"{side}_volume_mm3": None if mid is None else voxels * _voxel_mm3(image, side)})
             complete = values["moving_mask_id"] is not None and values["fixed_mask_id"] is not None
             values["status"] = "complete" if complete else "incomplete"
             return self._change(c, lp, None, author, f"restored {number}", values)
@@ -521,7 +536,7 @@ class LabelDB:
         state = {**lp, **values}
         c.execute(s.revisions.insert().values(
             label_pair_id=lp["id"], number=number, action=action, author=author, at=values["modified"],
-            **{k: state[k] for k in ("type", "name", "status", "moving_mask_id", "fixed_mask_id", "deleted")}))
+            **{k: state[k] for k in s.REVISION_STATE}))
         return number
 
     def _label_row(self, c: Connection, label_pair_id: int, *, lock: bool = False, deleted: bool = False):
@@ -570,7 +585,7 @@ class LabelDB:
     def load_pair(self, image_pair_id: int, *, types=None, statuses=("complete", "verified"),
                   annotators=None, consensus: bool = False) -> Pair:
         """An :class:`io.Pair` with the pair's label pairs that pass the filters (complete ones only); with
-        ``consensus``, one label pair per landmark (:func:`consensus`)."""
+        ``consensus``, one label pair per landmark (:func:`consensus_masks`)."""
         statuses = [st for st in (statuses or ("complete", "verified")) if st != "incomplete"]
         with self.transaction() as c:  # one transaction, five queries, however many label pairs
             row = self._image_row(c, image_pair_id)
@@ -633,7 +648,7 @@ def consensus_masks(pair: str, records: Sequence[LabelPairRecord], masks: Sequen
 
     landmarks: dict[tuple[str, str], dict[str, int]] = {}
     for i, r in enumerate(records):
-        landmarks.setdefault((r.type, "" if r.type == "gland" else r.name), {}).setdefault(r.annotator, i)
+        landmarks.setdefault((r.type, landmark_name(r.type, r.name)), {}).setdefault(r.annotator, i)
     out, names = [], []
     for (kind, name), voters in landmarks.items():
         chosen = list(voters.values())

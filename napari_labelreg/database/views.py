@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from ..core.geometry import Grid
 from ..core.metrics import centroid_mm, dice
 from . import schema as s
-from .store import LabelDB
+from .store import LabelDB, landmark_name
 
 
 def label_pairs_frame(db: LabelDB, *, centroids: bool = False, geometry: bool = False) -> pd.DataFrame:
@@ -80,7 +80,7 @@ def agreement(db: LabelDB) -> pd.DataFrame:
     frame = frame[frame.status.isin(["complete", "verified"])]
     if frame.empty:
         return pd.DataFrame(columns=columns)
-    landmark = np.where(frame.type == "gland", "", frame.name.fillna(""))
+    landmark = [landmark_name(kind, name) for kind, name in zip(frame.type, frame.name)]
     rows = []
     for (pair, kind, name), group in frame.groupby(["pair", "type", landmark], sort=True):
         group = group.drop_duplicates("annotator")  # one label pair per annotator and landmark: their first

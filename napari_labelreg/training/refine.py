@@ -72,9 +72,9 @@ class Batcher:
         a displacement at ``t_moving @ x`` of the unaugmented grid, enters ``d`` as ``A^-1 u(t_moving @ x)``
         with A the augmentation's linear part.
         """
-        t_moving = t_moving.to(self.device)
-        u = sample(self.priors[p], moving_coordinates(t_moving[None].float(), self.shape), padding="border")
-        return torch.einsum("ij,bjdhw->bidhw", torch.linalg.inv(t_moving[:3, :3].cpu()).float().to(self.device), u)
+        inverse = torch.linalg.inv(t_moving[:3, :3]).float().to(self.device)
+        coordinates = moving_coordinates(t_moving[None].float().to(self.device), self.shape)
+        return torch.einsum("ij,bjdhw->bidhw", inverse, sample(self.priors[p], coordinates, padding="border"))
 
     def __call__(self, step: int):
         """``(inputs (B, 2, ...), fixed labels, matrices (B, 4, 4), moving labels, priors)`` of one step.
