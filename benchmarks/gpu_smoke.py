@@ -5,8 +5,8 @@
 
 Prints, in a few minutes on one GPU: versions and compute capability; every variant trained a few steps
 (loss, step time, the precision chosen); the same checkpoint registered on the device and on the CPU in fp32
-(largest DDF difference, mm); one step's time split between building the batch and the step itself; and
-DistributedDataParallel on every visible GPU (2 gloo ranks with ``--device cpu``), ending with identical
+(largest DDF difference, mm); one step's time split between building the batch and the step itself; how
+often training makes the host wait for the GPU (CUDA's sync debug mode); and DistributedDataParallel on every visible GPU (2 gloo ranks with ``--device cpu``), ending with identical
 weights on all ranks or not.  Tiny phantoms and a narrow network: it checks the machinery, not the speed of
 a real run (benchmarks/speed.py does that).
 """
@@ -106,6 +106,28 @@ def split(device: torch.device, data) -> None:
           f"{step_s / 10 * 1e3:.1f} ms")
 
 
+def waits(device: torch.device, data) -> None:
+    """How often the host waits for the GPU while training: CUDA's sync debug mode counts every such wait
+    (reading a step's figures through an event, once the next step is queued, is not one)."""
+    if device.type != "cuda":
+        print("host waits for the GPU per step: counted on CUDA only")
+        return
+    import warnings
+
+    run = iter(Trainer(data, replace(config(steps=12), checkpoint_every=100), tempfile.mkdtemp(), device=str(device)))
+    next(run)  # the first steps: cuDNN's algorithm search, the optimiser's state
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            steps = sum(1 for _ in zip(range(8), run))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    list(run)
+    found = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+    print(f"host waits for the GPU: {len(found)} in {steps} steps (0 expected){': ' + found[0] if found else ''}")
+
+
 def ddp(device: torch.device, out: Path) -> None:
     ranks = torch.cuda.device_count() if device.type == "cuda" else 2
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks), "--master_port", "29531",
@@ -154,6 +176,7 @@ def main() -> None:
     run = variants(device, data, out)
     agreement(device, data, run)
     split(device, data)
+    waits(device, data)
     ddp(device, out / "ddp")
     print(json.dumps({"device": str(device), "minutes": round((time.perf_counter() - start) / 60, 2)}))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from napari_labelreg.nn.losses import MultiScaleDice, MultiScaleFilter
 from napari_labelreg.nn.networks import build_model
 from napari_labelreg.core.phantom import make_phantom
 from napari_labelreg.training.data import prepare_pairs
-from napari_labelreg.training.refine import Batcher, build_losses, compute_loss
+from napari_labelreg.training.refine import Batcher, build_losses, network_optimizer, train_step
 
 FIXED, MOVING, SPACING = (48, 64, 48), (69, 69, 64), 1.5
 SCALES_MM = (0, 1, 2, 4, 8, 16, 32)  # the paper's; MONAI takes them in voxels
@@ -130,14 +131,12 @@ def main() -> None:
     batcher = Batcher(prepared, cfg, torch.device("cpu"))
     similarity, regulariser = build_losses(cfg, prepared[0].grid)
     net = fast_layout(build_model(cfg.model), "bf16")
-    opt = torch.optim.Adam(net.parameters(), lr=1e-5)
+    step_config = replace(cfg, learning_rate=1e-5, precision="bf16", loss=replace(cfg.loss, weight=0.5))
+    opt = network_optimizer(net, step_config)
     step = iter(range(10**6))
 
-    def ours_step():
-        loss, _, _ = compute_loss(net, batcher(next(step)), similarity, regulariser, 0.5, torch.device("cpu"), "bf16")
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    def ours_step():  # the product's training step (the host reads its figures: a CPU step is done by then)
+        train_step(net, opt, batcher(next(step)), similarity, regulariser, step_config, torch.device("cpu")).tolist()
 
     m_net.train()
     m_opt = torch.optim.Adam(m_net.parameters(), lr=1e-5)

@@ -89,8 +89,11 @@ def test_the_process_group_follows_the_device_asked_for(monkeypatch, device, bac
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda b, **kw: started.append((b, kw)))
     monkeypatch.setattr(distributed.dist, "get_rank", lambda: 1)
     monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "new_group", lambda backend: started.append(("group", backend)))
+    monkeypatch.setattr(distributed, "_HOST_GROUP", [])
     assert distributed.distributed_context(device) == (1, 2)
-    assert started == [(backend, {"device_id": device} if backend == "nccl" else {})]
+    # under NCCL the clock goes between the hosts through a gloo group of its own: NCCL would wait for the GPU
+    assert started == ([("nccl", {"device_id": device}), ("group", "gloo")] if backend == "nccl" else [("gloo", {})])
 
 
 def test_a_run_says_and_records_the_precision_it_trains_in(monkeypatch, tmp_path):

@@ -78,9 +78,11 @@ def test_a_run_stopped_inside_any_stage_resumes_with_the_step_it_would_have_take
         if (report.stage, report.step) == (stop_in, 1):
             break
     run.close()  # as a GUI's cancel: the checkpoint is written inside the stage
-    assert load_checkpoint(tmp_path / "stopped" / CHECKPOINT)["stages"][stop_in]["step"] == 1
+    # the network's stage reports a step once it has taken the next (its figures are read a step late)
+    taken = 2 if stop_in == "refine" else 1
+    assert load_checkpoint(tmp_path / "stopped" / CHECKPOINT)["stages"][stop_in]["step"] == taken
     resumed = [(r.stage, r.step, r.loss) for r in Trainer(pairs, config, tmp_path / "stopped", resume=True)]
-    first = [s[:2] for s in straight].index((stop_in, 2))
+    first = [s[:2] for s in straight].index((stop_in, taken)) + 1
     assert [(s, n) for s, n, _ in resumed] == [(s, n) for s, n, _ in straight[first:]]
     np.testing.assert_allclose([x for *_, x in resumed], [x for *_, x in straight[first:]], rtol=1e-6)
     a, b = (load_checkpoint(tmp_path / d / CHECKPOINT)["stages"] for d in ("straight", "stopped"))

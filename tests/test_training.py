@@ -170,17 +170,67 @@ def test_cosine_schedule_values_and_resume(tmp_path):
         tiny_config(schedule="linear")
 
 
-def test_closing_the_generator_saves_a_usable_checkpoint(tmp_path):
+def test_closing_the_generator_saves_a_usable_checkpoint_and_logs_every_step_it_took(tmp_path):
     pairs = [make_phantom(0, **TINY).pair]
     run = train(pairs, tiny_config(iterations=50), tmp_path)
-    next(run)
-    next(run)
+    assert [next(run).step, next(run).step] == [1, 2]
     run.close()  # what a GUI's cancel does
+    # step 2 is reported once step 3 is under way (the host reads a step late): the checkpoint keeps all three
+    # steps, and the log has a row for each
     state = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert state["stages"]["refine"]["step"] == 2 and state["config"].iterations == 50
+    assert state["stages"]["refine"]["step"] == 3 and state["config"].iterations == 50
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert [row.split(",")[1] for row in log[1:]] == ["1", "2", "3"]
     from napari_labelreg.pipeline.registrator import Registrator
 
     assert not Registrator.from_run(tmp_path).stages[-1].model.training
+
+
+def test_a_checkpoint_taken_at_a_report_holds_exactly_the_steps_reported(tmp_path):
+    """Reports come a step late, except where the run checkpoints: there the stage waits for the step."""
+    pairs = [make_phantom(0, **TINY).pair]
+    steps = []
+    for report in train(pairs, tiny_config(iterations=5, checkpoint_every=2), tmp_path):
+        if report.checkpoint:
+            steps.append((report.step, load_checkpoint(report.checkpoint)["stages"]["refine"]["step"]))
+    assert steps == [(2, 2), (4, 4)]
+
+
+def test_a_step_whose_loss_is_not_finite_is_skipped_on_the_device_and_stops_the_run_in_one_line(
+        tmp_path, monkeypatch, capsys):
+    from napari_labelreg.cli.main import main
+    from napari_labelreg.training import refine
+
+    calls = []
+
+    def poisoned(*args, **kw):  # the second step's loss (and so its gradients) become NaN
+        loss, sim, reg = compute_loss(*args, **kw)
+        calls.append(1)
+        return (loss * float("nan"), sim, reg) if len(calls) == 2 else (loss, sim, reg)
+
+    compute_loss = refine.compute_loss
+    monkeypatch.setattr(refine, "compute_loss", poisoned)
+    pairs = [make_phantom(0, **TINY).pair]
+    with pytest.raises(FloatingPointError, match="step 2: the loss .nan. or its gradients were not finite"):
+        list(train(pairs, tiny_config(iterations=3), tmp_path / "run"))
+    # step 2 is read once step 3 is queued: 3 steps taken, the second skipped on the device by fused Adam
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["stages"]["refine"]
+    assert state["step"] == 3
+    assert {int(s["step"]) for s in state["optimizer"]["state"].values()} == {2}  # two updates applied
+    assert all(torch.isfinite(w).all() for w in state["weights"].values() if w.is_floating_point())
+    rows = [row.split(",") for row in (tmp_path / "run" / "log.csv").read_text().splitlines()[1:]]
+    assert [(r[1], r[2] == "nan") for r in rows] == [("1", False), ("2", True), ("3", False)]
+
+    # the command line says so in one line
+    from conftest import write_phantom_folder
+
+    calls.clear()
+    data = write_phantom_folder(tmp_path / "data", count=1)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "cli"), "--device", "cpu", "--preset",
+                 "paper", "--iterations", "3", "--width", "4", "--geometry", "centred", "--spacing", "0"]) == 2
+    err = capsys.readouterr().err  # the progress bar, then one line
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("napari-labelreg train: error: step 2: the loss (nan)")
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

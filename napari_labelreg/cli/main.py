@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (DataError, ValueError, OSError) as exc:  # OSError: an --out that is a file, a folder, not writable
+    except (DataError, ValueError, OSError, FloatingPointError) as exc:  # OSError: an --out that is a file, ...
         print(f"napari-labelreg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Callable
 
 import torch
 
@@ -77,3 +78,22 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host tensor ``x`` on ``device``, the host not waiting for the device: a plain copy from pageable memory
+    would make it wait for everything queued on a GPU."""
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
+
+
+def to_host(x: torch.Tensor) -> Callable[[], list]:
+    """Start copying ``x`` to the host; the function returned waits for that copy alone (not for work queued
+    after it) and gives ``x`` as a list."""
+    if x.device.type != "cuda":
+        return x.tolist
+    host = x.to("cpu", non_blocking=True)  # pinned by torch
+    copied = torch.cuda.Event()
+    copied.record()
+    return lambda: (copied.synchronize(), host.tolist())[1]

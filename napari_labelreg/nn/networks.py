@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
+from .device import to_device
 from .warp import base_grid, sample
 
 LEVELS = 4  # down-sampling blocks
@@ -234,14 +235,18 @@ def affine_ddf(theta: torch.Tensor, shape) -> torch.Tensor:
         theta = theta.float()
         q = normalised_grid(shape, theta.device)
         moved = torch.einsum("bij,dhwj->bdhwi", theta[:, :, :3], q) + theta[:, None, None, None, :, 3]
-        half = torch.tensor([(n - 1) / 2 for n in shape], device=theta.device)
-        return ((moved - q) * half).permute(0, 4, 1, 2, 3)
+        return ((moved - q) * _half_extent(shape, theta.device)).permute(0, 4, 1, 2, 3)
 
 
 def voxel_linear(theta: torch.Tensor, shape) -> torch.Tensor:
     """Linear part ``(B, 3, 3)`` of a normalised-coordinate affine in voxel units."""
-    half = torch.tensor([(n - 1) / 2 for n in shape], device=theta.device)
+    half = _half_extent(shape, theta.device)
     return half[None, :, None] * theta[:, :, :3].float() / half[None, None, :]
+
+
+def _half_extent(shape, device: torch.device) -> torch.Tensor:
+    """``(n - 1) / 2`` per axis: voxels per unit of normalised coordinates."""
+    return to_device(torch.tensor([(n - 1) / 2 for n in shape]), device)
 
 
 class CompositeNet(nn.Module):

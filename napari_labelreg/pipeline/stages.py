@@ -17,10 +17,10 @@ it left them: the network learns from the true gland centroids and the fitted pr
 
 from __future__ import annotations
 
-import math
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from torch import nn
 from ..config import InferenceConfig, ModelConfig, TrainConfig
 from ..core.geometry import Grid, ddf_voxels_to_mm, fixed_to_moving, resample_field, translation
 from ..core.io import Pair, Volume
-from ..nn.device import autocast, fast_layout
+from ..nn.device import autocast, fast_layout, to_host
 from ..nn.grid import network_grid, normalise
 from ..nn.locator import SPACING_MM, GlandLocator
 from ..nn.networks import build_model
@@ -38,7 +38,7 @@ from ..nn.warp import moving_coordinates, sample
 from ..training.data import PreparedPair, prepare_pairs
 from ..training.locator import locator_optimizer, train_locator
 from ..training.prior import prior_optimizer, train_prior
-from ..training.refine import Batcher, build_losses, compute_loss
+from ..training.refine import Batcher, build_losses, network_optimizer, train_step
 from ..training.schedule import Budget, budgeted_steps, cosine
 
 
@@ -131,9 +131,18 @@ class Stage:
         self.optimizer: torch.optim.Optimizer | None = None
         self._saved_optimizer: dict | None = None  # a loaded state's, restored when training resumes
 
-    def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
-        """Train within ``budget`` from :attr:`step`, yielding a report per step."""
+    def fit(self, data: TrainingData, budget: Budget, settle: Callable[[int], bool] = lambda step: False
+            ) -> Iterator[Progress]:
+        """Train within ``budget`` from :attr:`step`, yielding a report per step.
+
+        A stage may report a step once it has taken the next (see :class:`Refine`); ``settle(n)``: whether
+        the caller needs step ``n``'s report before another step is taken (it checkpoints or validates there).
+        """
         raise NotImplementedError
+
+    def unreported(self) -> list[Progress]:
+        """The reports of steps taken but not reported when :meth:`fit` was closed or stopped, read now."""
+        return []
 
     def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
         """The transform so far with this stage's part added."""
@@ -169,11 +178,15 @@ class Stage:
         self._saved_optimizer = state.get("optimizer")
 
     def _optimizer(self, make) -> torch.optim.Optimizer:
-        """The stage's optimiser, made on first use and restored from a loaded state."""
+        """The stage's optimiser, made on first use and restored from a loaded state (keeping the
+        implementation ``make`` chose: a state saved by a non-fused Adam resumes in a fused one)."""
         if self.optimizer is None:
             self.optimizer = make()
-            if self._saved_optimizer is not None:
-                self.optimizer.load_state_dict(self._saved_optimizer)
+            saved = self._saved_optimizer
+            if saved is not None:
+                made = {key: self.optimizer.param_groups[0].get(key) for key in ("fused", "foreach", "capturable")}
+                self.optimizer.load_state_dict({**saved, "param_groups": [{**group, **made}
+                                                                          for group in saved["param_groups"]]})
         return self.optimizer
 
     def _reports(self, steps: Iterator[tuple[int, float]], budget: Budget) -> Iterator[Progress]:
@@ -205,7 +218,7 @@ class Locate(Stage):
         self.config = config
         self.locator = locator or GlandLocator(config.width, config.spacing_mm, config.cut)
 
-    def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
+    def fit(self, data: TrainingData, budget: Budget, settle=None) -> Iterator[Progress]:
         cfg = data.config
         self.locator = fast_layout(self.locator.to(data.device), cfg.precision)
         optimizer = self._optimizer(lambda: locator_optimizer(self.locator, data.rank, data.world))
@@ -255,7 +268,7 @@ class Prior(Stage):
         self.config = config
         self.prior = prior or GlandPrior(config.half_width_mm, config.points)
 
-    def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
+    def fit(self, data: TrainingData, budget: Budget, settle=None) -> Iterator[Progress]:
         optimizer = self._optimizer(lambda: prior_optimizer(self.prior))
         yield from self._reports(train_prior(
             self.prior, data.prepared, data.similarity, data.regulariser, data.config.loss.weight, optimizer, budget,
@@ -300,40 +313,59 @@ class Refine(Stage):
         self.config = config
         self.model = model if model is not None else build_model(config.model)
         self.net: nn.Module | None = None  # the model, or its DDP wrapper, once on the training device
+        self._pending: deque = deque()  # (step, its figures on their way to the host), not yet reported
 
     def prepare(self, device: torch.device, precision: str, world: int = 1) -> None:
         """Put the network on the training device, with its optimiser and (under DDP) its wrapper."""
         self.model = fast_layout(self.model.to(device), precision)
         self.net = nn.parallel.DistributedDataParallel(self.model) if world > 1 else self.model
 
-    def fit(self, data: TrainingData, budget: Budget) -> Iterator[Progress]:
+    def fit(self, data: TrainingData, budget: Budget, settle: Callable[[int], bool] = lambda step: False
+            ) -> Iterator[Progress]:
+        """Train the network, reporting each step once the next is queued.
+
+        A step's figures are copied to the host as it is queued and read after the next step is queued
+        too: the host waits only for a step the device has moved past, so a GPU is never left idle; a step
+        ``settle`` names is reported before another is taken.  A step whose loss or gradients are not finite
+        is skipped on the device (fused Adam), and its report stops the run with an error.
+        """
         cfg = data.config
         if self.net is None:
             self.prepare(data.device, cfg.precision, data.world)
-        optimizer = self._optimizer(lambda: torch.optim.Adam(self.model.parameters(), lr=cfg.learning_rate))
+        optimizer = self._optimizer(lambda: network_optimizer(self.model, cfg))
         batcher = Batcher(data.prepared, cfg, data.device, data.rank)
         batcher.priors = data.priors
-        channels = len(cfg.loss.scales_mm) if cfg.loss.prefilter else 1
         rate = (lambda used: cfg.learning_rate) if cfg.schedule == "constant" else (
             lambda used: cosine(cfg.learning_rate, used))
         self.net.train()
-        start = time.perf_counter()
+        self._pending.clear()
+        self._total, self._start = budget.iterations, time.perf_counter()
+        self._last = self._start
         for step in budgeted_steps(optimizer, rate, budget, self.step):
-            t0 = time.perf_counter()
-            loss, sim, reg = compute_loss(self.net, batcher(step), data.similarity, data.regulariser, cfg.loss.weight,
-                                          data.device, cfg.precision, label_channels=channels,
-                                          folding_weight=cfg.loss.folding)
-            # the step's one wait for the device (three figures in one copy), before a non-finite loss reaches
-            # the weights and the checkpoint
-            value, similarity, regulariser = torch.stack([loss, sim, reg]).detach().tolist()
-            if not math.isfinite(value):
-                raise FloatingPointError(f"loss became {value} at step {step}; lower the learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            figures = train_step(self.net, optimizer, batcher(step), data.similarity, data.regulariser, cfg,
+                                 data.device)
             self.step = step + 1
-            now = time.perf_counter()
-            yield Progress(self.step, budget.iterations, value, similarity, regulariser, now - start, now - t0)
+            self._pending.append((self.step, to_host(figures)))
+            while len(self._pending) > 1 or (self._pending and settle(self.step)):
+                yield self._report()
+        while self._pending:
+            yield self._report()
+
+    def _report(self, check: bool = True) -> Progress:
+        """The report of the oldest step not yet reported; with ``check``, an error if that step was skipped."""
+        step, read = self._pending[0]
+        loss, similarity, regulariser, skipped = read()
+        if check and skipped:
+            raise FloatingPointError(f"step {step}: the loss ({loss:.4g}) or its gradients were not finite; the "
+                                     "step was skipped and training stopped: lower the learning rate")
+        self._pending.popleft()
+        now = time.perf_counter()
+        report = Progress(step, self._total, loss, similarity, regulariser, now - self._start, now - self._last)
+        self._last = now
+        return report
+
+    def unreported(self) -> list[Progress]:
+        return [self._report(check=False) for _ in range(len(self._pending))]
 
     def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
         if not use.network_weight:

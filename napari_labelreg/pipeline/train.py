@@ -131,7 +131,7 @@ class Trainer:
         start = time.perf_counter()
         if seconds is None:  # a budget of steps: each rank's own clock, no collective each step
             return Budget(steps, seconds, lambda: time.perf_counter() - start)
-        return Budget(steps, seconds, lambda: rank_zero_seconds(time.perf_counter() - start, self.world, self.device))
+        return Budget(steps, seconds, lambda: rank_zero_seconds(time.perf_counter() - start, self.world))
 
     def __iter__(self) -> Iterator[Progress]:
         saved = self._saved_steps()
@@ -139,15 +139,21 @@ class Trainer:
             for stage in self.stages:
                 if stage.name in self.fitted:
                     continue
-                for report in stage.fit(self.data, self.budget(stage)):
-                    if report.step % self.config.checkpoint_every == 0:
-                        report, saved = replace(report, checkpoint=self.checkpoint()), self._saved_steps()
-                    if (isinstance(stage, Refine) and self.validator
-                            and report.step % self.validate_every == 0):
-                        report = replace(report, **self.validate())
-                    if self.rank == 0:
-                        _log(self.out, report)
-                    yield report
+                reports = stage.fit(self.data, self.budget(stage), settle=lambda n: self._settles(stage, n))
+                try:
+                    for report in reports:
+                        if report.step % self.config.checkpoint_every == 0:
+                            report, saved = replace(report, checkpoint=self.checkpoint()), self._saved_steps()
+                        if self._validates(stage, report.step):
+                            report = replace(report, **self.validate())
+                        if self.rank == 0:
+                            _log(self.out, report)
+                        yield report
+                finally:  # closed (a GUI's cancel) or stopped by an error: the steps taken since are logged too
+                    reports.close()
+                    for report in stage.unreported():
+                        if self.rank == 0:
+                            _log(self.out, report)
                 if stage is not self.stages[-1]:
                     # every rank fitted it alike; on a GPU its kernels need not agree to the bit: rank 0's
                     broadcast_module(stage.module(), self.world, self.device)
@@ -161,6 +167,13 @@ class Trainer:
         finally:
             if self._saved_steps() != saved:
                 self.checkpoint()
+
+    def _validates(self, stage: Stage, step: int) -> bool:
+        return isinstance(stage, Refine) and self.validator is not None and step % self.validate_every == 0
+
+    def _settles(self, stage: Stage, step: int) -> bool:
+        """Whether step ``step``'s report is needed before the next step: the run checkpoints or validates there."""
+        return step % self.config.checkpoint_every == 0 or self._validates(stage, step)
 
     def _saved_steps(self) -> tuple:
         return tuple(self.fitted), tuple(s.step for s in self.stages)

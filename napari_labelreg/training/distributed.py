@@ -8,25 +8,32 @@ import torch
 import torch.distributed as dist
 
 
+_HOST_GROUP: list = []  # under NCCL, a gloo group for figures the host keeps (the clock): see rank_zero_seconds
+
 
 def distributed_context(device: torch.device) -> tuple[int, int]:
     """(rank, world size), starting the process group when run under torchrun: NCCL bound to this rank's GPU
-    when it trains on CUDA, gloo when on the CPU (whatever else the machine has)."""
+    when it trains on CUDA (with a gloo group beside it for the host's figures), gloo when on the CPU
+    (whatever else the machine has)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             dist.init_process_group("nccl", device_id=device)
+            _HOST_GROUP[:] = [dist.new_group(backend="gloo")]
         else:
             dist.init_process_group("gloo")
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
-def rank_zero_seconds(seconds: float, world: int, device: torch.device) -> float:
-    """``seconds`` as rank 0 measured them, so that all ranks stop and schedule their rates alike."""
+def rank_zero_seconds(seconds: float, world: int) -> float:
+    """``seconds`` as rank 0 measured them, so that all ranks stop and schedule their rates alike.
+
+    Sent between the hosts (gloo): through NCCL it would wait for the work queued on each GPU.
+    """
     if world == 1:
         return seconds
-    t = torch.tensor([seconds], dtype=torch.float64, device=device)
-    dist.broadcast(t, src=0)
+    t = torch.tensor([seconds], dtype=torch.float64)
+    dist.broadcast(t, src=0, group=_HOST_GROUP[0] if _HOST_GROUP else None)
     return float(t)
 
 

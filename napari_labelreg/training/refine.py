@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
-from ..nn.device import autocast, fast_layout
+from ..nn.device import autocast, fast_layout, to_device
 from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, MultiScaleDice, MultiScaleFilter, folding
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair
@@ -30,7 +30,8 @@ class Batcher:
     """Draws and assembles the minibatch of one step (see sampling) on the training device.
 
     The pairs' volumes and labels are moved there once; each step draws its augmentations (4x4 matrices) on
-    the CPU and resamples on the device, so a GPU builds its own batches.
+    the CPU, sends them without waiting for the device, and resamples on the device, so a GPU builds its own
+    batches while the host queues the next.
     """
 
     def __init__(self, prepared: list[PreparedPair], config: TrainConfig, device: torch.device, rank: int = 0):
@@ -72,8 +73,8 @@ class Batcher:
         a displacement at ``t_moving @ x`` of the unaugmented grid, enters ``d`` as ``A^-1 u(t_moving @ x)``
         with A the augmentation's linear part.
         """
-        inverse = torch.linalg.inv(t_moving[:3, :3]).float().to(self.device)
-        coordinates = moving_coordinates(t_moving[None].float().to(self.device), self.shape)
+        inverse = to_device(torch.linalg.inv(t_moving[:3, :3]).float(), self.device)
+        coordinates = moving_coordinates(to_device(t_moving[None].float(), self.device), self.shape)
         return torch.einsum("ij,bjdhw->bidhw", inverse, sample(self.priors[p], coordinates, padding="border"))
 
     def __call__(self, step: int):
@@ -94,8 +95,8 @@ class Batcher:
             chosen = range(pp.num_labels) if self.config.label_sampling == "all" else [label]
             t_moving = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))
             t_fixed = torch.as_tensor(affine_matrix(draw_affine(self.config.augment, g), pp.grid))[None]
-            matrix = (pp.net_to_moving @ t_moving)[None].to(self.device)
-            fixed_coords = moving_coordinates(t_fixed.to(self.device), self.shape)
+            matrix = to_device((pp.net_to_moving @ t_moving)[None], self.device)
+            fixed_coords = moving_coordinates(to_device(t_fixed, self.device), self.shape)
             prior = None
             if self.priors is not None:
                 prior = self._prior(p, t_moving)
@@ -138,3 +139,37 @@ def compute_loss(model, batch, similarity, regulariser, weight: float, device, p
     if folding_weight:
         loss = loss + folding_weight * folding(total).mean()
     return loss, sim, reg
+
+
+def network_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam, fused: one kernel per device, and a step it can skip on the device (see :func:`train_step`)."""
+    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
+
+
+def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch, similarity, regulariser,
+               config: TrainConfig, device: torch.device) -> torch.Tensor:
+    """One step on ``batch`` (see :meth:`Batcher.__call__`): the loss, its gradients, Adam's update.
+
+    Returns ``(loss, similarity, regulariser, skipped)`` on the device, unread: nothing here waits for the
+    device.  ``skipped`` is 1 when the loss or a gradient was not finite; the update was then skipped on
+    the device, and the weights are as before the step.
+    """
+    channels = len(config.loss.scales_mm) if config.loss.prefilter else 1
+    loss, sim, reg = compute_loss(net, batch, similarity, regulariser, config.loss.weight, device,
+                                  config.precision, label_channels=channels, folding_weight=config.loss.folding)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.found_inf = skipped = not_finite(loss, net.parameters())  # read by fused Adam
+    optimizer.step()
+    return torch.stack([loss, sim, reg, skipped]).detach()
+
+
+def not_finite(loss: torch.Tensor, parameters) -> torch.Tensor:
+    """1.0 where ``loss`` or a gradient of ``parameters`` is not finite, else 0.0, computed on the device
+    without waiting for it: fused Adam's ``found_inf``, which then skips the step there.
+
+    Under DDP the gradients are every rank's average, so all ranks skip alike; a loss alone not finite (its
+    gradients finite) would skip one rank's step, and the run stops at its report anyway.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return (~torch.isfinite(loss.detach().float() + torch.nn.utils.get_total_norm(grads))).float()
