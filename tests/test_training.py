@@ -211,7 +211,7 @@ def test_a_step_whose_loss_is_not_finite_is_skipped_on_the_device_and_stops_the_
     compute_loss = refine.compute_loss
     monkeypatch.setattr(refine, "compute_loss", poisoned)
     pairs = [make_phantom(0, **TINY).pair]
-    with pytest.raises(FloatingPointError, match="step 2: the loss .nan. or its gradients were not finite"):
+    with pytest.raises(FloatingPointError, match="refine step 2: the loss .nan. or its gradients were not finite"):
         list(train(pairs, tiny_config(iterations=3), tmp_path / "run"))
     # step 2 is read once step 3 is queued: 3 steps taken, the second skipped on the device by fused Adam
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["stages"]["refine"]
@@ -230,7 +230,7 @@ def test_a_step_whose_loss_is_not_finite_is_skipped_on_the_device_and_stops_the_
                  "paper", "--iterations", "3", "--width", "4", "--geometry", "centred", "--spacing", "0"]) == 2
     err = capsys.readouterr().err  # the progress bar, then one line
     assert "Traceback" not in err
-    assert err.strip().splitlines()[-1].startswith("napari-labelreg train: error: step 2: the loss (nan)")
+    assert err.strip().splitlines()[-1].startswith("napari-labelreg train: error: refine step 2: the loss (nan)")
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

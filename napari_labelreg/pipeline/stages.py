@@ -130,19 +130,16 @@ class Stage:
         self.step = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self._saved_optimizer: dict | None = None  # a loaded state's, restored when training resumes
+        self._pending: deque = deque()  # (step, its figures on their way to the host), not yet reported
 
     def fit(self, data: TrainingData, budget: Budget, settle: Callable[[int], bool] = lambda step: False
             ) -> Iterator[Progress]:
         """Train within ``budget`` from :attr:`step`, yielding a report per step.
 
-        A stage may report a step once it has taken the next (see :class:`Refine`); ``settle(n)``: whether
-        the caller needs step ``n``'s report before another step is taken (it checkpoints or validates there).
+        A step is reported once the next is queued (:meth:`_reports`); ``settle(n)``: whether the caller needs
+        step ``n``'s report before another step is taken (it checkpoints or validates there).
         """
         raise NotImplementedError
-
-    def unreported(self) -> list[Progress]:
-        """The reports of steps taken but not reported when :meth:`fit` was closed or stopped, read now."""
-        return []
 
     def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
         """The transform so far with this stage's part added."""
@@ -189,14 +186,44 @@ class Stage:
                                                                           for group in saved["param_groups"]]})
         return self.optimizer
 
-    def _reports(self, steps: Iterator[tuple[int, float]], budget: Budget) -> Iterator[Progress]:
-        """Reports of a training function's ``(step, loss)`` pairs, :attr:`step` kept up to date."""
-        start = last = time.perf_counter()
-        for step, loss in steps:
+    def _reports(self, steps: Iterator[tuple[int, torch.Tensor]], budget: Budget,
+                 settle: Callable[[int], bool]) -> Iterator[Progress]:
+        """Reports of a training function's ``(step, figures)`` (:func:`~napari_labelreg.training.steps.figures`,
+        on the device), :attr:`step` kept up to date.
+
+        A step's figures start their copy to the host as the step is queued and are read once the next step
+        is queued too: the host waits only for a step the device has moved past, so a GPU is never left idle.
+        A step ``settle`` names is reported before another is taken.  The report of a step the device
+        skipped (its loss or gradients not finite) stops the run with an error.
+        """
+        self._pending.clear()
+        self._total, self._start = budget.iterations, time.perf_counter()
+        self._last = self._start
+        for step, figures in steps:
             self.step = step
-            now = time.perf_counter()
-            yield Progress(step, budget.iterations, loss, loss, 0.0, now - start, now - last, stage=self.name)
-            last = now
+            self._pending.append((step, to_host(figures)))
+            while len(self._pending) > 1 or (self._pending and settle(step)):
+                yield self._report()
+        while self._pending:
+            yield self._report()
+
+    def _report(self, check: bool = True) -> Progress:
+        """The report of the oldest step not yet reported; with ``check``, an error if the device skipped it."""
+        step, read = self._pending[0]
+        loss, similarity, regulariser, skipped = read()
+        if check and skipped:
+            raise FloatingPointError(f"{self.name} step {step}: the loss ({loss:.4g}) or its gradients were not "
+                                     "finite; the step was skipped and training stopped: lower the learning rate")
+        self._pending.popleft()
+        now = time.perf_counter()
+        report = Progress(step, self._total, loss, similarity, regulariser, now - self._start, now - self._last,
+                          stage=self.name)
+        self._last = now
+        return report
+
+    def unreported(self) -> list[Progress]:
+        """The reports of steps taken but not reported when :meth:`fit` was closed or stopped, read now."""
+        return [self._report(check=False) for _ in range(len(self._pending))]
 
 
 @dataclass(frozen=True)
@@ -218,12 +245,13 @@ class Locate(Stage):
         self.config = config
         self.locator = locator or GlandLocator(config.width, config.spacing_mm, config.cut)
 
-    def fit(self, data: TrainingData, budget: Budget, settle=None) -> Iterator[Progress]:
+    def fit(self, data: TrainingData, budget: Budget, settle=lambda step: False) -> Iterator[Progress]:
         cfg = data.config
         self.locator = fast_layout(self.locator.to(data.device), cfg.precision)
         optimizer = self._optimizer(lambda: locator_optimizer(self.locator, data.rank, data.world))
         yield from self._reports(train_locator(self.locator, data.pairs, cfg, optimizer, budget, start=self.step,
-                                               device=data.device, rank=data.rank, world=data.world), budget)
+                                               device=data.device, rank=data.rank, world=data.world), budget,
+                                 settle)
 
     def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
         shift, gland_mm = self.locator.start(moving, fixed, estimate.matrix, use.precision)
@@ -268,11 +296,11 @@ class Prior(Stage):
         self.config = config
         self.prior = prior or GlandPrior(config.half_width_mm, config.points)
 
-    def fit(self, data: TrainingData, budget: Budget, settle=None) -> Iterator[Progress]:
+    def fit(self, data: TrainingData, budget: Budget, settle=lambda step: False) -> Iterator[Progress]:
         optimizer = self._optimizer(lambda: prior_optimizer(self.prior))
         yield from self._reports(train_prior(
             self.prior, data.prepared, data.similarity, data.regulariser, data.config.loss.weight, optimizer, budget,
-            seed=data.config.seed, start=self.step, device=data.device), budget)
+            seed=data.config.seed, start=self.step, device=data.device), budget, settle)
 
     def hand_on(self, data: TrainingData) -> None:
         data.priors = [self.prior.grid_ddf(pp.grid, pp.fixed_gland_mm) for pp in data.prepared]
@@ -313,7 +341,6 @@ class Refine(Stage):
         self.config = config
         self.model = model if model is not None else build_model(config.model)
         self.net: nn.Module | None = None  # the model, or its DDP wrapper, once on the training device
-        self._pending: deque = deque()  # (step, its figures on their way to the host), not yet reported
 
     def prepare(self, device: torch.device, precision: str, world: int = 1) -> None:
         """Put the network on the training device, with its optimiser and (under DDP) its wrapper."""
@@ -322,13 +349,6 @@ class Refine(Stage):
 
     def fit(self, data: TrainingData, budget: Budget, settle: Callable[[int], bool] = lambda step: False
             ) -> Iterator[Progress]:
-        """Train the network, reporting each step once the next is queued.
-
-        A step's figures are copied to the host as it is queued and read after the next step is queued
-        too: the host waits only for a step the device has moved past, so a GPU is never left idle; a step
-        ``settle`` names is reported before another is taken.  A step whose loss or gradients are not finite
-        is skipped on the device (fused Adam), and its report stops the run with an error.
-        """
         cfg = data.config
         if self.net is None:
             self.prepare(data.device, cfg.precision, data.world)
@@ -338,34 +358,10 @@ class Refine(Stage):
         rate = (lambda used: cfg.learning_rate) if cfg.schedule == "constant" else (
             lambda used: cosine(cfg.learning_rate, used))
         self.net.train()
-        self._pending.clear()
-        self._total, self._start = budget.iterations, time.perf_counter()
-        self._last = self._start
-        for step in budgeted_steps(optimizer, rate, budget, self.step):
-            figures = train_step(self.net, optimizer, batcher(step), data.similarity, data.regulariser, cfg,
-                                 data.device)
-            self.step = step + 1
-            self._pending.append((self.step, to_host(figures)))
-            while len(self._pending) > 1 or (self._pending and settle(self.step)):
-                yield self._report()
-        while self._pending:
-            yield self._report()
-
-    def _report(self, check: bool = True) -> Progress:
-        """The report of the oldest step not yet reported; with ``check``, an error if that step was skipped."""
-        step, read = self._pending[0]
-        loss, similarity, regulariser, skipped = read()
-        if check and skipped:
-            raise FloatingPointError(f"step {step}: the loss ({loss:.4g}) or its gradients were not finite; the "
-                                     "step was skipped and training stopped: lower the learning rate")
-        self._pending.popleft()
-        now = time.perf_counter()
-        report = Progress(step, self._total, loss, similarity, regulariser, now - self._start, now - self._last)
-        self._last = now
-        return report
-
-    def unreported(self) -> list[Progress]:
-        return [self._report(check=False) for _ in range(len(self._pending))]
+        steps = ((step + 1, train_step(self.net, optimizer, batcher(step), data.similarity, data.regulariser, cfg,
+                                       data.device))
+                 for step in budgeted_steps(optimizer, rate, budget, self.step))
+        yield from self._reports(steps, budget, settle)
 
     def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
         if not use.network_weight:

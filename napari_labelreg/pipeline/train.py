@@ -1,8 +1,9 @@
 """Training a run: its stages in order, each within its share of the budget, a checkpoint after each.
 
-Iterating a :class:`Trainer` yields one :class:`Progress` per step.  The CLI iterates it with a
-progress bar; napari's ``thread_worker`` turns the same generator into progress events and
-cancellation (closing the generator saves a checkpoint).  Under ``torchrun`` it runs
+Iterating a :class:`Trainer` yields one :class:`Progress` per step, once the step after it is queued
+(:meth:`Stage._reports`: the host never waits for a GPU).  The CLI iterates it with a progress bar;
+napari's ``thread_worker`` turns the same generator into progress events and cancellation (closing the
+generator saves a checkpoint of every step taken, and logs the one not yet reported).  Under ``torchrun`` it runs
 DistributedDataParallel: one process per GPU (NCCL) or CPU process (gloo), each rank drawing its own
 quartets, rank 0 alone writing to the run folder.
 """
@@ -151,8 +152,9 @@ class Trainer:
                         yield report
                 finally:  # closed (a GUI's cancel) or stopped by an error: the steps taken since are logged too
                     reports.close()
-                    for report in stage.unreported():
-                        if self.rank == 0:
+                    unreported = stage.unreported()
+                    if self.rank == 0:
+                        for report in unreported:
                             _log(self.out, report)
                 if stage is not self.stages[-1]:
                     # every rank fitted it alike; on a GPU its kernels need not agree to the bit: rank 0's

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from ..config import TrainConfig
 from ..core.geometry import Grid
 from ..core.io import Pair
-from ..nn.device import autocast, fast_layout
+from ..nn.device import autocast, fast_layout, to_device
 from ..nn.locator import SIDES, GlandLocator, on_locator_grid
 from ..nn.warp import moving_coordinates, sample
 from .sampling import affine_matrix, draw_affine, step_generator
 from .schedule import Budget, budgeted_steps, cosine
+from .steps import adam, descend, figures
 
 LEARNING_RATE = 1e-3  # cosine-decayed over the locator's budget
 
@@ -30,13 +31,13 @@ class _Side:
     box: tuple[int, int, int]  # the largest grid: every subject is drawn into a box of this shape
 
 
-def _side(pairs: Sequence[Pair], side: str, spacing_mm: float, cut: bool) -> _Side:
+def _side(pairs: Sequence[Pair], side: str, spacing_mm: float, cut: bool, device: torch.device) -> _Side:
     images, labels, grids = [], [], []
     for pair in pairs:
         volume = pair.moving if side == "moving" else pair.fixed
         gland = (pair.moving_labels if side == "moving" else pair.fixed_labels)[pair.gland_index]
         image, label, grid = on_locator_grid(volume, spacing_mm, gland, cut=cut)
-        images.append(image), labels.append(label), grids.append(grid)
+        images.append(image.to(device)), labels.append(label.to(device)), grids.append(grid)
     box = tuple(int(max(g.shape[a] for g in grids)) for a in range(3))
     return _Side(images, labels, grids, box)
 
@@ -50,7 +51,7 @@ def _draw(side: _Side, batch: int, config: TrainConfig, g: torch.Generator):
         to_grid = np.eye(4)
         to_grid[:3, 3] = grid.centre - box.centre  # box voxel -> subject grid voxel, centres together
         matrix = torch.as_tensor(to_grid @ affine_matrix(draw_affine(config.augment, g), box))[None]
-        coords = moving_coordinates(matrix, side.box)
+        coords = moving_coordinates(to_device(matrix, side.images[i].device), side.box)
         xs.append(sample(side.images[i][None], coords)), ys.append(sample(side.labels[i][None], coords))
     return torch.cat(xs), torch.cat(ys)
 
@@ -69,13 +70,14 @@ def own_sides(rank: int = 0, world: int = 1) -> tuple[str, ...]:
 
 
 def locator_optimizer(locator: GlandLocator, rank: int = 0, world: int = 1) -> torch.optim.Optimizer:
-    return torch.optim.Adam([p for side in own_sides(rank, world) for p in locator.nets[side].parameters()],
-                            lr=LEARNING_RATE)
+    return adam([p for side in own_sides(rank, world) for p in locator.nets[side].parameters()], LEARNING_RATE)
 
 
 def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainConfig, optimizer, budget: Budget, *,
-                  start: int = 0, device: torch.device, rank: int = 0, world: int = 1) -> Iterator[tuple[int, float]]:
-    """Train the segmenters from step ``start``, one step each per iteration; yields ``(step, mean loss)``.
+                  start: int = 0, device: torch.device, rank: int = 0, world: int = 1
+                  ) -> Iterator[tuple[int, torch.Tensor]]:
+    """Train the segmenters from step ``start``, one step each per iteration; yields ``(step, figures)`` of
+    their mean loss (:func:`.steps.figures`, unread).
 
     ``optimizer``: :func:`locator_optimizer`'s (or its restored state).  Each side draws from its own
     generator, a function of the seed and step only.  Under DDP the sides are shared out: rank r trains
@@ -86,20 +88,17 @@ def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainCon
     """
     own = own_sides(rank, world)
     batch = config.batch_size * world  # the run's effective batch, as the registration network's
-    sides = {side: _side(pairs, side, locator.spacing_mm, locator.cut) for side in own}
+    sides = {side: _side(pairs, side, locator.spacing_mm, locator.cut, device) for side in own}  # moved there once
     locator.to(device).train()
     for step in budgeted_steps(optimizer, lambda used: cosine(LEARNING_RATE, used), budget, start):
         losses = []
         for side in own:
             x, y = _draw(sides[side], batch, config, step_generator(config.seed, SIDES.index(side), step))
             with autocast(device, config.precision):
-                logits = locator(fast_layout(x.to(device), config.precision), side)
-            losses.append(segmentation_loss(logits.float(), y.to(device)))
+                logits = locator(fast_layout(x, config.precision), side)
+            losses.append(segmentation_loss(logits.float(), y))
         loss = torch.stack(losses).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        yield step + 1, loss.item() / len(own)
+        yield step + 1, figures(loss / len(own), descend(optimizer, loss))
     if world > 1:
         for src, side in enumerate(SIDES):
             for tensor in locator.nets[side].state_dict().values():

@@ -17,6 +17,7 @@ from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, Multi
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair
 from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
+from .steps import adam, descend, figures
 
 
 def build_losses(config: TrainConfig, grid) -> tuple[nn.Module, nn.Module]:
@@ -142,34 +143,14 @@ def compute_loss(model, batch, similarity, regulariser, weight: float, device, p
 
 
 def network_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam, fused: one kernel per device, and a step it can skip on the device (see :func:`train_step`)."""
-    return torch.optim.Adam(model.parameters(), lr=config.learning_rate, fused=True)
+    return adam(model.parameters(), config.learning_rate)
 
 
 def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch, similarity, regulariser,
                config: TrainConfig, device: torch.device) -> torch.Tensor:
-    """One step on ``batch`` (see :meth:`Batcher.__call__`): the loss, its gradients, Adam's update.
-
-    Returns ``(loss, similarity, regulariser, skipped)`` on the device, unread: nothing here waits for the
-    device.  ``skipped`` is 1 when the loss or a gradient was not finite; the update was then skipped on
-    the device, and the weights are as before the step.
-    """
+    """One step on ``batch`` (see :meth:`Batcher.__call__`): the loss, its gradients, Adam's update (skipped on
+    the device when not finite: :func:`descend`).  Returns the step's :func:`figures`, unread."""
     channels = len(config.loss.scales_mm) if config.loss.prefilter else 1
     loss, sim, reg = compute_loss(net, batch, similarity, regulariser, config.loss.weight, device,
                                   config.precision, label_channels=channels, folding_weight=config.loss.folding)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.found_inf = skipped = not_finite(loss, net.parameters())  # read by fused Adam
-    optimizer.step()
-    return torch.stack([loss, sim, reg, skipped]).detach()
-
-
-def not_finite(loss: torch.Tensor, parameters) -> torch.Tensor:
-    """1.0 where ``loss`` or a gradient of ``parameters`` is not finite, else 0.0, computed on the device
-    without waiting for it: fused Adam's ``found_inf``, which then skips the step there.
-
-    Under DDP the gradients are every rank's average, so all ranks skip alike; a loss alone not finite (its
-    gradients finite) would skip one rank's step, and the run stops at its report anyway.
-    """
-    grads = [p.grad for p in parameters if p.grad is not None]
-    return (~torch.isfinite(loss.detach().float() + torch.nn.utils.get_total_norm(grads))).float()
+    return figures(loss, descend(optimizer, loss), sim, reg)
