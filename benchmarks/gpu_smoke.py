@@ -110,7 +110,7 @@ def waits(device: torch.device, data) -> None:
     """How often the host waits for the GPU while training: CUDA's sync debug mode counts every such wait
     (reading a step's figures through an event, once the next step is queued, is not one)."""
     if device.type != "cuda":
-        print("host waits for the GPU per step: counted on CUDA only")
+        print("host waits for the GPU: counted on CUDA only (sync debug mode)")
         return
     import warnings
 
