@@ -20,8 +20,9 @@ def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tenso
     here waits for the device: fused Adam reads the flag there (its ``found_inf``, as PyTorch's gradient
     scaler sets it).
 
-    Under DDP the gradients are every rank's average, so all ranks skip alike; a loss alone not finite (its
-    gradients finite) would skip one rank's step, and the run stops at its report anyway.
+    Under DDP the network's gradients are every rank's average, so all ranks skip alike (the locator's ranks
+    of one side draw alike); a loss alone not finite, its gradients finite, would skip one rank's step, and
+    the run stops at its report anyway.
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
