@@ -1,6 +1,8 @@
-"""What the training step's device-side bookkeeping costs on this machine: the product's step (fused Adam,
-the finiteness flag computed on the device, figures read afterwards) against the step it replaced (Adam's
-default implementation, the figures read before backward), alternated in one process on the same batches.
+"""The training step against the one it replaced, alternated in one process on the same batches.
+
+The product's step (fused Adam, the finiteness flag computed on the device, figures read afterwards) against
+the step before stop 21 (Adam's default implementation, the figures read before backward): what the
+device-side bookkeeping costs on this machine.
 
     python benchmarks/step_paths.py [--width 32] [--pairs 12]
 
@@ -31,7 +33,7 @@ FIXED, MOVING, SPACING = (48, 64, 48), (69, 69, 64), 1.5
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--width", type=int, default=32, help="network width n0 (default 32, as speed.py)")
     p.add_argument("--pairs", type=int, default=12, help="alternated step pairs timed (after one warm-up each)")
     args = p.parse_args()
     cpu = torch.device("cpu")
@@ -71,7 +73,7 @@ def main() -> None:
     result = {"threads": torch.get_num_threads(), "precision": precision, "pairs": args.pairs,
               "old_step_median_s": float(np.median(old)), "new_step_median_s": float(np.median(new)),
               "median_paired_ratio_new_over_old": float(np.median(new / old)),
-              "new_faster_in": int((new < old).sum())}
+              "new_faster_in": f"{int((new < old).sum())} of {args.pairs}"}
     for key, value in result.items():
         print(f"{key:34s} {value:.4g}" if isinstance(value, float) else f"{key:34s} {value}")
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))

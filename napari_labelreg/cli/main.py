@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from ..core.geometry import CONVENTIONS
@@ -89,8 +90,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leave_process_group() -> None:
+    """End the process group a run under torchrun started, while the interpreter is whole: left to its exit,
+    gloo's threads can abort the process ("terminate called without an active exception") once its work is
+    done.  What still holds the group's work (a DDP wrapper in a reference cycle) is collected first."""
+    dist = sys.modules.get("torch.distributed")  # never imported: nothing to end (and torch is not loaded)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    finally:
+        _leave_process_group()
+
+
+def _run(args) -> int:
     try:
         args.func(args)
     except (DataError, ValueError, OSError, FloatingPointError) as exc:  # OSError: an --out that is a file, ...

@@ -68,7 +68,7 @@ def training_options(p: argparse.ArgumentParser) -> None:
            type=int)
     option("--minutes", "budget in wall-clock minutes, all stages together (shared as the steps)", type=float)
     option("--batch-size", "image pairs per minibatch (per process under torchrun)", type=int)
-    option("--lr", "Adam learning rate", type=float)
+    option("--lr", "the network's Adam learning rate (the gland locator's and prior's are fixed)", type=float)
     option("--schedule", "learning rate over the budget", choices=SCHEDULES)
     option("--label-sampling", "per image pair, train on one random label pair (the paper) or all of them averaged",
            choices=LABEL_SAMPLING)

@@ -193,15 +193,16 @@ class Stage:
 
         A step's figures start their copy to the host as the step is queued and are read once the next step
         is queued too: the host waits only for a step the device has moved past, so a GPU is never left idle.
-        A step ``settle`` names is reported before another is taken.  The report of a step the device
-        skipped (its loss or gradients not finite) stops the run with an error.
+        A step ``settle`` names is reported before another is taken.  Its times are the queueing's (on a
+        GPU, paced by the device's steps).  The report of a step the device skipped (its loss or gradients
+        not finite) stops the run with an error, :attr:`step` back to the last step applied.
         """
         self._pending.clear()
         self._total, self._start = budget.iterations, time.perf_counter()
         self._last = self._start
         for step, figures in steps:
             self.step = step
-            self._pending.append((step, to_host(figures)))
+            self._pending.append((step, to_host(figures), time.perf_counter()))
             while len(self._pending) > 1 or (self._pending and settle(step)):
                 yield self._report()
         while self._pending:
@@ -209,16 +210,18 @@ class Stage:
 
     def _report(self, check: bool = True) -> Progress:
         """The report of the oldest step not yet reported; with ``check``, an error if the device skipped it."""
-        step, read = self._pending[0]
+        step, read, queued = self._pending[0]
         loss, similarity, regulariser, skipped = read()
-        if check and skipped:
+        if check and skipped:  # it and every step after it were skipped on the device (see descend)
+            self._pending.clear()
+            self.step = step - 1
+            advice = ": start a new run with a lower learning rate" if isinstance(self, Refine) else ""
             raise FloatingPointError(f"{self.name} step {step}: the loss ({loss:.4g}) or its gradients were not "
-                                     "finite; the step was skipped and training stopped: lower the learning rate")
+                                     f"finite; training stopped there, the weights as after step {step - 1}{advice}")
         self._pending.popleft()
-        now = time.perf_counter()
-        report = Progress(step, self._total, loss, similarity, regulariser, now - self._start, now - self._last,
-                          stage=self.name)
-        self._last = now
+        report = Progress(step, self._total, loss, similarity, regulariser, queued - self._start,
+                          queued - self._last, stage=self.name)
+        self._last = queued
         return report
 
     def unreported(self) -> list[Progress]:

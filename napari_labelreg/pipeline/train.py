@@ -169,6 +169,7 @@ class Trainer:
         finally:
             if self._saved_steps() != saved:
                 self.checkpoint()
+            self.stages[-1].net = None  # the DDP wrapper holds the process group's work: let it go with the run
 
     def _validates(self, stage: Stage, step: int) -> bool:
         return isinstance(stage, Refine) and self.validator is not None and step % self.validate_every == 0

@@ -18,7 +18,8 @@ def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tenso
     """Backpropagate ``loss`` and take the optimiser's step; returns 1.0 (on the device) where the loss or a
     gradient was not finite, and the step then left the weights and the optimiser as they were.  Nothing
     here waits for the device: fused Adam reads the flag there (its ``found_inf``, as PyTorch's gradient
-    scaler sets it).
+    scaler sets it).  The flag stays up: once a step is skipped, so is every later one, until the host
+    reads the first and stops the run, the weights as they were before it.
 
     Under DDP the network's gradients are every rank's average, so all ranks skip alike (the locator's ranks
     of one side draw alike); a loss alone not finite, its gradients finite, would skip one rank's step, and
@@ -27,8 +28,9 @@ def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> torch.Tenso
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    optimizer.found_inf = skipped = (~torch.isfinite(loss.detach().float()
-                                                     + torch.nn.utils.get_total_norm(grads))).float()
+    skipped = (~torch.isfinite(loss.detach().float() + torch.nn.utils.get_total_norm(grads))).float()
+    before = getattr(optimizer, "found_inf", None)
+    optimizer.found_inf = skipped = skipped if before is None else torch.maximum(skipped, before)
     optimizer.step()
     return skipped
 
