@@ -17,6 +17,7 @@ it left them: the network learns from the true gland centroids and the fitted pr
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
@@ -216,8 +217,9 @@ class Stage:
             self._pending.clear()
             self.step = step - 1
             advice = ": start a new run with a lower learning rate" if isinstance(self, Refine) else ""
-            raise FloatingPointError(f"{self.name} step {step}: the loss ({loss:.4g}) or its gradients were not "
-                                     f"finite; training stopped there, the weights as after step {step - 1}{advice}")
+            what = f"the gradients were not finite (loss {loss:.4g})" if math.isfinite(loss) else f"the loss was {loss}"
+            raise FloatingPointError(f"{self.name} step {step}: {what}; training stopped there, the weights as "
+                                     f"after step {step - 1}{advice}")
         self._pending.popleft()
         report = Progress(step, self._total, loss, similarity, regulariser, queued - self._start,
                           queued - self._last, stage=self.name)

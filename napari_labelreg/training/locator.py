@@ -18,7 +18,7 @@ from ..nn.locator import SIDES, GlandLocator, on_locator_grid
 from ..nn.warp import moving_coordinates, sample
 from .sampling import affine_matrix, draw_affine, step_generator
 from .schedule import Budget, budgeted_steps, cosine
-from .steps import adam, descend, figures
+from .steps import adam, buffers_before, descend, figures
 
 LEARNING_RATE = 1e-3  # cosine-decayed over the locator's budget
 
@@ -91,14 +91,14 @@ def train_locator(locator: GlandLocator, pairs: Sequence[Pair], config: TrainCon
     sides = {side: _side(pairs, side, locator.spacing_mm, locator.cut, device) for side in own}  # moved there once
     locator.to(device).train()
     for step in budgeted_steps(optimizer, lambda used: cosine(LEARNING_RATE, used), budget, start):
-        losses = []
+        losses, before = [], buffers_before(*(locator.nets[side] for side in own))
         for side in own:
             x, y = _draw(sides[side], batch, config, step_generator(config.seed, SIDES.index(side), step))
             with autocast(device, config.precision):
                 logits = locator(fast_layout(x, config.precision), side)
             losses.append(segmentation_loss(logits.float(), y))
         loss = torch.stack(losses).sum()
-        yield step + 1, figures(loss / len(own), descend(optimizer, loss))
+        yield step + 1, figures(loss / len(own), descend(optimizer, loss, before))
     if world > 1:
         for src, side in enumerate(SIDES):
             for tensor in locator.nets[side].state_dict().values():

@@ -17,7 +17,7 @@ from ..nn.losses import BendingEnergy, GradientL2, MultiScaleCrossEntropy, Multi
 from ..nn.warp import moving_coordinates, sample
 from .data import PreparedPair
 from .sampling import affine_matrix, draw_affine, draw_quartets, step_generator
-from .steps import adam, descend, figures
+from .steps import adam, buffers_before, descend, figures
 
 
 def build_losses(config: TrainConfig, grid) -> tuple[nn.Module, nn.Module]:
@@ -151,6 +151,7 @@ def train_step(net: nn.Module, optimizer: torch.optim.Optimizer, batch, similari
     """One step on ``batch`` (see :meth:`Batcher.__call__`): the loss, its gradients, Adam's update (skipped on
     the device when not finite: :func:`descend`).  Returns the step's :func:`figures`, unread."""
     channels = len(config.loss.scales_mm) if config.loss.prefilter else 1
+    before = buffers_before(net)
     loss, sim, reg = compute_loss(net, batch, similarity, regulariser, config.loss.weight, device,
                                   config.precision, label_channels=channels, folding_weight=config.loss.folding)
-    return figures(loss, descend(optimizer, loss), sim, reg)
+    return figures(loss, descend(optimizer, loss, before), sim, reg)
