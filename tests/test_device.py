@@ -72,8 +72,9 @@ def test_bf16_only_on_gpus_that_run_it_natively(gpus, cc, name, expected):
 
 def test_bf16_on_the_cpu_only_with_onednns_bf16(monkeypatch):
     cpu = torch.device("cpu")
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert dev.pick_precision(cpu, "bf16")[0] == ("bf16" if native else "fp32")
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert dev.pick_precision(cpu, "bf16") == ("bf16", "")
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     assert dev.pick_precision(cpu, "bf16") == ("fp32", "this CPU has no native bf16 (AVX512-BF16 or AMX): "
                                                        "fp32 instead")

@@ -97,13 +97,14 @@ def test_every_variant_and_the_cpu_presets_stages_train_under_ddp_to_identical_w
     assert set(stages["weights"]) == {"locate", "prior", "refine"}
 
 
-@pytest.mark.parametrize("variant", ["baseline", "delta0", "delta1-4", "global", "composite", "delta1-4 --prefilter",
-                                     "the cpu preset"])
+CLI_VARIANTS = ["baseline", "delta0", "delta1-4", "global", "composite", "delta1-4 --prefilter", "the cpu preset"]
+
+
+@pytest.mark.parametrize("variant", CLI_VARIANTS)
 def test_torchrun_trains_every_variant_from_the_command_line_to_identical_weights(phantom_folder, tmp_path, variant):
     """What a user types: ``torchrun --nproc_per_node 2 -m napari_labelreg train --device cpu ...``."""
     chosen = [] if variant == "the cpu preset" else ["--preset", "paper", "--variant", *variant.split()]
-    port = str(29540 + ["baseline", "delta0", "delta1-4", "global", "composite", "delta1-4 --prefilter",
-                        "the cpu preset"].index(variant))
+    port = str(29540 + CLI_VARIANTS.index(variant))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "napari_labelreg", "train", "--data", str(phantom_folder), "--out", str(tmp_path / "run"),
            *chosen, "--width", "4", "--iterations", "3", "--geometry", "centred", "--device", "cpu",

@@ -61,8 +61,6 @@ def add_db_commands(sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
-
-
 def cmd_history(args) -> None:
     from ..database.store import when
 

@@ -94,6 +94,11 @@ def _label_record(r) -> LabelPairRecord:
                            r["fixed_mask_id"] is not None, r["revision"], r["modified_by"], bool(r["deleted"]))
 
 
+def _check_type(kind: str) -> None:
+    if kind not in s.LABEL_TYPES:
+        raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {kind!r}")
+
+
 def _voxel_mm3(image, side: str) -> float:
     """The volume of one voxel of an image pair's ``side`` (mm³), from its recorded spacing."""
     return float(np.prod(json.loads(image[f"{side}_spacing"])))
@@ -359,8 +364,7 @@ class LabelDB:
             image, first = self._next_position(c, image_pair_id)
             t, masks, labels = s.now(), [], []
             for k, (moving, fixed, kind, name) in enumerate(items):
-                if kind not in s.LABEL_TYPES:
-                    raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {kind!r}")
+                _check_type(kind)
                 position = first + k
                 label = {"image_pair_id": image_pair_id, "position": position, "type": kind, "name": name,
                          "annotator": annotator, "status": "complete", "created": t, "modified": t, "revision": 1,
@@ -412,8 +416,7 @@ class LabelDB:
     def create_label_pair(self, image_pair_id: int, *, type: str, name: str = "", annotator: str = "",
                           conn: Connection | None = None) -> int:
         """A new, still empty (incomplete) label pair at the end of the pair's list (revision 1)."""
-        if type not in s.LABEL_TYPES:
-            raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {type!r}")
+        _check_type(type)
         with self._maybe(conn) as c:
             _, position = self._next_position(c, image_pair_id)
             t = s.now()
@@ -452,8 +455,8 @@ class LabelDB:
 
     def update_label_pair(self, label_pair_id: int, *, type: str | None = None, name: str | None = None,
                           author: str = "", expected_revision: int | None = None) -> int:
-        if type is not None and type not in s.LABEL_TYPES:
-            raise ValidationError(f"label type must be one of {s.LABEL_TYPES}, got {type!r}")
+        if type is not None:
+            _check_type(type)
         values = {k: v for k, v in {"type": type, "name": name}.items() if v is not None}
         with self.transaction() as c:
             lp = self._label_row(c, label_pair_id, lock=True)

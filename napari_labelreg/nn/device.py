@@ -96,4 +96,9 @@ def to_host(x: torch.Tensor) -> Callable[[], list]:
     host = x.to("cpu", non_blocking=True)  # pinned by torch
     copied = torch.cuda.Event()
     copied.record()
-    return lambda: (copied.synchronize(), host.tolist())[1]
+
+    def read() -> list:
+        copied.synchronize()
+        return host.tolist()
+
+    return read
