@@ -1,10 +1,15 @@
 import locale
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mrus_prostate"
+
+# A fixed thread count: training gives way to other work on the machine (nn/threads.py), and the suite's bitwise
+# checks must not depend on what else runs beside it.  tests/test_threads.py lifts it to test the adapting.
+os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
 
 
 def pytest_collection_modifyitems(config, items):

@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 pytest.importorskip("napari")
@@ -42,27 +43,34 @@ def test_train_cancel_resume_and_stay_responsive(make_napari_viewer, qtbot, tiny
     from napari_labelreg._widgets.train import PROGRESS_STEPS, TrainWidget
     from napari_labelreg.pipeline.checkpoint import load_checkpoint
 
-    viewer = make_napari_viewer()
+    viewer = make_napari_viewer(show=True)  # shown: its canvas draws
     w = TrainWidget(viewer)
     viewer.window.add_dock_widget(w)
     out = tmp_path / "run"
     w.preset.setCurrentText("paper")  # registration from the first step: no locator phase to wait through
     tiny_form(w, tiny_db, out, 400)
+    viewer.add_image(np.random.default_rng(0).random((16, 64, 64), np.float32))  # something to draw
+    canvas = viewer.window._qt_viewer.canvas._scene_canvas
+    draws = []  # frames the canvas drew, asked for one every 20 ms
+    canvas.events.draw.connect(lambda event: draws.append(1))
     ticks = []  # the event loop's answers to a 20 ms timer while training runs in its worker
     ticker = QTimer()
-    ticker.timeout.connect(lambda: ticks.append(1))
+    ticker.timeout.connect(lambda: (ticks.append(1), canvas.update()))
     ticker.start(20)
+    qtbot.wait(2000)
+    idle = len(draws) / 2
     w.start()
     # generous limits only guard against a hang; nothing below depends on the machine's speed
     qtbot.waitUntil(lambda: w.last_progress is not None and w.last_progress.step >= 3, timeout=600_000)
-    before = len(ticks)
+    before, drawn = len(ticks), len(draws)
     qtbot.wait(2000)
-    answered = len(ticks) - before
+    answered, drawn = len(ticks) - before, len(draws) - drawn
     w.cancel()
     qtbot.waitUntil(lambda: w.worker is None, timeout=600_000)
     ticker.stop()
-    print(f"\nGUI while training: {answered} of 100 timer ticks answered in 2 s")
-    assert answered >= 10  # a GUI thread blocked by training answers none
+    print(f"\nGUI while training: {answered} of 100 timer ticks answered in 2 s, {drawn / 2:.0f} frames/s drawn "
+          f"({idle:.0f} before training)")
+    assert answered >= 10 and drawn >= 10  # a GUI thread blocked by training answers and draws none
     stopped = load_checkpoint(out / "checkpoint.pt")["stages"]["refine"]["step"]
     assert 3 <= stopped < 400
     assert w.outcome == "cancelled" and "Resume" in w.status.text()

@@ -18,6 +18,7 @@ from ..core import transform
 from ..core.geometry import Grid, fixed_to_moving, warp
 from ..core.io import DataError, Pair, Volume
 from ..nn.device import pick_device, pick_precision
+from ..nn.threads import CoreShare
 from .checkpoint import load_checkpoint, run_checkpoint
 from .stages import Estimate, Stage, stage_from_state
 
@@ -90,6 +91,7 @@ class Registrator:
         use = replace(use, precision=pick_precision(self.device, use.precision)[0])  # bf16 only where native
         self.config, self.use = config, use
         self.stages = [stage.ready(self.device, use.precision) for stage in stages]
+        self._share = CoreShare()  # fewer threads while other work shares the CPU
 
     def stage(self, name: str) -> Stage | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -127,6 +129,7 @@ class Registrator:
             if volume.data.size and float(volume.data.min()) == float(volume.data.max()):
                 raise DataError(f"{volume.source or f'the {side} image'}: every voxel is {float(volume.data.min()):g}, "
                                 "a constant image has nothing to register")
+        self._share()
         start = Estimate.start(moving, fixed, geometry or self.config.geometry, self.config.spacing_mm)
         estimate = start
         for stage in self.stages:

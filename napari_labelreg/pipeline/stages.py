@@ -35,6 +35,7 @@ from ..nn.grid import network_grid, normalise
 from ..nn.locator import SPACING_MM, GlandLocator
 from ..nn.networks import build_model
 from ..nn.prior import CONTROL_POINTS, HALF_WIDTH_MM, GlandPrior
+from ..nn.threads import CoreShare
 from ..nn.warp import moving_coordinates, sample
 from ..training.data import PreparedPair, prepare_pairs
 from ..training.locator import locator_optimizer, train_locator
@@ -201,7 +202,9 @@ class Stage:
         self._pending.clear()
         self._total, self._start = budget.iterations, time.perf_counter()
         self._last = self._start
+        share = CoreShare()  # fewer threads while other work shares the CPU
         for step, figures in steps:
+            share()
             self.step = step
             self._pending.append((step, to_host(figures), time.perf_counter()))
             while len(self._pending) > 1 or (self._pending and settle(step)):
