@@ -9,7 +9,7 @@ from sqlalchemy import select, text
 from . import schema as s
 from .masks import decode_mask
 from .images import unpack_image
-from .store import LabelDB
+from .store import LabelDB, unsafe_name
 
 
 def check(db: LabelDB) -> list[str]:
@@ -28,6 +28,9 @@ def check(db: LabelDB) -> list[str]:
         if unpack_image(image) is None:
             problems.append(f"image {sha[:12]} is corrupt (its bytes do not match their hash)")
     for p in pairs:
+        if unsafe_name(p["name"]):
+            problems.append(f"image pair {p['id']} ({p['name']!r}): its name has {unsafe_name(p['name'])}, so it "
+                            "could write outside a folder; export, training and evaluation refuse it")
         for side in ("moving", "fixed"):
             if p[f"{side}_sha256"] not in images:
                 problems.append(f"{p['name']}: {side} image is not in the database (recorded at {p[f'{side}_path']}; "

@@ -26,6 +26,27 @@ class ValidationError(DataError):
     """A write that was refused; the database is unchanged."""
 
 
+def unsafe_name(name: str) -> str | None:
+    """Why an image pair's name cannot name a file in a folder (export writes ``FOLDER/moving_images/NAME.nii.gz``,
+    and a run records its pairs by name); None when it can."""
+    for bad, why in (("\0", "a NUL character"), ("/", "a path separator"), ("\\", "a path separator")):
+        if bad in name:
+            return why
+    if not name or name in (".", "..") or name.startswith("."):
+        return "no name" if not name else "a leading dot"
+    return "surrounding spaces" if name != name.strip() else None
+
+
+def safe_name(pair_id: int, name: str) -> str:
+    """An image pair's stored ``name``, refused when it could name a path outside a folder (a row made by another
+    tool, an older release or a careless script: names are checked where they are stored and again where used)."""
+    why = unsafe_name(name)
+    if why:
+        raise ValidationError(f"image pair {pair_id} ({name!r}): its stored name has {why}, so it could write "
+                              "outside a folder; nothing was written (db check lists such names)")
+    return name
+
+
 class ConflictError(ValidationError):
     """A change made to a revision someone else has replaced since it was read; nothing was written."""
 
@@ -253,7 +274,7 @@ class LabelDB:
         if convention not in s.CONVENTIONS:
             raise ValidationError(f"convention must be one of {s.CONVENTIONS}, got {convention!r}")
         name = name or Path(moving).name.split(".")[0]
-        if not name or name.startswith(".") or any(c in name for c in '/\\\0') or name != name.strip():
+        if unsafe_name(name):
             raise ValidationError(f"image pair name {name!r}: names a file on export, so no path separators, no "
                                   "leading dot and no surrounding spaces")
         values = {"convention": convention, "created": s.now()}
@@ -596,7 +617,7 @@ class LabelDB:
             rows = c.execute(_label_query(image_pair_id, types, statuses, annotators)).mappings().all()
             ids = [r[f"{side}_mask_id"] for r in rows for side in ("moving", "fixed")]
             stored = {m["id"]: m for m in c.execute(select(s.masks).where(s.masks.c.id.in_(ids))).mappings()}
-        name = row["name"]
+        name = safe_name(row["id"], row["name"])
         moving, fixed = (read_volume(*self._unpacked(row, side, blobs[side]), row[f"{side}_path"]) for side in blobs)
         records = [_label_record(r) for r in rows]
         pairs = [(self._decoded(stored[r["moving_mask_id"]]), self._decoded(stored[r["fixed_mask_id"]])) for r in rows]
