@@ -10,7 +10,7 @@ from typing import Callable
 import numpy as np
 
 from ..core.io import FOLDERS, atomic_write, list_folder_pairs, load_folder_pair, save_volume
-from .store import LabelDB
+from .store import LabelDB, ValidationError, safe_name, unsafe_name
 
 FIRST_LABEL_TYPE = "gland"  # label 0 of the layout
 
@@ -35,9 +35,15 @@ def import_folder(db: LabelDB, root: str | os.PathLike, *, subjects: str | os.Pa
     that grows is imported again for its new pairs).
     """
     mapping = read_subject_map(subjects)
-    existing = {r.name for r in db.image_pairs()} if skip_existing else set()
+    existing = {r.name for r in db.image_pairs()}
+    names = list_folder_pairs(root)
+    held = [name for name in names if name in existing]
+    if held and not skip_existing:
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise ValidationError(f"{root}: {len(held)} of its {len(names)} pairs are in {db.location} already ({shown}); "
+                              "nothing was imported: --skip-existing imports only the new ones")
     count = 0
-    for name in list_folder_pairs(root):
+    for name in names:
         if name in existing:
             if progress:
                 progress(name)
@@ -58,9 +64,9 @@ def import_folder(db: LabelDB, root: str | os.PathLike, *, subjects: str | os.Pa
 def export_folder(db: LabelDB, root: str | os.PathLike, *, statuses=("complete", "verified")) -> int:
     """Write the database back in the folder layout (images byte for byte as imported)."""
     root = Path(root)
+    records = _safely_named(db.image_pairs())
     for folder in FOLDERS:
         (root / folder).mkdir(parents=True, exist_ok=True)
-    records = db.image_pairs()
     for rec in records:
         pair = db.load_pair(rec.id, statuses=statuses)
         file = f"{rec.name}.nii.gz"
@@ -75,11 +81,24 @@ def export_folder(db: LabelDB, root: str | os.PathLike, *, statuses=("complete",
     return len(records)
 
 
+def _safely_named(records):
+    """``records``, every name checked before anything is written (:func:`~.store.safe_name`)."""
+    for rec in records:
+        safe_name(rec.id, rec.name)
+    return records
+
+
 def export_per_label(db: LabelDB, root: str | os.PathLike) -> int:
     """One NIfTI per mask: ``<pair>/<position>_<type>_{moving,fixed}.nii.gz``."""
     root = Path(root)
     written = 0
-    for rec in db.image_pairs():
+    records = _safely_named(db.image_pairs())
+    for lp in db.label_pairs():  # a type no release of this tool stores, from a row made elsewhere
+        if unsafe_name(lp.type):
+            raise ValidationError(f"label pair {lp.id} (image pair {lp.image_pair_id}): its stored type {lp.type!r} "
+                                  f"has {unsafe_name(lp.type)}, so it could write outside a folder; nothing was "
+                                  "written")
+    for rec in records:
         pair = db.load_pair(rec.id)
         for k, tag in enumerate(pair.label_names):
             kind = tag.split(":", 1)[1].replace(" ", "_")
