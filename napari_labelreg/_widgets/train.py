@@ -27,7 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..config import PRESETS, REGULARISERS, SIMILARITIES, USE, VARIANTS, TrainConfig
 from ..database import LABEL_TYPES
-from ..app.jobs import overall_fraction, training_job
+from ..app.jobs import budget_warning, overall_fraction, training_job
 from ..pipeline.checkpoint import CHECKPOINT, load_checkpoint
 from ..app.settings import load_settings
 from .plot import CurvePlot
@@ -192,6 +192,9 @@ class TrainWidget(QWidget):
             self.outcome = "finished"
             self.progress.setValue(PROGRESS_STEPS)
             text = f"finished ({p.step if p else 0} network steps); the model is in {self.out_dir.text()}"
+            warning = budget_warning(self.out_dir.text().strip())
+            if warning:
+                text += f". Warning: {warning}"
         self.status.setText(text)
         show_info(f"training {text}")
 

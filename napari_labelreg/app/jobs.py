@@ -100,3 +100,20 @@ def overall_fraction(progress, config: TrainConfig) -> float:
     if config.minutes:
         used.append((sum(budgets[s][1] for s in before) + progress.elapsed_s) / (60.0 * config.minutes))
     return min(1.0, max(used))
+
+
+def budget_warning(out_dir: str | os.PathLike) -> str | None:
+    """What to tell a user whose run's time budget bought a stage fewer steps than it needs (the run's
+    ``config.json`` records them, :class:`~napari_labelreg.pipeline.train.Trainer`); None when it did not."""
+    import json
+
+    path = Path(out_dir) / "config.json"
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    trained = record.get("trained") or {}
+    if not trained.get("short"):
+        return None
+    took = ", ".join(f"{name} {trained['stages'][name]['steps']} of the {trained['stages'][name]['needs']} steps it "
+                     "needs" for name in trained["short"])
+    return (f"the {record['minutes']:g}-minute budget bought too few steps ({took}): the run will register little "
+            "better than its start. The machine may have been busy; train longer (resume with more minutes) or "
+            "for a number of iterations")

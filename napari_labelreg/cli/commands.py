@@ -12,10 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..core.io import DataError, atomic_write
-from .options import config_from_args, drive, given, open_db, source_geometry, training_pairs, use_from_args
+from .options import (chosen_geometry, config_from_args, drive, given, open_db, say_geometry, training_pairs,
+                      use_from_args)
 
 
 def cmd_train(args) -> None:
+    from ..app.jobs import budget_warning
     from ..pipeline.checkpoint import CHECKPOINT, load_checkpoint
     from ..pipeline.train import TRAINING_SET, Trainer
     from ..nn.device import launched_rank
@@ -35,16 +37,19 @@ def cmd_train(args) -> None:
         if first:
             print(f"resuming {out} with its own settings (a {config.model.variant} network of width "
                   f"{config.model.width}, precision {config.precision}); only --iterations and --minutes change")
+            if budget and _budget_text(config) != _budget_text(saved["config"]):
+                print(f"the run's budget goes from {_budget_text(saved['config'])} to {_budget_text(config)}: "
+                      "each stage not yet done trains to its share of the new one")
     elif (out / CHECKPOINT).exists():
         raise DataError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
     pairs = training_pairs(args)
-    if not args.resume:
-        config = replace(config, geometry=source_geometry(args, [p.name for p in pairs]))
+    chosen = (config.geometry, "the run's") if args.resume else chosen_geometry(args, [p.name for p in pairs])
+    config = replace(config, geometry=chosen[0])
     trainer = Trainer(pairs, config, out, use=use, resume=args.resume, device=args.device)
     reports = iter(trainer)
     if first:
         print(f"training {_shares(config)} (a {config.model.variant} network of width "
-              f"{config.model.width}) on {len(pairs)} pairs, geometry {config.geometry} -> {out}")
+              f"{config.model.width}) on {len(pairs)} pairs, geometry {config.geometry} ({chosen[1]}) -> {out}")
         ranks = f", {trainer.world} processes" if trainer.world > 1 else ""
         note = f" ({trainer.precision_note})" if trainer.precision_note else ""
         print(f"on {trainer.device}{ranks}, precision {trainer.config.precision}{note}")
@@ -57,12 +62,27 @@ def cmd_train(args) -> None:
         print(f"{trainer.world} processes: the weights are "
               f"{'identical on every rank' if trainer.ranks_agree else 'NOT the same on every rank (a bug: report it)'}")
     if not steps:
-        print(f"{out}: the run had used its whole budget; give a larger --iterations or --minutes to train further")
+        print(f"{out}: the run had used its whole budget ({_budget_text(config)}); give a larger --iterations or "
+              "--minutes with --resume to train further")
         return
-    parts = ", ".join(f"{stage} {n} step{'s' * (n != 1)}" for stage, n in steps.items())
+    parts = ", ".join(f"{stage} {t['steps']} step{'s' * (t['steps'] != 1)} in {_duration(t['seconds'])}"
+                      for stage, t in trainer.trained.items())
     print(f"run in {out}: geometry {config.geometry}; stages {parts}; network weight {use.network_weight:g}.\n"
           f"next: napari-labelreg evaluate --model {out} --data|--db PAIRS_IT_DID_NOT_TRAIN_ON --out results.csv "
           f"(it trained on {len(pairs)}: {out / TRAINING_SET}), or napari-labelreg register --model {out} ...")
+    warning = budget_warning(out)
+    if warning:
+        print(f"napari-labelreg train: warning: {warning}", file=sys.stderr)
+
+
+def _budget_text(config) -> str:
+    """``3 min``, ``400 steps`` or ``400 steps or 3 min``: a run's whole budget."""
+    parts = [f"{config.iterations} steps"] if config.iterations else []
+    return " or ".join(parts + ([f"{config.minutes:g} min"] if config.minutes else []))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _shares(config) -> str:
@@ -94,7 +114,8 @@ def _register(args):
 
     reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
     pair = io.load_pair(args.moving, args.fixed, name="input")
-    return reg.register(pair.moving, pair.fixed, geometry=args.geometry), pair
+    geometry = say_geometry(args.command, chosen_geometry(args, run_geometry=reg.config.geometry))
+    return reg.register(pair.moving, pair.fixed, geometry=geometry), pair
 
 
 def cmd_map_points(args) -> None:
@@ -136,13 +157,14 @@ def cmd_evaluate(args) -> None:
     if Path(args.out).is_dir():
         raise DataError(f"{args.out}: is a folder; --out names the CSV file to write")
     names, load = _evaluation_pairs(args)
-    geometry = args.geometry or (source_geometry(args, names) if args.db and not args.model else None)
     if args.model:
         reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
+        geometry = say_geometry("evaluate", chosen_geometry(args, names, reg.config.geometry))
         register = lambda p: reg.register_pair(p, geometry=geometry)  # noqa: E731
         _warn_if_trained_on(Path(args.model), names)
     else:
-        register = lambda p: identity_registration(p.moving, p.fixed, geometry or "world")  # noqa: E731
+        geometry = say_geometry("evaluate", chosen_geometry(args, names))
+        register = lambda p: identity_registration(p.moving, p.fixed, geometry)  # noqa: E731
     with tqdm(total=len(names), unit="pair") as bar:
         results = evaluate(register, (load(name) for name in names), progress=lambda _: bar.update())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

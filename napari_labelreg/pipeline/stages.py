@@ -53,12 +53,13 @@ class Progress:
     loss: float
     similarity: float
     regulariser: float
-    elapsed_s: float  # since the stage's start in this session
+    elapsed_s: float  # the stage's training time so far, the sessions before a resume included
     step_s: float
     checkpoint: str | None = None
     val_tre_mm: float | None = None  # median over the validation pairs, when there are any
     val_dice: float | None = None
     stage: str = "refine"
+    lr: float | None = None  # the learning rate the step took
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,19 @@ class Stage:
     """One job of a registration.  Subclasses set :attr:`name` and :attr:`config` and implement :meth:`fit`,
     :meth:`apply`, :meth:`ready`, :meth:`weights` and :meth:`load_weights`.
 
-    ``step`` counts the steps trained so far; a stage saved mid-way resumes from it, drawing what an
-    uninterrupted run would have drawn.
+    ``step`` counts the steps trained so far and ``elapsed_s`` the seconds they took (by ``clock``); a stage
+    saved mid-way resumes from both, drawing what an uninterrupted run would have drawn.  ``needs``: the steps
+    below which it has learnt too little to be worth registering with (a time budget that buys fewer is
+    warned about).
     """
 
     name: ClassVar[str]
+    needs: ClassVar[int]
 
     def __init__(self) -> None:
         self.step = 0
+        self.elapsed_s = 0.0
+        self.clock: Callable[[], float] = time.perf_counter
         self.optimizer: torch.optim.Optimizer | None = None
         self._saved_optimizer: dict | None = None  # a loaded state's, restored when training resumes
         self._pending: deque = deque()  # (step, its figures on their way to the host), not yet reported
@@ -166,7 +172,8 @@ class Stage:
 
     def state_dict(self) -> dict:
         """The stage's state: its weights, and while training its step and optimiser."""
-        state = {"config": asdict(self.config), "weights": self.weights(), "step": self.step}
+        state = {"config": asdict(self.config), "weights": self.weights(), "step": self.step,
+                 "elapsed_s": self.elapsed_s}
         if self.optimizer is not None:
             state["optimizer"] = self.optimizer.state_dict()
         return state
@@ -174,6 +181,7 @@ class Stage:
     def load_state_dict(self, state: dict) -> None:
         self.load_weights(state["weights"])
         self.step = int(state["step"])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))  # a checkpoint made before it was kept: 0
         self._saved_optimizer = state.get("optimizer")
 
     def _optimizer(self, make) -> torch.optim.Optimizer:
@@ -200,13 +208,14 @@ class Stage:
         not finite) stops the run with an error, :attr:`step` back to the last step applied.
         """
         self._pending.clear()
-        self._total, self._start = budget.iterations, time.perf_counter()
-        self._last = self._start
+        self._total, self._last = budget.iterations, self.clock()
+        self._start = self._last - self.elapsed_s  # a resumed stage's time goes on
         share = CoreShare()  # fewer threads while other work shares the CPU
         for step, figures in steps:
             share()
             self.step = step
-            self._pending.append((step, to_host(figures), time.perf_counter()))
+            lr = self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else None
+            self._pending.append((step, to_host(figures), self.clock(), lr))
             while len(self._pending) > 1 or (self._pending and settle(step)):
                 yield self._report()
         while self._pending:
@@ -214,7 +223,7 @@ class Stage:
 
     def _report(self, check: bool = True) -> Progress:
         """The report of the oldest step not yet reported; with ``check``, an error if the device skipped it."""
-        step, read, queued = self._pending[0]
+        step, read, queued, lr = self._pending[0]
         loss, similarity, regulariser, skipped = read()
         if check and skipped:  # it and every step after it were skipped on the device (see descend)
             self._pending.clear()
@@ -225,8 +234,8 @@ class Stage:
                                      f"after step {step - 1}{advice}")
         self._pending.popleft()
         report = Progress(step, self._total, loss, similarity, regulariser, queued - self._start,
-                          queued - self._last, stage=self.name)
-        self._last = queued
+                          queued - self._last, stage=self.name, lr=lr)
+        self._last, self.elapsed_s = queued, report.elapsed_s
         return report
 
     def unreported(self) -> list[Progress]:
@@ -247,6 +256,7 @@ class Locate(Stage):
     """Locate both glands; the start is the translation that brings their centroids together."""
 
     name = "locate"
+    needs = 20
 
     def __init__(self, config: LocateConfig = LocateConfig(), locator: GlandLocator | None = None) -> None:
         super().__init__()
@@ -298,6 +308,7 @@ class Prior(Stage):
     """Add the population's mean deformation about the located fixed gland."""
 
     name = "prior"
+    needs = 10
 
     def __init__(self, config: PriorConfig = PriorConfig(), prior: GlandPrior | None = None) -> None:
         super().__init__()
@@ -343,6 +354,7 @@ class Refine(Stage):
     """The paper's network: it sees the moving image through the transform so far and adds its DDF."""
 
     name = "refine"
+    needs = 50
 
     def __init__(self, config: RefineConfig = RefineConfig(), model: nn.Module | None = None) -> None:
         super().__init__()

@@ -42,13 +42,20 @@ class Trainer:
     stopped in, drawing the same minibatches an uninterrupted run would have drawn.  ``use``: what the
     run records it is to be registered with (default: the paper's, the network in full).
     ``validator(registrator) -> {"val_tre_mm": ..., "val_dice": ...}`` scores the network's stage every
-    ``validate_every`` steps.
+    ``validate_every`` steps.  ``clock``: seconds from any origin, what a ``minutes`` budget is spent by.
+
+    Once iterated to the end, :attr:`trained` gives each stage's steps and seconds, and :attr:`short` the
+    stages a time budget bought fewer steps than they need (:attr:`Stage.needs`); ``config.json`` records
+    both.
     """
 
     def __init__(self, pairs: Sequence[Pair], config: TrainConfig, out_dir: str | os.PathLike, *,
                  use: InferenceConfig | None = None, resume: bool = False, device: str | None = None,
-                 validator: Callable[[Registrator], dict] | None = None, validate_every: int = 50) -> None:
-        self.validator, self.validate_every = validator, validate_every
+                 validator: Callable[[Registrator], dict] | None = None, validate_every: int = 50,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        self.validator, self.validate_every, self.clock = validator, validate_every, clock
+        self.trained: dict[str, dict] = {}
+        self.short: list[str] = []
         dev = pick_device(device)  # under torchrun, this rank's own GPU
         self.rank, self.world = distributed_context(dev)
         precision, self.precision_note = pick_precision(dev, config.precision)
@@ -65,11 +72,20 @@ class Trainer:
         checkpoint = self.out / CHECKPOINT
         if resume and checkpoint.exists():
             self._resume(checkpoint)
+        for stage in self.stages:
+            stage.clock = clock
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            text = json.dumps(config.to_dict(), indent=2)
-            atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(text))
+            self._write_config()
             self._record_training_set(pairs)
+
+    def _write_config(self) -> None:
+        """``config.json``: the run's settings, and once it has ended what each stage trained."""
+        record = self.config.to_dict()
+        if self.trained:
+            record["trained"] = {"stages": self.trained, "short": self.short}
+        text = json.dumps(record, indent=2)
+        atomic_write(self.out / "config.json", lambda tmp: Path(tmp).write_text(text))
 
     def _record_training_set(self, pairs: Sequence[Pair]) -> None:
         """Add ``pairs`` to the run's record of what it trained on (a resumed run may have met others before)."""
@@ -127,12 +143,12 @@ class Trainer:
             self.stages[-1].model.train()
 
     def budget(self, stage: Stage) -> Budget:
-        """The stage's share of the run's budget, timed by rank 0's clock from now."""
+        """What is left of the stage's share of the run's budget, timed by rank 0's clock from now."""
         steps, seconds = self.config.stage_budgets()[stage.name]
-        start = time.perf_counter()
+        clock, start = self.clock, self.clock()
         if seconds is None:  # a budget of steps: each rank's own clock, no collective each step
-            return Budget(steps, seconds, lambda: time.perf_counter() - start)
-        return Budget(steps, seconds, lambda: rank_zero_seconds(time.perf_counter() - start, self.world))
+            return Budget(steps, seconds, lambda: clock() - start, stage.elapsed_s)
+        return Budget(steps, seconds, lambda: rank_zero_seconds(clock() - start, self.world), stage.elapsed_s)
 
     def __iter__(self) -> Iterator[Progress]:
         saved = self._saved_steps()
@@ -166,10 +182,21 @@ class Trainer:
                     saved = self._saved_steps()
             # under DDP every rank must end with the same weights: checked here, said by the CLI
             self.ranks_agree = all(ranks_agree(s.module(), self.world, self.device) for s in self.stages)
+            self._record_trained()
         finally:
             if self._saved_steps() != saved:
                 self.checkpoint()
             self.stages[-1].net = None  # the DDP wrapper holds the process group's work: let it go with the run
+
+    def _record_trained(self) -> None:
+        """Each stage's steps and seconds; the stages a time budget left short of the steps they need."""
+        budgets = self.config.stage_budgets()
+        self.trained = {s.name: {"steps": s.step, "seconds": round(s.elapsed_s, 1), "needs": s.needs}
+                        for s in self.stages}
+        self.short = [s.name for s in self.stages
+                      if budgets[s.name][1] and s.step < s.needs and (budgets[s.name][0] or s.needs) >= s.needs]
+        if self.rank == 0:
+            self._write_config()
 
     def _validates(self, stage: Stage, step: int) -> bool:
         return isinstance(stage, Refine) and self.validator is not None and step % self.validate_every == 0
@@ -193,7 +220,18 @@ def _log(out: Path, report: Progress) -> None:
     new = not path.exists()
     with open(path, "a") as fh:
         if new:
-            fh.write("stage,step,loss,similarity,regulariser,elapsed_s,step_s,val_tre_mm,val_dice\n")
+            fh.write(f"{LOG_COLUMNS}\n")
         val = "" if report.val_tre_mm is None else f"{report.val_tre_mm:.4g},{report.val_dice:.4g}"
+        lr = "" if report.lr is None else f"{report.lr:.6g}"
         fh.write(f"{report.stage},{report.step},{report.loss:.6g},{report.similarity:.6g},{report.regulariser:.6g},"
-                 f"{report.elapsed_s:.3f},{report.step_s:.3f},{val or ','}\n")
+                 f"{report.elapsed_s:.3f},{report.step_s:.3f},{val or ','}"
+                 f"{',' + lr if new or _has_lr(path) else ''}\n")
+
+
+LOG_COLUMNS = "stage,step,loss,similarity,regulariser,elapsed_s,step_s,val_tre_mm,val_dice,lr"
+
+
+def _has_lr(path: Path) -> bool:
+    """Whether a log has the ``lr`` column (a run begun before it was logged goes on without it)."""
+    with open(path) as fh:
+        return fh.readline().rstrip("\n") == LOG_COLUMNS

@@ -12,11 +12,13 @@ class Budget:
     """A stage's budget: ``iterations`` steps or ``seconds`` of ``clock()`` (either None; whichever ends first).
 
     ``clock`` counts seconds from any origin; under DDP it is rank 0's, so that all ranks stop together.
+    ``spent_s``: seconds of it used before (by the session a resumed run stopped in).
     """
 
     iterations: int | None
     seconds: float | None
     clock: Callable[[], float]
+    spent_s: float = 0.0
 
 
 def budget_used(step: int, iterations: int | None, elapsed_s: float, seconds: float | None) -> float:
@@ -33,10 +35,10 @@ def budgeted_steps(optimizer, rate: Callable[[float], float], budget: Budget, st
     """Step numbers ``start``, ``start + 1``, ... until the budget is used (a budget of 0: none), the
     optimiser's rate set to ``rate(fraction of the budget used)`` before each.
 
-    The seconds count from this call: a resumed stage has its whole time budget again, its steps only
-    what is left of theirs.
+    A resumed stage has what is left of its budget: its steps from ``start``, its seconds after
+    ``budget.spent_s``; its schedule goes on from where it stopped.
     """
-    step, origin = start, budget.clock()
+    step, origin = start, budget.clock() - budget.spent_s
     while budget.iterations != 0 and budget.seconds != 0:
         used = budget_used(step, budget.iterations, budget.clock() - origin, budget.seconds)
         if used >= 1.0:
