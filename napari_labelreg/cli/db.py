@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from ..core.geometry import CONVENTIONS
-from .options import open_db
+from .options import open_db, say_geometry
 
 
 def add_db_commands(sub) -> None:
@@ -16,9 +16,10 @@ def add_db_commands(sub) -> None:
     p.add_argument("folder")
     p.add_argument("--db", required=True, help="database file (created if new) or SQLAlchemy URL")
     p.add_argument("--subjects", help="CSV with columns pair,subject (default: one subject per pair)")
-    p.add_argument("--geometry", "--convention", dest="convention", choices=CONVENTIONS, default="centred",
-                   help="initial correspondence recorded for the pairs, as train's --geometry (default centred; "
-                        "--convention is the same option)")
+    p.add_argument("--geometry", "--convention", dest="convention", choices=CONVENTIONS,
+                   help="initial correspondence recorded for the pairs: the word in the folder's geometry.txt, "
+                        "else centred where the headers hold no scanner positions, else world (--convention is "
+                        "the same option)")
     p.add_argument("--skip-existing", action="store_true",
                    help="leave pairs the database holds already (by name) as they are: import a grown folder's new "
                         "pairs")
@@ -98,10 +99,12 @@ def cmd_import(args) -> None:
 
     from ..database.transfer import import_folder
     from ..core.io import list_folder_pairs
+    from ..core.pairs import folder_geometry
 
     total = len(list_folder_pairs(args.folder))
-    with open_db(args.db, must_exist=False) as db, tqdm(total=total, unit="pair") as bar:
-        n = import_folder(db, args.folder, subjects=args.subjects, convention=args.convention,
+    convention = args.convention or say_geometry("db import", folder_geometry(args.folder))
+    with open_db(args.db, must_exist=False) as db, tqdm(total=total, unit="pair", delay=1) as bar:
+        n = import_folder(db, args.folder, subjects=args.subjects, convention=convention,
                           skip_existing=args.skip_existing, progress=lambda _: bar.update())
     skipped = f" ({total - n} there already, left as they were)" if args.skip_existing and total > n else ""
     print(f"imported {n} image pairs into {args.db}{skipped}")

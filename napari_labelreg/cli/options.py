@@ -4,6 +4,7 @@ from, the database's opening and the progress bars of a training run."""
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 
 from ..config import (LABEL_SAMPLING, PRESETS, REGULARISERS, SCHEDULES, SIMILARITIES, USE, VARIANTS, AugmentConfig,
@@ -84,13 +85,21 @@ def training_options(p: argparse.ArgumentParser) -> None:
     option("--seed", "random seed of weights, sampling and augmentation", type=int)
     g.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1... "
                    "(default auto)")
-    g.add_argument("--geometry", choices=CONVENTIONS,
-                   help="initial correspondence (default: with --db, the one its pairs were imported with; with "
-                        "--data, world; centred suits the mrus_prostate data)")
+    g.add_argument("--geometry", choices=CONVENTIONS, help=GEOMETRY_HELP)
     option("--checkpoint-every", "steps between checkpoints, in every stage (and one after each stage)", type=int)
 
 
+GEOMETRY_HELP = ("initial correspondence (default: with --db, the one its pairs were imported with; with --data, "
+                 "the word in the folder's geometry.txt, else centred where the headers hold no scanner positions, "
+                 "else world)")
+
+
 def config_from_args(args) -> TrainConfig:
+    """The settings the options give, the geometry aside (:func:`chosen_geometry`); a budget that is not
+    positive is refused before anything is read or written."""
+    for flag, value in (("--iterations", args.iterations), ("--minutes", args.minutes)):
+        if value is not None and not value > 0:
+            raise DataError(f"{flag} {value:g}: a budget must be positive (nothing was written)")
     base = PRESETS[args.preset]
     model = replace(base.model, **given(variant=args.variant, width=args.width))
     loss = replace(base.loss, **given(similarity=args.loss, regulariser=args.regulariser, weight=args.weight,
@@ -107,7 +116,7 @@ def config_from_args(args) -> TrainConfig:
     if args.iterations is not None or args.minutes is not None:
         budget = {"iterations": args.iterations, "minutes": args.minutes}
     spacing = {} if args.spacing is None else {"spacing_mm": args.spacing or None}
-    return replace(base, model=model, loss=loss, augment=augment, geometry=args.geometry or "world", **budget, **spacing,
+    return replace(base, model=model, loss=loss, augment=augment, **budget, **spacing,
                    **given(learning_rate=lr, schedule=args.schedule, label_sampling=args.label_sampling,
                             locator=args.locator, prior=args.prior,
                             batch_size=args.batch_size, precision=args.precision, seed=args.seed,
@@ -156,12 +165,26 @@ def training_pairs(args):
     return pairs
 
 
-def source_geometry(args, names) -> str:
-    """``--geometry``, else what a database records for the pairs ``names`` (a folder records none: world)."""
-    if args.geometry or not getattr(args, "db", None):
-        return args.geometry or "world"
-    with open_db(args.db) as db:
-        return db.recorded_geometry(list(names))
+def chosen_geometry(args, names=(), run_geometry: str | None = None) -> tuple[str, str]:
+    """The initial correspondence a command uses, and where that choice came from, by one rule for every
+    command: ``--geometry``; else a trained run's own; else what a database records for the pairs ``names``;
+    else a folder's (:func:`~napari_labelreg.core.pairs.folder_geometry`)."""
+    if getattr(args, "geometry", None):
+        return args.geometry, "--geometry"
+    if run_geometry:
+        return run_geometry, "the run's, as it trained"
+    if getattr(args, "db", None):
+        with open_db(args.db) as db:
+            return db.recorded_geometry(list(names)), f"as {args.db} records its pairs"
+    from ..core.pairs import folder_geometry
+
+    return folder_geometry(args.data)
+
+
+def say_geometry(command: str, chosen: tuple[str, str]) -> str:
+    """Print which geometry ``command`` uses and why; returns it."""
+    print(f"napari-labelreg {command}: geometry {chosen[0]} ({chosen[1]})", file=sys.stderr)
+    return chosen[0]
 
 
 def open_db(path, must_exist: bool = True):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..core.geometry import CONVENTIONS
 from ..core.io import DataError
-from .options import consensus_option
+from .options import GEOMETRY_HELP, consensus_option
 
 
 def add_study_commands(sub, training_options) -> None:
@@ -17,7 +18,7 @@ def add_study_commands(sub, training_options) -> None:
     p.add_argument("--folds", type=int, default=12, help="number of folds (default 12, as the paper)")
     p.add_argument("--fold", type=int, action="append", help="run only this fold (repeatable): one job per fold")
     p.add_argument("--out", required=True, help="study folder: splits.json, fold*/, results.csv, summary")
-    p.add_argument("--name", help="method name in the summary (default: the network variant)")
+    p.add_argument("--name", help="method name in the summary (default: 'network, VARIANT variant')")
     p.add_argument("--types", nargs="+", help="with --db: only these label types for training")
     p.add_argument("--statuses", nargs="+", choices=("complete", "verified"))
     p.add_argument("--annotators", nargs="+")
@@ -51,13 +52,14 @@ def _pairs_and_subjects(args):
 
 
 def cmd_crossval(args) -> None:
-    from .options import config_from_args, drive, use_from_args
+    from .options import chosen_geometry, config_from_args, drive, say_geometry, use_from_args
     from ..evaluation.scoring import evaluate_run
     from ..evaluation.statistics import box_plots, summary_table
     from ..evaluation.crossval import collect, load_or_make_splits, run_fold
 
     config = config_from_args(args)
     pairs, subjects = _pairs_and_subjects(args)
+    config = replace(config, geometry=say_geometry("crossval", chosen_geometry(args, [p.name for p in pairs])))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     folds = load_or_make_splits(out, subjects, args.folds, config.seed)
@@ -69,7 +71,7 @@ def cmd_crossval(args) -> None:
         drive(run_fold(pairs, folds, k, config, out, use=use_from_args(args), evaluate=evaluate_run,
                        device=args.device), config)
     results = collect(out)
-    name = args.name or config.model.variant
+    name = args.name or f"network, {config.model.variant} variant"
     table = summary_table({name: results})
     table.to_csv(out / "summary.csv")
     box_plots({name: results}, out / "boxplots.png")
@@ -115,8 +117,7 @@ def add_baseline_command(sub) -> None:
     source.add_argument("--db")
     source.add_argument("--data")
     p.add_argument("--out", required=True, help="folder for results.csv (use with compare)")
-    p.add_argument("--geometry", choices=CONVENTIONS, default="centred",
-                   help="initial correspondence (default centred, as the mrus_prostate data need)")
+    p.add_argument("--geometry", choices=CONVENTIONS, help=GEOMETRY_HELP)
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.set_defaults(func=cmd_baseline, types=None, statuses=None, annotators=None, consensus=False)
 
@@ -131,12 +132,15 @@ def cmd_baseline(args) -> None:
     from ..core.io import atomic_write
     from ..evaluation.statistics import summary_table
 
+    from .options import chosen_geometry, say_geometry
+
     pairs, _ = _pairs_and_subjects(args)
     pairs = pairs[: args.limit] if args.limit else pairs
+    geometry = say_geometry("baseline", chosen_geometry(args, [p.name for p in pairs]))
     rows = []
     for pair in tqdm(pairs, unit="pair"):
         t0 = time.perf_counter()
-        row = score(run_baseline(args.method, pair, args.geometry), pair)
+        row = score(run_baseline(args.method, pair, geometry), pair)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
     import pandas as pd
