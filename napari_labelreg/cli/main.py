@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import gc
 import sys
 
@@ -100,8 +101,32 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
+def _innermost(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The sub-command's own parser (``db import``'s, not the top level's) that ``args`` were parsed by."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None))
+            if chosen is not None:
+                return _innermost(chosen, args)
+    return parser
+
+
+def _parse(argv) -> argparse.Namespace:
+    """Parse ``argv``; an option the sub-command does not know is refused by that sub-command, with the
+    nearest one it has (argparse's top level would show its own usage and no suggestion)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub = _innermost(parser, args)
+        flags = [flag for action in sub._actions for flag in action.option_strings]
+        near = difflib.get_close_matches(unknown[0].split("=")[0], flags, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
         return _run(args)
     finally:
