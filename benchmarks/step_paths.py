@@ -1,7 +1,7 @@
 """The training step against the one it replaced, alternated in one process on the same batches.
 
 The product's step (fused Adam, the finiteness flag computed on the device, figures read afterwards) against
-the step before stop 21 (Adam's default implementation, the figures read before backward): what the
+the step before 9e73b75 (Adam's default implementation, the figures read before backward): what the
 device-side bookkeeping costs on this machine.
 
     python benchmarks/step_paths.py [--width 32] [--pairs 12]

@@ -37,9 +37,11 @@ def main() -> None:
     # 1-2. phantoms and training; each report is one step (loss, timing, checkpoint path)
     pairs = [make_phantom(seed, **PHANTOM).pair for seed in range(32)]
     config = replace(DEMO_CONFIG, iterations=args.iterations)
+    losses = []
     for report in train(pairs, config, run, resume=(run / "checkpoint.pt").exists()):
+        losses.append(report.loss)  # one random minibatch each: noisy step to step, falling on average
         if report.step % 50 == 0:
-            print(f"step {report.step}: loss {report.loss:.3f}")
+            print(f"step {report.step}: mean loss of the last 50 steps {np.mean(losses[-50:]):.3f}")
 
     # 3. an unseen pair, as arrays plus voxel sizes (what you have after reading DICOM, say)
     test = make_phantom(1000, **PHANTOM)

@@ -2,7 +2,7 @@
 # Everything a fresh machine needs, idempotent: system packages (apt, when
 # root), then a virtual environment in .venv with the project and its test
 # tools.  torch is pinned first to the CPU wheel this workplace provides; the
-# project itself only asks for torch>=2.2.
+# project itself only asks for torch>=2.4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -3,8 +3,7 @@
 ``centroid``: translate so the gland centroids coincide (it uses the test
 labels, so it is a reference, not a registration method).  ``ffd-nmi``,
 ``ffd-ncc``, ``ffd-ssd``: a B-spline free-form deformation optimised on each
-pair's intensities (SimpleITK, an optional dependency: ``pip install
-napari-labelreg[baselines]``), started from the centroid alignment.
+pair's intensities (SimpleITK), started from the centroid alignment.
 SimpleITK's registration framework has no bending-energy term; the FFD is
 regularised by its control-point spacing instead (``grid_mm``, 20 mm).
 All return a :class:`Registration`, scored with the same metrics as the network.
