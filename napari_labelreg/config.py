@@ -112,8 +112,8 @@ class TrainConfig:
             raise ValueError("give a budget: iterations or minutes")
         if self.iterations is not None and self.iterations < 1:
             raise ValueError(f"iterations must be a positive number of steps, got {self.iterations}")
-        if self.minutes is not None and not self.minutes > 0:  # not: NaN too
-            raise ValueError(f"minutes must be positive, got {self.minutes:g}")
+        if self.minutes is not None and not 0 < self.minutes < float("inf"):  # not: NaN too
+            raise ValueError(f"minutes must be positive and finite, got {self.minutes:g}")
         if not 0.0 <= self.locator < 1.0:
             raise ValueError(f"locator must be a share of the budget in [0, 1), got {self.locator}")
         if not 0.0 <= self.prior < 1.0 - self.locator:

@@ -7,16 +7,24 @@ import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mrus_prostate"
 
-# A fixed thread count: training gives way to other work on the machine (nn/threads.py), and the suite's bitwise
-# checks must not depend on what else runs beside it.  tests/test_threads.py lifts it to test the adapting.
-os.environ.setdefault("OMP_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-
 
 def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"{DATA} not present")
     for item in items:
         if "data" in item.keywords and not DATA.is_dir():
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _threads_fixed(monkeypatch):
+    """In the test process, torch's thread count stays as it started: training gives way to other work on the
+    machine (nn/threads.py), and the suite's bitwise checks must not depend on what runs beside it.  The
+    processes tests start adapt as a user's do; tests/test_threads.py tests the adapting itself."""
+    import math
+
+    from napari_labelreg.nn import threads
+
+    monkeypatch.setattr(threads, "INTERVAL_S", math.inf)
 
 
 @pytest.fixture(autouse=True)

@@ -157,7 +157,7 @@ def test_history_and_restore_from_the_command_line(db, capsys):
     assert [line.split()[0] for line in lines[1:]] == ["1", "2", "3", "4", "5", "6"]
     assert "carol" in lines[-1] and "restored 2" in lines[-1]
     assert main(["db", "restore", "--db", db.location, "--label-pair", "999", "--annotator", "x"]) == 2
-    assert capsys.readouterr().err.strip() == "napari-labelreg db: error: no label pair with id 999"
+    assert capsys.readouterr().err.strip() == "napari-labelreg db restore: error: no label pair with id 999"
 
 
 def _editor(location, label_pair_id, rounds, tag, log, go):
@@ -208,7 +208,7 @@ def test_a_file_that_is_not_a_label_database_is_refused_and_left_alone(tmp_path,
     err = capsys.readouterr().err
     words = "not a label database (file is not a database)" if kind == "text" else \
         "not a label database (it holds tables patients); give a new file or an empty database"
-    assert err == f"napari-labelreg db: error: {path}: {words}\n"
+    assert err == f"napari-labelreg db summary: error: {path}: {words}\n"
     assert path.read_bytes() == before
 
 
@@ -308,7 +308,7 @@ def test_an_open_that_fails_leaves_no_file_and_an_empty_file_is_not_a_database(t
     empty = tmp_path / "empty.db"
     empty.touch()
     assert main(["db", "summary", "--db", str(empty)]) == 2
-    assert capsys.readouterr().err == (f"napari-labelreg db: error: {empty}: an empty file, not a label database "
+    assert capsys.readouterr().err == (f"napari-labelreg db summary: error: {empty}: an empty file, not a label database "
                                        "(db import makes one)\n")
     assert empty.stat().st_size == 0
 
@@ -342,4 +342,4 @@ def test_a_damaged_database_is_one_line_from_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["db", "check", "--db", str(location)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"napari-labelreg db: error: {location}: database error (") and err.count("\n") == 1
+    assert err.startswith(f"napari-labelreg db check: error: {location}: database error (") and err.count("\n") == 1

@@ -24,6 +24,7 @@ class Machine:
 def machine(monkeypatch):
     kept = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "INTERVAL_S", 1.0)  # conftest holds it still for the other tests
     torch.set_num_threads(4)
     m = Machine()
     m.run(0.0, 0.0, 0.0, monkeypatch)

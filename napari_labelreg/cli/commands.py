@@ -66,7 +66,7 @@ def cmd_train(args) -> None:
               "--minutes with --resume to train further")
         return
     parts = ", ".join(f"{stage} {t['steps']} step{'s' * (t['steps'] != 1)} in {_duration(t['seconds'])}"
-                      for stage, t in trainer.trained.items())
+                      for stage, t in trainer.trained.items() if t["steps"])
     print(f"run in {out}: geometry {config.geometry}; stages {parts}; network weight {use.network_weight:g}.\n"
           f"next: napari-labelreg evaluate --model {out} --data|--db PAIRS_IT_DID_NOT_TRAIN_ON --out results.csv "
           f"(it trained on {len(pairs)}: {out / TRAINING_SET}), or napari-labelreg register --model {out} ...")
@@ -104,7 +104,8 @@ def cmd_register(args) -> None:
     result, pair = _register(args)
     labels = load_labels(args.moving_labels, pair.moving.grid) if args.moving_labels else None
     written = export_registration(result, args.out, labels, inverse=args.inverse,
-                                  sources={"moving": args.moving, "fixed": args.fixed, "model": args.model})
+                                  sources={"moving": args.moving, "fixed": args.fixed, "model": args.model,
+                                           "moving_gland": args.moving_gland, "fixed_gland": args.fixed_gland})
     print(f"wrote {', '.join(p.name for p in written)} to {args.out}")
 
 
@@ -114,8 +115,28 @@ def _register(args):
 
     reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
     pair = io.load_pair(args.moving, args.fixed, name="input")
+    glands = _given_glands(args, pair)
     geometry = say_geometry(args.command, chosen_geometry(args, run_geometry=reg.config.geometry))
-    return reg.register(pair.moving, pair.fixed, geometry=geometry), pair
+    return reg.register(pair.moving, pair.fixed, geometry=geometry, glands=glands), pair
+
+
+def _given_glands(args, pair):
+    """``--moving-gland`` and ``--fixed-gland`` read on their images' grids (None when neither is given)."""
+    from ..core.io import load_labels
+
+    given = getattr(args, "moving_gland", None), getattr(args, "fixed_gland", None)
+    if given == (None, None):
+        return None
+    if None in given:
+        missing = "--fixed-gland" if given[1] is None else "--moving-gland"
+        raise DataError(f"{missing} is missing: the gland fit needs the gland on both images")
+    masks = []
+    for path, volume in zip(given, (pair.moving, pair.fixed)):
+        stack = load_labels(path, volume.grid)  # refuses another grid, a non-binary mask and an empty one
+        if len(stack) != 1:
+            raise DataError(f"{path}: holds {len(stack)} labels; give the gland alone, as a 3-D mask")
+        masks.append(stack[0])
+    return tuple(masks)
 
 
 def cmd_map_points(args) -> None:
@@ -160,9 +181,12 @@ def cmd_evaluate(args) -> None:
     if args.model:
         reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
         geometry = say_geometry("evaluate", chosen_geometry(args, names, reg.config.geometry))
-        register = lambda p: reg.register_pair(p, geometry=geometry)  # noqa: E731
+        given = args.glands == "given"
+        register = lambda p: reg.register_pair(p, geometry=geometry, glands=given)  # noqa: E731
         _warn_if_trained_on(Path(args.model), names)
     else:
+        if args.glands != "none":
+            raise DataError("--glands given fits a model's registration to the glands: give --model too")
         geometry = say_geometry("evaluate", chosen_geometry(args, names))
         register = lambda p: identity_registration(p.moving, p.fixed, geometry)  # noqa: E731
     with tqdm(total=len(names), unit="pair") as bar:

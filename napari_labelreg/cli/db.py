@@ -173,6 +173,6 @@ def cmd_check(args) -> None:
         problems = check(db)
     for p in problems:
         print(p)
-    print(f"{len(problems)} problems found" if problems else "no problems found")
+    print(f"{len(problems)} problem{'s' * (len(problems) != 1)} found" if problems else "no problems found")
     if problems:
         raise SystemExit(1)

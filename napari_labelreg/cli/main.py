@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moving", required=True)
     p.add_argument("--fixed", required=True)
     p.add_argument("--moving-labels", help="3-D mask or 4-D label stack on the moving image to warp too")
+    p.add_argument("--moving-gland", metavar="MASK", help="the MR gland, a mask on the moving image's grid (with "
+                   "--fixed-gland): the registration ends by fitting the warped MR gland to the TRUS one")
+    p.add_argument("--fixed-gland", metavar="MASK", help="the TRUS gland, a mask on the fixed image's grid")
     p.add_argument("--inverse", action="store_true",
                    help="also write inverse_ddf.nii.gz: moving world -> fixed world, on the moving grid")
     p.add_argument("--out", required=True, help="output folder (ddf.nii.gz maps fixed world points to the moving "
@@ -68,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="run folder; omitted: the initial correspondence alone")
     pair_source(p)
     p.add_argument("--pairs", nargs="+", metavar="NAME", help="only these pairs (default: all that pass the filters)")
+    p.add_argument("--glands", choices=("none", "given"), default="none",
+                   help="given: each pair's own gland labels are fitted after the model's registration, as a "
+                        "clinician's contours would be (the TRE is of the other labels only); default none")
     p.add_argument("--out", required=True, help="per-pair CSV")
     _registration_options(p)
     p.set_defaults(func=cmd_evaluate)
@@ -126,7 +132,11 @@ def _parse(argv) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = _parse(argv)
+    try:
+        args = _parse(argv)  # imports torch for some commands' choices: Ctrl+C may come here
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     try:
         return _run(args)
     finally:
@@ -137,18 +147,33 @@ def _run(args) -> int:
     try:
         args.func(args)
     except (DataError, ValueError, OSError, FloatingPointError) as exc:  # OSError: an --out that is a file, ...
-        print(f"napari-labelreg {args.command}: error: {exc}", file=sys.stderr)
+        print(f"napari-labelreg {_command(args)}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
         if not type(exc).__module__.startswith("sqlalchemy"):
             raise
         # a damaged database, or a server gone mid-command: the driver's first line, not a traceback
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        print(f"napari-labelreg {args.command}: error: {getattr(args, 'db', '')}: database error ({first})",
+        print(f"napari-labelreg {_command(args)}: error: {getattr(args, 'db', '')}: database error ({first})",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        resume = " (the checkpoint is written: add --resume to continue)" if args.command == "train" else ""
-        print(f"interrupted{resume}", file=sys.stderr)
+        print(f"interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     return 0
+
+
+def _command(args) -> str:
+    """``train``, or ``db import`` for a group's action: what an error line names."""
+    return " ".join(filter(None, (args.command, getattr(args, "db_command", None))))
+
+
+def _resume_hint(args) -> str:
+    """What an interrupted ``train`` left: a checkpoint to resume, or (stopped before its first step) none."""
+    if args.command != "train":
+        return ""
+    from pathlib import Path
+
+    if (Path(args.out) / "checkpoint.pt").is_file():
+        return " (the checkpoint is written: add --resume to continue)"
+    return " before the first step: nothing to resume; run the same command again"

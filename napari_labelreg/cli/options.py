@@ -4,7 +4,6 @@ from, the database's opening and the progress bars of a training run."""
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 
 from ..config import (LABEL_SAMPLING, PRESETS, REGULARISERS, SCHEDULES, SIMILARITIES, USE, VARIANTS, AugmentConfig,
@@ -98,8 +97,8 @@ def config_from_args(args) -> TrainConfig:
     """The settings the options give, the geometry aside (:func:`chosen_geometry`); a budget that is not
     positive is refused before anything is read or written."""
     for flag, value in (("--iterations", args.iterations), ("--minutes", args.minutes)):
-        if value is not None and not value > 0:
-            raise DataError(f"{flag} {value:g}: a budget must be positive (nothing was written)")
+        if value is not None and not 0 < value < float("inf"):
+            raise DataError(f"{flag} {value:g}: a budget must be positive and finite (nothing was written)")
     base = PRESETS[args.preset]
     model = replace(base.model, **given(variant=args.variant, width=args.width))
     loss = replace(base.loss, **given(similarity=args.loss, regulariser=args.regulariser, weight=args.weight,
@@ -183,7 +182,7 @@ def chosen_geometry(args, names=(), run_geometry: str | None = None) -> tuple[st
 
 def say_geometry(command: str, chosen: tuple[str, str]) -> str:
     """Print which geometry ``command`` uses and why; returns it."""
-    print(f"napari-labelreg {command}: geometry {chosen[0]} ({chosen[1]})", file=sys.stderr)
+    print(f"napari-labelreg {command}: geometry {chosen[0]} ({chosen[1]})")
     return chosen[0]
 
 
@@ -211,7 +210,7 @@ def drive(reports, config: TrainConfig) -> dict[str, int]:
         for r in reports:
             steps[r.stage] = r.step
             bar.set_description(r.stage, refresh=False)
-            bar.n = round(overall_fraction(r, config) * total)
+            bar.n = max(bar.n, round(overall_fraction(r, config) * total))  # a stage past its share: held
             bar.set_postfix(loss=f"{r.loss:.4f}", sim=f"{r.similarity:.4f}", reg=f"{r.regulariser:.4f}", refresh=False)
             bar.refresh()
     return steps

@@ -33,7 +33,7 @@ def unsafe_name(name: str) -> str | None:
         if bad in name:
             return why
     if not name or name in (".", "..") or name.startswith("."):
-        return "no name" if not name else "a leading dot"
+        return "nothing in it" if not name else "a leading dot"
     return "surrounding spaces" if name != name.strip() else None
 
 
