@@ -20,7 +20,7 @@ from ..core.io import DataError, Pair, Volume
 from ..nn.device import pick_device, pick_precision
 from ..nn.threads import CoreShare
 from .checkpoint import load_checkpoint, run_checkpoint
-from .stages import Estimate, Stage, stage_from_state
+from .stages import Estimate, Fit, Stage, stage_from_state
 
 
 @dataclass(frozen=True)
@@ -120,10 +120,13 @@ class Registrator:
         use = replace(use or state["use"], **{k: v for k, v in changes.items() if v is not None})
         return cls(stages, state["config"], use)
 
-    def register(self, moving: Volume, fixed: Volume, *, geometry: str | None = None) -> Registration:
+    def register(self, moving: Volume, fixed: Volume, *, geometry: str | None = None,
+                 glands: tuple[np.ndarray, np.ndarray] | None = None) -> Registration:
         """Register ``moving`` to ``fixed`` (the run's geometry unless told otherwise).
 
-        A constant image (no contrast: nothing to register) is refused with :class:`DataError`.
+        ``glands``: the moving and the fixed gland masks on their images' grids; the registration then ends
+        with a :class:`~.stages.Fit` to them.  A constant image (no contrast: nothing to register) is refused
+        with :class:`DataError`, a gland mask that is empty or on another grid than its image too.
         """
         for volume, side in ((moving, "moving"), (fixed, "fixed")):
             if volume.data.size and float(volume.data.min()) == float(volume.data.max()):
@@ -132,14 +135,34 @@ class Registrator:
         self._share()
         start = Estimate.start(moving, fixed, geometry or self.config.geometry, self.config.spacing_mm)
         estimate = start
-        for stage in self.stages:
+        stages = self.stages if glands is None else [*self.stages, Fit(*_checked_glands(glands, moving, fixed))]
+        for stage in stages:
             estimate = stage.apply(moving, fixed, estimate, self.use)
         ddf_mm = estimate.ddf_mm(fixed.grid)
         warped = warp(moving.data, fixed.grid, moving.grid, start.matrix, ddf_mm)
         return Registration(ddf_mm, fixed.grid, moving.grid, start.matrix, warped)
 
-    def register_pair(self, pair: Pair, *, geometry: str | None = None) -> Registration:
-        return self.register(pair.moving, pair.fixed, geometry=geometry)
+    def register_pair(self, pair: Pair, *, geometry: str | None = None, glands: bool = False) -> Registration:
+        """Register a pair; ``glands``: fitted to its own gland labels at the end (:attr:`Pair.gland_index`)."""
+        if glands and not pair.num_labels:
+            raise DataError(f"{pair.name}: no gland label to fit to")
+        g = pair.gland_index
+        given = (pair.moving_labels[g], pair.fixed_labels[g]) if glands else None
+        return self.register(pair.moving, pair.fixed, geometry=geometry, glands=given)
+
+
+def _checked_glands(glands, moving: Volume, fixed: Volume) -> tuple[np.ndarray, np.ndarray]:
+    """The two gland masks as bool arrays, each on its image's grid and not empty."""
+    checked = []
+    for mask, volume, side in zip(glands, (moving, fixed), ("moving", "fixed")):
+        mask = np.asarray(mask)
+        if mask.shape != volume.grid.shape:
+            raise DataError(f"the {side} gland mask's shape {mask.shape} differs from the {side} image's "
+                            f"{volume.grid.shape}: a gland is given on its own image's grid")
+        if not mask.any():
+            raise DataError(f"the {side} gland mask is empty")
+        checked.append(mask.astype(bool))
+    return checked[0], checked[1]
 
 
 def identity_registration(moving: Volume, fixed: Volume, geometry: str) -> Registration:

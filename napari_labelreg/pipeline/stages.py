@@ -31,6 +31,7 @@ from ..config import InferenceConfig, ModelConfig, TrainConfig
 from ..core.geometry import Grid, ddf_voxels_to_mm, fixed_to_moving, resample_field, translation
 from ..core.io import Pair, Volume
 from ..nn.device import autocast, fast_layout, to_host
+from ..nn.fit import FitConfig, fit_glands
 from ..nn.grid import network_grid, normalise
 from ..nn.locator import SPACING_MM, GlandLocator
 from ..nn.networks import build_model
@@ -409,6 +410,32 @@ class Refine(Stage):
 
     def load_weights(self, weights: dict) -> None:
         self.model.load_state_dict(weights)
+
+
+class Fit(Stage):
+    """Fit the registration so far to the two glands, given as masks on the images' own grids: a smooth field
+    added on top (:mod:`napari_labelreg.nn.fit`).  It learns nothing; it is made for each registration."""
+
+    name = "fit"
+    needs = 0
+
+    def __init__(self, moving_gland: np.ndarray, fixed_gland: np.ndarray, config: FitConfig = FitConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.moving_gland, self.fixed_gland = moving_gland, fixed_gland
+
+    def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
+        grid = estimate.grid
+        to_moving = torch.as_tensor(estimate.matrix @ estimate.net_to_fixed, dtype=torch.float32)[None]
+        to_fixed = torch.as_tensor(estimate.net_to_fixed, dtype=torch.float32)[None]
+        fixed_gland = sample(torch.as_tensor(self.fixed_gland, dtype=torch.float32)[None, None],
+                             moving_coordinates(to_fixed, grid.shape))
+        added = fit_glands(torch.as_tensor(self.moving_gland, dtype=torch.float32)[None, None], fixed_gland,
+                           to_moving, estimate.ddf, grid.spacing, self.config)
+        return estimate.plus(added)
+
+    def ready(self, device: torch.device, precision: str) -> "Fit":
+        return self  # on the CPU, where the registration grid is
 
 
 def build_stages(config: TrainConfig) -> list[Stage]:
