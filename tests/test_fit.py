@@ -31,7 +31,7 @@ def test_the_fit_recovers_a_known_deformation_on_the_gland_surface_without_foldi
     before = np.linalg.norm(phantom.ddf_mm, axis=-1)[surface].mean()
     after = np.linalg.norm(ddf - phantom.ddf_mm, axis=-1)[surface].mean()
     print(f"\ngland surface: truth DDF {before:.2f} mm from the start, the fit's within {after:.2f} mm")
-    assert before > 4.0 and after < 2.0  # 2 mm voxels: within a voxel of the truth on the surface (1.6 mm)
+    assert before > 4.0 and after < 1.5  # 2 mm voxels: within 3/4 of a voxel of the truth on the surface (1.1 mm)
     assert (metrics.jacobian_determinant(ddf, pair.fixed.grid) > 0).all()
 
 

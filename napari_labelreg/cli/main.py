@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", nargs="+", metavar="NAME", help="only these pairs (default: all that pass the filters)")
     p.add_argument("--glands", choices=("none", "given"), default="none",
                    help="given: each pair's own gland labels are fitted after the model's registration, as a "
-                        "clinician's contours would be (the TRE is of the other labels only); default none")
+                        "clinician's contours would be (the TRE is of the other labels only, and the gland Dice "
+                        "is then of the glands the fit was given); default none")
     p.add_argument("--out", required=True, help="per-pair CSV")
     _registration_options(p)
     p.set_defaults(func=cmd_evaluate)
