@@ -3,7 +3,7 @@
 Row (e) of the gland-fit evaluation: the fit with no network.  Landmark TRE (RMS over labels 1..) and gland
 Dice per pair, the seconds each fit took, and a paired Wilcoxon test of the TRE.
 
-    python benchmarks/gland_fit.py [--pairs 20] [--first 0] [--control-mm 8] [--bending 0.5]
+    python benchmarks/gland_fit.py [--pairs 20] [--first 0] [--control-mm 16] [--bending 5]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from napari_labelreg.config import InferenceConfig
-from napari_labelreg.core.geometry import translation
+from napari_labelreg.core.geometry import translation, warp
 from napari_labelreg.core.pairs import folder_pairs
 from napari_labelreg.core.io import list_folder_pairs
 from napari_labelreg.evaluation.baselines import centroid, centroid_shift_mm
@@ -25,21 +25,20 @@ from napari_labelreg.evaluation.statistics import paired_wilcoxon
 from napari_labelreg.nn.fit import FitConfig
 from napari_labelreg.pipeline.registrator import Registration
 from napari_labelreg.pipeline.stages import Estimate, Fit
-from napari_labelreg.core.geometry import warp
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mrus_prostate"
 
 
 def fitted(pair, config: FitConfig) -> tuple[Registration, float]:
     start = Estimate.start(pair.moving, pair.fixed, "centred", None)
-    shift = centroid_shift_mm(pair, start.matrix)
-    start = replace(start, matrix=start.matrix @ translation(pair.fixed.grid, shift), shift_mm=shift)
+    matrix = start.matrix  # the initial correspondence the registration's DDF is relative to
+    shift = centroid_shift_mm(pair, matrix)
+    start = replace(start, matrix=matrix @ translation(pair.fixed.grid, shift), shift_mm=shift)
     g = pair.gland_index
     t = time.perf_counter()
     estimate = Fit(pair.moving_labels[g], pair.fixed_labels[g], config).apply(pair.moving, pair.fixed, start,
                                                                       InferenceConfig())
     seconds = time.perf_counter() - t
-    matrix = Estimate.start(pair.moving, pair.fixed, "centred", None).matrix
     ddf = estimate.ddf_mm(pair.fixed.grid)
     return Registration(ddf, pair.fixed.grid, pair.moving.grid, matrix,
                         warp(pair.moving.data, pair.fixed.grid, pair.moving.grid, matrix, ddf)), seconds
