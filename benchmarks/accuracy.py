@@ -50,7 +50,8 @@ def main() -> None:
     # the training settings come from the CLI's own parser: the same options mean the same here
     cli = build_parser().parse_args(["train", "--data", args.data, "--out", args.out, "--geometry", "centred",
                                      "--minutes", str(args.minutes), "--checkpoint-every", "500", *training])
-    config, use = config_from_args(cli), use_from_args(cli)
+    # the geometry is chosen apart from the other settings (cli.options.chosen_geometry): this data's is centred
+    config, use = replace(config_from_args(cli), geometry="centred"), use_from_args(cli)
     rank = launched_rank()  # under torchrun, rank 0 alone reports and evaluates
     print(json.dumps(config.to_dict()))
     t0 = time.time()

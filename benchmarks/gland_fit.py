@@ -3,7 +3,8 @@
 Row (e) of the gland-fit evaluation: the fit with no network.  Landmark TRE (RMS over labels 1..) and gland
 Dice per pair, the seconds each fit took, and a paired Wilcoxon test of the TRE.
 
-    python benchmarks/gland_fit.py [--pairs 20] [--first 0] [--control-mm 16] [--bending 5]
+    python benchmarks/gland_fit.py [--pairs 20] [--first 0] [--control-mm 16] [--bending 5] [--steps 100]
+                                   [--spacing-mm 3]
 """
 
 from __future__ import annotations
@@ -29,15 +30,15 @@ from napari_labelreg.pipeline.stages import Estimate, Fit
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mrus_prostate"
 
 
-def fitted(pair, config: FitConfig) -> tuple[Registration, float]:
-    start = Estimate.start(pair.moving, pair.fixed, "centred", None)
+def fitted(pair, config: FitConfig, spacing_mm: float | None = None) -> tuple[Registration, float]:
+    start = Estimate.start(pair.moving, pair.fixed, "centred", spacing_mm)
     matrix = start.matrix  # the initial correspondence the registration's DDF is relative to
     shift = centroid_shift_mm(pair, matrix)
-    start = replace(start, matrix=matrix @ translation(pair.fixed.grid, shift), shift_mm=shift)
     g = pair.gland_index
+    start = replace(start, matrix=matrix @ translation(pair.fixed.grid, shift), shift_mm=shift,
+                    glands=(pair.moving_labels[g].astype(bool), pair.fixed_labels[g].astype(bool)))
     t = time.perf_counter()
-    estimate = Fit(pair.moving_labels[g], pair.fixed_labels[g], config).apply(pair.moving, pair.fixed, start,
-                                                                      InferenceConfig())
+    estimate = Fit(config).apply(pair.moving, pair.fixed, start, InferenceConfig())
     seconds = time.perf_counter() - t
     ddf = estimate.ddf_mm(pair.fixed.grid)
     return Registration(ddf, pair.fixed.grid, pair.moving.grid, matrix,
@@ -50,12 +51,15 @@ def main() -> None:
     p.add_argument("--first", type=int, default=0)
     p.add_argument("--control-mm", type=float, default=FitConfig.control_mm)
     p.add_argument("--bending", type=float, default=FitConfig.bending)
+    p.add_argument("--steps", type=int, default=FitConfig.steps)
+    p.add_argument("--spacing-mm", type=float, default=None,
+                   help="the registration grid's voxel size (the cpu preset's: 3); default the TRUS grid's")
     args = p.parse_args()
-    config = FitConfig(control_mm=args.control_mm, bending=args.bending)
+    config = FitConfig(control_mm=args.control_mm, bending=args.bending, steps=args.steps)
     names = list_folder_pairs(DATA)[args.first: args.first + args.pairs]
     rows_a, rows_b = [], []
     for pair in folder_pairs(DATA, names):
-        registration, seconds = fitted(pair, config)
+        registration, seconds = fitted(pair, config, args.spacing_mm)
         rows_a.append({**score(registration, pair), "seconds": seconds})
         rows_b.append(score(centroid(pair), pair))
         print(f"{pair.name}: centroid {rows_b[-1]['tre_mm']:.2f} mm / {rows_b[-1]['dice']:.3f}, fit "

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field, fields, replace
 
 from .core.geometry import CONVENTIONS
 
+# the glands a registration may be fitted to at its end (Registrator.register_pair, evaluate's and crossval's --glands)
+GLAND_CHOICES = ("none", "given", "predicted", "moving-given")
+
 VARIANTS = ("baseline", "delta0", "delta1-4", "global", "composite")
 SIMILARITIES = ("msdice", "msce")
 REGULARISERS = ("bending", "l2")

@@ -78,6 +78,20 @@ def trained_run(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def located_run(tmp_path_factory):
+    """A tiny run with gland segmenters (a Locate stage), trained for two steps."""
+    from napari_labelreg.config import AugmentConfig, ModelConfig, TrainConfig
+    from napari_labelreg.core.phantom import make_phantom
+    from napari_labelreg.pipeline.train import train
+
+    run = tmp_path_factory.mktemp("located")
+    cfg = TrainConfig(model=ModelConfig(width=4), geometry="centred", iterations=2, learning_rate=1e-4,
+                      augment=AugmentConfig(enabled=False), locator=0.5)
+    list(train([make_phantom(s).pair for s in range(2)], cfg, run))
+    return run
+
+
 _LOCALE = locale.setlocale(locale.LC_ALL)  # the session's, before any test ran
 
 

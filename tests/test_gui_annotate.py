@@ -229,6 +229,47 @@ def test_propose_accept_and_reject(make_napari_viewer, db_path, qtbot, trained_r
     assert [lp.status for lp in w.session.label_pairs() if lp.id == pid] == ["complete"]
 
 
+def test_propose_the_gland_on_both_sides_then_accept(make_napari_viewer, db_path, qtbot, located_run, monkeypatch):
+    """G proposes the gland on both panels from the run's segmenters, into a gland label pair only; nothing is
+    saved until Accept, which saves both sides."""
+    from qtpy.QtCore import Qt
+
+    from napari_labelreg.nn.locator import GlandLocator
+
+    def segment(self, volume, side, precision="bf16"):  # a box, shifted per side: what was found is shown
+        mask = np.zeros(volume.grid.shape, bool)
+        c = np.array(mask.shape) // 2 + (1 if side == "fixed" else -1)
+        mask[tuple(slice(x - 3, x + 3) for x in c)] = True
+        return mask
+
+    monkeypatch.setattr(GlandLocator, "segment", segment)
+    viewer = make_napari_viewer(show=True)
+    w, user = make_widget(viewer, db_path, qtbot)
+    w.model_dir.setText(str(located_run))
+    w.new_type.setCurrentText("landmark")
+    user.key(Qt.Key.Key_N)
+    user.key(Qt.Key.Key_G)  # a landmark is selected: refused, nothing proposed
+    assert "select the gland label pair first" in w.status.text()
+    assert not any(w.workspace.layers[side, "proposal"].visible for side in ("moving", "fixed"))
+    w.new_type.setCurrentText("gland")
+    user.key(Qt.Key.Key_N)
+    pid = w.session.selected
+    user.key(Qt.Key.Key_G)
+    proposals = [w.workspace.layers[side, "proposal"] for side in ("moving", "fixed")]
+    qtbot.waitUntil(lambda: all(layer.visible for layer in proposals), timeout=60_000)
+    moving, fixed = w.session.images()
+    expected = [segment(None, volume, side) for volume, side in ((moving, "moving"), (fixed, "fixed"))]
+    for layer, mask in zip(proposals, expected):
+        np.testing.assert_array_equal(layer.data > 0, mask)
+    assert w.session.db.masks(pid) == (None, None)  # not saved until accepted
+    user.press("Accept proposal")
+    user.saved()
+    for saved, mask in zip(w.session.db.masks(pid), expected):
+        np.testing.assert_array_equal(saved, mask)
+    assert not any(layer.visible for layer in proposals)
+    assert [lp.status for lp in w.session.label_pairs() if lp.id == pid] == ["complete"]
+
+
 def test_inspect_on_another_pair_never_touches_the_annotation(make_napari_viewer, db_path, qtbot, trained_run):
     from qtpy.QtCore import Qt
 

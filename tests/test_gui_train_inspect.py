@@ -1,8 +1,10 @@
 """Training, inspection and model-assisted annotation from napari (virtual display)."""
 
+import re
 from dataclasses import replace
 
 import numpy as np
+
 import pytest
 
 pytest.importorskip("napari")
@@ -185,3 +187,31 @@ def test_inspect_widget_adds_the_layers(make_napari_viewer, qtbot, trained_run):
     assert w.weight() == 0.0
     with pytest.raises(ValueError, match="no gland locator"):
         register_for_inspection(str(trained_run), None, 0, w.weight())
+
+
+def test_inspect_fits_the_glands_and_shows_them_with_the_dice_before_and_after(make_napari_viewer, qtbot, trained_run):
+    """Gland fit "given": the pair's gland labels are fitted to; the glands show as outlines on the TRUS and the
+    summary gives the gland Dice before and after the fit."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    from napari_labelreg._widgets.inspect import InspectWidget
+
+    viewer = make_napari_viewer()
+    w = InspectWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.model_dir.setText(str(trained_run))
+    w.glands.setCurrentText("given")
+    QTest.mouseClick(w.register_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "phantom1000: TRUS gland fitted to (given)" in viewer.layers, timeout=60_000)
+    assert "phantom1000: warped MR gland (given)" in viewer.layers
+    line = w.summary.text().splitlines()[-1]
+    assert line.startswith("gland fit: MR gland given, TRUS gland given; gland Dice "), line
+    before, after = (float(x) for x in re.findall(r"(\d\.\d{3}) (?:before|after)", line))
+    assert after > 0.9 and after > before
+    fitted = viewer.layers["phantom1000: TRUS gland fitted to (given)"]
+    assert fitted.data.shape == viewer.layers["phantom1000: TRUS image (fixed)"].data.shape and fitted.contour == 1
+    w.glands.setCurrentText("predicted")  # this run has no segmenters: said in the summary, nothing changes
+    QTest.mouseClick(w.register_btn, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: "no gland segmenters" in w.summary.text(), timeout=60_000)
+    assert "phantom1000: TRUS gland fitted to (given)" in viewer.layers

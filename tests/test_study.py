@@ -86,6 +86,11 @@ def test_crossval_compare_and_baselines_from_the_cli(phantom_folder, tmp_path, c
     assert main(["compare", str(study), str(base), "--plot", str(tmp_path / "cmp.png")]) == 0
     out = capsys.readouterr().out
     assert "Wilcoxon p =" in out and "gland DSC" in out
+    fitted = tmp_path / "cv_glands"  # the same folds, each registration fitted to the pair's own glands
+    assert main(["crossval", "--data", str(data), "--folds", "2", "--out", str(fitted), "--glands", "given",
+                 *tiny]) == 0
+    with_glands = pd.read_csv(fitted / "results.csv").sort_values("pair")
+    assert (with_glands.dice.to_numpy() > results.sort_values("pair").dice.to_numpy()).all()
 
 
 def test_centroid_baseline_improves_and_ffd_runs_on_a_phantom():

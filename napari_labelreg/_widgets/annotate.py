@@ -38,6 +38,7 @@ from ..database import LABEL_TYPES, ConflictError
 from ..database.store import when
 from ..app.settings import load_settings, save_setting
 from ._common import reports_errors, start_worker
+from .proposals import Proposals
 from .workspace import SIDES, TITLES, Workspace, colour_of
 
 SAVE_DELAY_MS = 250  # a stroke is saved this long after it ends
@@ -52,12 +53,13 @@ SHORTCUTS = (
     ("K", "mark the label pair verified", "verify"),
     ("J", "jump to the partner (other panel)", "jump_to_partner"),
     ("O", "point mode on / off", "toggle_point_mode"),
+    ("G", "propose the gland on both sides (the Model's segmenters)", "propose_glands"),
     ("R", "reload the image pair (after a conflict: take their change)", "reload_pair"),
     ("Shift-R", "after a conflict: save yours over theirs (theirs stays in the history)", "keep_mine"),
 )
 
 
-class AnnotateWidget(QWidget):
+class AnnotateWidget(Proposals, QWidget):
     """Open a label database, walk its image pairs, paint label pairs into it."""
 
     def __init__(self, napari_viewer, session: AnnotationSession | None = None) -> None:
@@ -130,7 +132,8 @@ class AnnotateWidget(QWidget):
         layout.addLayout(_row(QLabel("Brush mm"), self.brush_mm, self.linked))
         layout.addLayout(_row(self.point_mode, QLabel("radius mm"), self.point_radius,
                               _button("Jump to partner", self.jump_to_partner)))
-        layout.addLayout(_row(self.model_dir, _button("Propose TRUS", self.propose_from_run)))
+        layout.addLayout(_row(self.model_dir, _button("Propose TRUS", self.propose_from_run),
+                              _button("Propose gland", self.propose_glands)))
         layout.addLayout(_row(_button("Accept proposal", self.accept_proposal),
                               _button("Reject", self.reject_proposal)))
         keys = QLabel("Keys: " + " · ".join(f"<b>{key}</b> {what}" for key, what, _ in SHORTCUTS))
@@ -429,55 +432,6 @@ class AnnotateWidget(QWidget):
         layer.data_setitem(where, layer.selected_label)
         self._painted(side)
         event.handled = True
-
-    # ---- model-assisted annotation ---------------------------------------------------------------
-    def propose_from_run(self) -> None:
-        """Warp the selected MR mask onto the TRUS with the trained model in the Model field (in a worker)."""
-        run = self.model_dir.text().strip()
-        if not run:
-            raise ValueError("give the run folder of a trained model first")
-
-        def propose():
-            from ..pipeline.registrator import Registrator
-
-            return self.session.propose_fixed(Registrator.from_run(run))
-
-        self.propose(propose)
-
-    def propose(self, compute) -> None:
-        """Run ``compute()`` (returning a TRUS mask) in a worker; show it in the TRUS proposal layer."""
-        self._ready()
-        self.flush()
-        wanted = (self.session.pair.id, self.session.selected)
-        if wanted[1] is None:
-            raise ValueError("select or add a label pair first")
-
-        def show(mask):
-            if (self.session.pair.id, self.session.selected) != wanted or self.loading is not None:
-                self.status.setText("proposal discarded: another label pair is selected now")
-                return
-            layer = self.workspace.layers["fixed", "proposal"]
-            layer.data = np.asarray(mask, bool).astype(np.uint16) * self.workspace.layers["fixed", "selected"].selected_label
-            layer.visible = True
-            self.status.setText(f"proposal: {int(np.count_nonzero(mask))} voxels; Accept, then correct, or Reject")
-
-        self._start(compute, done=show, what="the proposal")
-
-    def accept_proposal(self) -> None:
-        layer = self.workspace.layers.get(("fixed", "proposal"))
-        if layer is None or not layer.visible:
-            raise ValueError("no proposal to accept")
-        target = self.workspace.layers["fixed", "selected"]
-        where = np.nonzero(np.asarray(layer.data) > 0)
-        target.data_setitem(where, target.selected_label)  # undoable like a stroke
-        self.reject_proposal()
-        self.save_side("fixed")
-
-    def reject_proposal(self) -> None:
-        layer = self.workspace.layers.get(("fixed", "proposal"))
-        if layer is not None and layer.visible:
-            layer.visible = False
-            layer.data = np.zeros_like(layer.data)
 
     # ---- saving -----------------------------------------------------------------
     def _painted(self, side: str) -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from napari.utils.notifications import show_info
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
@@ -37,6 +39,14 @@ TARGETS_LAYER = "MR targets on TRUS"
 POINTS_FILTER = "Points (*.csv *.mrk.json *.json)"
 
 
+GLAND_TIPS = {
+    "none": "no gland fit: the run's registration as it is",
+    "given": "fit to the pair's own gland label pair, as a clinician's contours",
+    "predicted": "fit to the glands the run's segmenters find on both images",
+    "moving-given": "fit to the MR gland label and the TRUS gland the run segments",
+}
+
+
 class InspectWidget(QWidget):
     """Model + pair -> warped MR over TRUS, displacement, Jacobian, vectors, landmark errors."""
 
@@ -60,6 +70,13 @@ class InspectWidget(QWidget):
         self.network_weight.setToolTip("weight of the network's DDF over the located glands and gland prior; "
                                        "0: without the network, 1: the paper")
         self.runs_weight.toggled.connect(lambda own: self.network_weight.setEnabled(not own))
+        self.glands = QComboBox()
+        for choice, tip in GLAND_TIPS.items():
+            self.glands.addItem(choice)
+            self.glands.setItemData(self.glands.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
+        self.glands.setToolTip("fit the registration to the glands at its end: the pair's own gland labels "
+                               "(given), the run's segmented glands (predicted), or the MR gland label with the "
+                               "segmented TRUS gland (moving-given)")
         # clicked(bool) would hand its flag to a method that takes none
         self.register_btn = register_btn = QPushButton("Register")
         register_btn.clicked.connect(lambda: self.register())
@@ -82,6 +99,7 @@ class InspectWidget(QWidget):
         weight.addWidget(self.runs_weight)
         weight.addWidget(self.network_weight)
         form.addRow("Network weight", weight)
+        form.addRow("Gland fit", self.glands)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(register_btn)
@@ -98,6 +116,7 @@ class InspectWidget(QWidget):
             raise ValueError("give the run folder of a trained model (Model) first")
         worker = start_worker(register_for_inspection, self.model_dir.text().strip(),
                               self.db_path.text().strip() or None, self.pair_index.value(), self.weight(),
+                              self.glands.currentText(),
                               done=self.show_result, what="registration", status=self.summary)
         self.summary.setText("registering…")
         worker.start()
@@ -140,6 +159,8 @@ class InspectWidget(QWidget):
         text = f"{name}: folding voxels {meta['folding_voxels']}"
         if "tre_mm" in meta:
             text += f", landmark TRE {meta['tre_mm']:.2f} mm, gland DSC {meta['dice']:.3f}"
+        if "gland_fit" in meta:
+            text += f"\n{meta['gland_fit']}"
         self.summary.setText(text)
         self.errors.clear()
         for _data, kwargs, kind in layers:

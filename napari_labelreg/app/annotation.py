@@ -161,6 +161,15 @@ class AnnotationSession:
         registration = registrator.register(mov, fix, geometry=self.pair.convention)
         return registration.warp(moving) >= 0.5
 
+    def propose_glands(self, registrator) -> dict[str, np.ndarray]:
+        """Model-assisted annotation: the gland on both images as the run's segmenters find it, ``{"moving":
+        mask, "fixed": mask}`` on the images' grids.  Not saved: the annotator accepts, corrects or rejects it."""
+        if registrator.locator is None:
+            raise ValueError("this run has no gland segmenters (it was trained without a gland locator)")
+        precision = registrator.use.precision
+        return {side: registrator.locator.segment(volume, side, precision)
+                for side, volume in zip(("moving", "fixed"), self.images())}
+
     def rename(self, type: str | None = None, name: str | None = None) -> None:
         self.seen[self.selected] = self.db.update_label_pair(self.selected, type=type, name=name,
                                                              author=self.annotator,

@@ -71,11 +71,26 @@ def inspection_layers(registration: Registration, pair: Pair | None, *, vector_s
          {"name": "DDF (fixed -> moving, mm)", "edge_width": 0.3, "edge_color": "yellow", "visible": False,
           "axis_labels": WORLD_AXES}, "vectors"),
     ]
+    if registration.glands is not None:
+        layers += _gland_layers(registration, volume)
+        summary["gland_fit"] = registration.glands.said()
     if fixed_data is not None:
         layers.insert(0, volume(fixed_data, "image", name="TRUS image (fixed)", colormap="gray", metadata=summary))
     if labelled:
         layers += _label_layers(registration, pair, volume, names)
     return layers
+
+
+def _gland_layers(registration: Registration, volume) -> list[tuple]:
+    """The glands the registration was fitted to, as outlines on the TRUS: the TRUS gland and the MR gland warped."""
+    glands = registration.glands
+    warped = registration.warp(glands.moving) >= 0.5
+    return [
+        volume(glands.fixed.astype(np.uint8), "labels", name=f"TRUS gland fitted to ({glands.sources[1]})",
+               opacity=0.9, metadata={"outline": True}),
+        volume(warped.astype(np.uint8) * 2, "labels", name=f"warped MR gland ({glands.sources[0]})", opacity=0.9,
+               metadata={"outline": True}),
+    ]
 
 
 def _label_layers(registration: Registration, pair: Pair, volume, names: list[str] | None) -> list[tuple]:
@@ -101,10 +116,11 @@ def _label_layers(registration: Registration, pair: Pair, volume, names: list[st
 
 
 def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int = 0,
-                            network_weight: float | None = None):
+                            network_weight: float | None = None, glands: str = "none"):
     """(registration, pair, layer tuples) for pair ``pair_index`` of a database (a phantom when None).
 
     ``network_weight``: of the network's DDF over the located glands and prior (None: the run's).
+    ``glands``: what the registration is fitted to at its end (``Registrator.register_pair``'s).
     """
     if db_path:
         from ..database import LabelDB
@@ -121,5 +137,5 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
         from ..core.phantom import make_phantom
 
         pair, names = make_phantom(1000 + pair_index).pair, None
-    registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair)
+    registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair, glands=glands)
     return registration, pair, inspection_layers(registration, pair, names=names)

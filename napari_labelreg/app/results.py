@@ -7,9 +7,12 @@
 ``warped.nii.gz``           the moving image on the fixed grid.
 ``warped_labels.nii.gz``    with moving labels: them warped and thresholded at 0.5 (3-D, or a 4-D stack).
 ``inverse_ddf.nii.gz``      with ``--inverse``: moving world -> fixed world, on the moving grid.
+``moving_gland.nii.gz``     with a gland fit: the glands it fitted to (the MR's on the moving grid, the TRUS's
+``fixed_gland.nii.gz``      on the fixed grid), given or predicted, to check and correct.
 ``registration.json``       the initial correspondence (4x4, fixed world -> moving world, applied after the
-                            deformation), the moving grid, and the files registered: what the napari reader
-                            needs to show the same layers as the Inspect widget.
+                            deformation), the moving grid, the files registered, and with a gland fit where
+                            each gland came from (given or predicted) and the gland Dice before and after the
+                            fit: what the napari reader needs to show the same layers as the Inspect widget.
 ==========================  =================================================================================
 """
 
@@ -28,6 +31,7 @@ from ..pipeline.registrator import Registration
 
 DDF_FILE, WARPED_FILE, WARPED_LABELS_FILE = "ddf.nii.gz", "warped.nii.gz", "warped_labels.nii.gz"
 INVERSE_FILE, RECORD_FILE = "inverse_ddf.nii.gz", "registration.json"
+GLAND_FILES = ("moving_gland.nii.gz", "fixed_gland.nii.gz")  # the glands fitted to, given or predicted
 FORMAT = 1
 
 
@@ -58,6 +62,13 @@ def export_registration(registration: Registration, folder: str | os.PathLike,
         "moving_grid": {"shape": list(registration.moving.shape), "affine": registration.moving.affine.tolist()},
         **{key: str(Path(path).resolve()) if path else None for key, path in (sources or {}).items()},
     }
+    glands = registration.glands
+    if glands is not None:  # the glands the registration was fitted to, as files beside it, and where they came from
+        save_volume(folder / GLAND_FILES[0], glands.moving.astype(np.uint8), registration.moving)
+        save_volume(folder / GLAND_FILES[1], glands.fixed.astype(np.uint8), registration.fixed)
+        written += [folder / name for name in GLAND_FILES]
+        record["glands"] = {"moving": glands.sources[0], "fixed": glands.sources[1],
+                            "dice_before_fit": round(glands.dice_before, 4), "dice_after_fit": round(glands.dice_after, 4)}
     atomic_write(folder / RECORD_FILE, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1), encoding="utf-8"))
     return [*written, folder / RECORD_FILE]
 

@@ -106,6 +106,8 @@ def cmd_register(args) -> None:
     written = export_registration(result, args.out, labels, inverse=args.inverse,
                                   sources={"moving": args.moving, "fixed": args.fixed, "model": args.model,
                                            "moving_gland": args.moving_gland, "fixed_gland": args.fixed_gland})
+    if result.glands is not None:
+        print(result.glands.said())
     print(f"wrote {', '.join(p.name for p in written)} to {args.out}")
 
 
@@ -121,20 +123,21 @@ def _register(args):
 
 
 def _given_glands(args, pair):
-    """``--moving-gland`` and ``--fixed-gland`` read on their images' grids (None when neither is given)."""
+    """The glands to fit to: ``--moving-gland`` and ``--fixed-gland`` read on their images' grids, a side not
+    given None (the run segments it); None when neither is given and ``--glands`` is none (no fit)."""
     from ..core.io import load_labels
 
     given = getattr(args, "moving_gland", None), getattr(args, "fixed_gland", None)
-    if given == (None, None):
+    if given == (None, None) and getattr(args, "glands", "none") == "none":
         return None
-    if None in given:
-        missing = "--fixed-gland" if given[1] is None else "--moving-gland"
-        raise DataError(f"{missing} is missing: the gland fit needs the gland on both images")
     masks = []
-    for path, volume in zip(given, (pair.moving, pair.fixed)):
-        stack = load_labels(path, volume.grid)  # refuses another grid, a non-binary mask and an empty one
+    for path, volume, option in zip(given, (pair.moving, pair.fixed), ("--moving-gland", "--fixed-gland")):
+        if path is None:
+            masks.append(None)
+            continue
+        stack = load_labels(path, volume.grid, what=option)  # refuses another grid, a non-binary mask, an empty one
         if len(stack) != 1:
-            raise DataError(f"{path}: holds {len(stack)} labels; give the gland alone, as a 3-D mask")
+            raise DataError(f"{option} {path}: holds {len(stack)} labels; give the gland alone, as a 3-D mask")
         masks.append(stack[0])
     return tuple(masks)
 
@@ -153,6 +156,8 @@ def cmd_map_points(args) -> None:
         registration = read_registration(args.registration)[0]
     elif args.model and args.moving and args.fixed:
         registration = _register(args)[0]
+        if registration.glands is not None:
+            print(registration.glands.said())
     else:
         raise DataError("map-points needs --model, --moving and --fixed (or a register output --registration)")
     notes: list[str] = []
@@ -181,12 +186,11 @@ def cmd_evaluate(args) -> None:
     if args.model:
         reg = Registrator.from_run(args.model, device=args.device, network_weight=args.network_weight)
         geometry = say_geometry("evaluate", chosen_geometry(args, names, reg.config.geometry))
-        given = args.glands == "given"
-        register = lambda p: reg.register_pair(p, geometry=geometry, glands=given)  # noqa: E731
+        register = lambda p: reg.register_pair(p, geometry=geometry, glands=args.glands)  # noqa: E731
         _warn_if_trained_on(Path(args.model), names)
     else:
         if args.glands != "none":
-            raise DataError("--glands given fits a model's registration to the glands: give --model too")
+            raise DataError(f"--glands {args.glands} fits a model's registration to the glands: give --model too")
         geometry = say_geometry("evaluate", chosen_geometry(args, names))
         register = lambda p: identity_registration(p.moving, p.fixed, geometry)  # noqa: E731
     with tqdm(total=len(names), unit="pair") as bar:

@@ -12,7 +12,8 @@ from ..core.io import DataError
 from .annotate import cmd_annotate
 from .commands import cmd_demo, cmd_evaluate, cmd_map_points, cmd_register, cmd_train
 from .db import add_db_commands
-from .options import pair_source, training_options
+from ..config import GLAND_CHOICES
+from .options import GLANDS_HELP, pair_source, training_options
 from .study import add_baseline_command, add_study_commands
 
 
@@ -23,6 +24,18 @@ def _registration_options(p: argparse.ArgumentParser) -> None:
                    help="weight of the network's DDF on top of the located glands and gland prior (default: the "
                         "run's; 0: without the network)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda... (default auto)")
+
+
+def _gland_options(p: argparse.ArgumentParser) -> None:
+    """register's and map-points's: glands to fit the registration to, given or predicted."""
+    p.add_argument("--moving-gland", metavar="MASK", help="the MR gland, a mask on the moving image's grid: the "
+                   "registration ends by fitting the warped MR gland to the TRUS one (without --fixed-gland, the run "
+                   "segments the TRUS gland)")
+    p.add_argument("--fixed-gland", metavar="MASK", help="the TRUS gland, a mask on the fixed image's grid (without "
+                   "--moving-gland, the run segments the MR gland)")
+    p.add_argument("--glands", choices=("none", "predicted"), default="none",
+                   help="predicted: fit to the glands the run segments on both images, where no mask is given "
+                        "(default none: no fit unless a gland is given)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--moving", required=True)
     p.add_argument("--fixed", required=True)
     p.add_argument("--moving-labels", help="3-D mask or 4-D label stack on the moving image to warp too")
-    p.add_argument("--moving-gland", metavar="MASK", help="the MR gland, a mask on the moving image's grid (with "
-                   "--fixed-gland): the registration ends by fitting the warped MR gland to the TRUS one")
-    p.add_argument("--fixed-gland", metavar="MASK", help="the TRUS gland, a mask on the fixed image's grid")
+    _gland_options(p)
     p.add_argument("--inverse", action="store_true",
                    help="also write inverse_ddf.nii.gz: moving world -> fixed world, on the moving grid")
     p.add_argument("--out", required=True, help="output folder (ddf.nii.gz maps fixed world points to the moving "
@@ -61,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--points", required=True, help="CSV (a header naming columns x,y,z or r,a,s in RAS mm, or l,p,s "
                    "in LPS mm; a label column kept) or 3D Slicer markups .mrk.json, in world mm of the image they are "
                    "on; a point the registration does not cover refuses the file, by label")
+    _gland_options(p)
     p.add_argument("--to", required=True, choices=("fixed", "moving"),
                    help="fixed: points on the moving image (MR targets) onto the fixed one; moving: the other way")
     p.add_argument("--out", required=True, help="CSV (label, x, y, z RAS mm, residual_mm) or .mrk.json (LPS)")
@@ -71,10 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="run folder; omitted: the initial correspondence alone")
     pair_source(p)
     p.add_argument("--pairs", nargs="+", metavar="NAME", help="only these pairs (default: all that pass the filters)")
-    p.add_argument("--glands", choices=("none", "given"), default="none",
-                   help="given: each pair's own gland labels are fitted after the model's registration, as a "
-                        "clinician's contours would be (the TRE is of the other labels only, and the gland Dice "
-                        "is then of the glands the fit was given); default none")
+    p.add_argument("--glands", choices=GLAND_CHOICES, default="none", help=GLANDS_HELP)
     p.add_argument("--out", required=True, help="per-pair CSV")
     _registration_options(p)
     p.set_defaults(func=cmd_evaluate)

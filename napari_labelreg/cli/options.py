@@ -12,6 +12,11 @@ from ..database.schema import LABEL_TYPES
 from ..core.geometry import CONVENTIONS
 from ..core.io import DataError
 
+GLANDS_HELP = ("fit each registration to the glands at the end: given, each pair's own gland labels, as a "
+               "clinician's contours would be (the TRE is then of the other labels only, and the gland Dice of the "
+               "glands the fit was given); predicted, the run's segmented glands; moving-given, the MR gland label "
+               "and the segmented TRUS gland; default none")
+
 
 def preset_value(name: str, path: str):
     """A preset's setting by its path: ``"model.width"`` of its TrainConfig, ``"use.network_weight"`` of its use."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from ..core.geometry import CONVENTIONS
 from ..core.io import DataError
-from .options import GEOMETRY_HELP, consensus_option
+from ..config import GLAND_CHOICES
+from .options import GEOMETRY_HELP, GLANDS_HELP, consensus_option
 
 
 def add_study_commands(sub, training_options) -> None:
@@ -23,6 +25,7 @@ def add_study_commands(sub, training_options) -> None:
     p.add_argument("--statuses", nargs="+", choices=("complete", "verified"))
     p.add_argument("--annotators", nargs="+")
     consensus_option(p)
+    p.add_argument("--glands", choices=GLAND_CHOICES, default="none", help=GLANDS_HELP)
     training_options(p)
     p.set_defaults(func=cmd_crossval)
 
@@ -68,7 +71,8 @@ def cmd_crossval(args) -> None:
         if not 0 <= k < len(folds):
             raise DataError(f"--fold {k}: folds are numbered 0..{len(folds) - 1}")
         print(f"fold {k}: {len(folds[k])} test pairs, {len(pairs) - len(folds[k])} training pairs")
-        drive(run_fold(pairs, folds, k, config, out, use=use_from_args(args), evaluate=evaluate_run,
+        evaluate = partial(evaluate_run, glands=args.glands)
+        drive(run_fold(pairs, folds, k, config, out, use=use_from_args(args), evaluate=evaluate,
                        device=args.device), config)
     results = collect(out)
     name = args.name or f"network, {config.model.variant} variant"

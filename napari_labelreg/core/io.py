@@ -387,15 +387,18 @@ def check_mask(mask: np.ndarray, what: str) -> np.ndarray:
     return mask
 
 
-def load_labels(path: str | os.PathLike, grid: Grid | None = None) -> np.ndarray:
+def load_labels(path: str | os.PathLike, grid: Grid | None = None, what: str | None = None) -> np.ndarray:
     """Read a 3-D mask or a stack of masks as bool ``(M, I, J, K)``.
 
     A stack is a 4-D NIfTI, NRRD or MetaImage ``(I, J, K, M)``, or an ``M``-component NRRD or
     MetaImage (what :func:`save_volume` writes for a 4-D array); label ``m`` is its last index ``m``.
+    ``what``: what the file is to the user (an option, say), named before it in errors.
     """
+    name = f"{what} {path}" if what else str(path)
+
     def check(shape):
         if len(shape) not in (3, 4):
-            raise DataError(f"{path}: expected a 3-D mask or a 4-D label stack, got shape {shape}")
+            raise DataError(f"{name}: expected a 3-D mask or a 4-D label stack, got shape {shape}")
 
     fmt = _format(_checked_path(path))
     if fmt == "NIfTI":
@@ -404,8 +407,10 @@ def load_labels(path: str | os.PathLike, grid: Grid | None = None) -> np.ndarray
         data = _load_sitk(Path(path), fmt, lambda dims, comps, shape: check(shape))[0]
     stack = data[None] if data.ndim == 3 else np.moveaxis(data, -1, 0)
     if grid is not None and stack.shape[1:] != grid.shape:
-        raise DataError(f"{path}: label shape {stack.shape[1:]} differs from its image's {grid.shape}")
-    return np.stack([check_mask(m, f"{path} label {i}") for i, m in enumerate(stack)])
+        raise DataError(f"{name}: label shape {stack.shape[1:]} differs from its image's {grid.shape}")
+    if data.ndim == 3:
+        return check_mask(stack[0], name)[None]
+    return np.stack([check_mask(m, f"{name} label {i}") for i, m in enumerate(stack)])
 
 
 def load_pair(

@@ -61,8 +61,10 @@ def validator(pairs: list[Pair]):
     return validate
 
 
-def evaluate_run(run_dir, pairs: list[Pair]) -> pd.DataFrame:
-    """Per-pair scores of the model in ``run_dir`` on ``pairs``."""
+def evaluate_run(run_dir, pairs: list[Pair], glands: str = "none") -> pd.DataFrame:
+    """Per-pair scores of the model in ``run_dir`` on ``pairs``, fitted to the ``glands`` of
+    :meth:`~napari_labelreg.pipeline.registrator.Registrator.register_pair`."""
     from ..pipeline.registrator import Registrator
 
-    return evaluate(Registrator.from_run(run_dir).register_pair, pairs)
+    registrator = Registrator.from_run(run_dir)
+    return evaluate(lambda pair: registrator.register_pair(pair, glands=glands), pairs)

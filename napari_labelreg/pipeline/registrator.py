@@ -13,10 +13,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import InferenceConfig, TrainConfig
+from ..config import GLAND_CHOICES, InferenceConfig, TrainConfig
 from ..core import transform
 from ..core.geometry import Grid, fixed_to_moving, warp
 from ..core.io import DataError, Pair, Volume
+from ..core.metrics import dice
 from ..nn.device import pick_device, pick_precision
 from ..nn.threads import CoreShare
 from .checkpoint import load_checkpoint, run_checkpoint
@@ -38,6 +39,7 @@ class Registration:
     moving: Grid
     matrix: np.ndarray
     warped: np.ndarray
+    glands: "FittedGlands | None" = None
 
     def warp(self, volume: np.ndarray) -> np.ndarray:
         """Warp another moving-grid volume (e.g. a label) onto the fixed grid; soft."""
@@ -71,6 +73,24 @@ class Registration:
         if to == "fixed":
             return transform.to_fixed(self.ddf_mm, self.fixed, self.initial, points_mm)
         raise ValueError(f"to must be 'moving' or 'fixed', got {to!r}")
+
+
+@dataclass(frozen=True)
+class FittedGlands:
+    """The glands a registration was fitted to (:class:`~.stages.Fit`): bool masks on the moving and fixed
+    images' grids, where each came from (``"given"`` or ``"predicted"`` by the run's segmenters), and the
+    gland Dice on the fixed grid before and after the fit."""
+
+    moving: np.ndarray
+    fixed: np.ndarray
+    sources: tuple[str, str]
+    dice_before: float
+    dice_after: float
+
+    def said(self) -> str:
+        """One line: where the glands came from and the gland Dice the fit brought."""
+        return (f"gland fit: MR gland {self.sources[0]}, TRUS gland {self.sources[1]}; gland Dice "
+                f"{self.dice_before:.3f} before the fit, {self.dice_after:.3f} after")
 
 
 class Registrator:
@@ -121,12 +141,14 @@ class Registrator:
         return cls(stages, state["config"], use)
 
     def register(self, moving: Volume, fixed: Volume, *, geometry: str | None = None,
-                 glands: tuple[np.ndarray, np.ndarray] | None = None) -> Registration:
+                 glands: tuple[np.ndarray | None, np.ndarray | None] | None = None) -> Registration:
         """Register ``moving`` to ``fixed`` (the run's geometry unless told otherwise).
 
         ``glands``: the moving and the fixed gland masks on their images' grids; the registration then ends
-        with a :class:`~.stages.Fit` to them.  A constant image (no contrast: nothing to register) is refused
-        with :class:`DataError`, a gland mask that is empty or on another grid than its image too.
+        with a :class:`~.stages.Fit` to them.  A side given as None is predicted by the run's segmenters (its
+        Locate stage), and the start brings the two glands' centroids together.  A constant image (no
+        contrast: nothing to register) is refused with :class:`DataError`, a gland mask that is empty or on
+        another grid than its image too.
         """
         for volume, side in ((moving, "moving"), (fixed, "fixed")):
             if volume.data.size and float(volume.data.min()) == float(volume.data.max()):
@@ -134,27 +156,51 @@ class Registrator:
                                 "a constant image has nothing to register")
         self._share()
         start = Estimate.start(moving, fixed, geometry or self.config.geometry, self.config.spacing_mm)
-        estimate = start
-        stages = self.stages if glands is None else [*self.stages, Fit(*_checked_glands(glands, moving, fixed))]
+        stages = self.stages
+        if glands is not None:
+            glands = _checked_glands(glands, moving, fixed)
+            if any(mask is None for mask in glands) and self.locator is None:
+                raise DataError("this run has no gland segmenters (it was trained without a gland locator): give "
+                                "both glands to fit to")
+            start, stages = replace(start, glands=glands), [*stages, Fit()]
+        estimate = before_fit = start
         for stage in stages:
+            if isinstance(stage, Fit):
+                before_fit = estimate
             estimate = stage.apply(moving, fixed, estimate, self.use)
         ddf_mm = estimate.ddf_mm(fixed.grid)
         warped = warp(moving.data, fixed.grid, moving.grid, start.matrix, ddf_mm)
-        return Registration(ddf_mm, fixed.grid, moving.grid, start.matrix, warped)
+        fitted = None
+        if glands is not None:
+            moving_gland, fixed_gland = estimate.glands
+            before, after = (warp(moving_gland.astype(np.float32), fixed.grid, moving.grid, start.matrix, ddf) >= 0.5
+                             for ddf in (before_fit.ddf_mm(fixed.grid), ddf_mm))
+            sources = tuple("predicted" if mask is None else "given" for mask in glands)
+            fitted = FittedGlands(moving_gland, fixed_gland, sources, dice(before, fixed_gland), dice(after, fixed_gland))
+        return Registration(ddf_mm, fixed.grid, moving.grid, start.matrix, warped, fitted)
 
-    def register_pair(self, pair: Pair, *, geometry: str | None = None, glands: bool = False) -> Registration:
-        """Register a pair; ``glands``: fitted to its own gland labels at the end (:attr:`Pair.gland_index`)."""
-        if glands and not pair.num_labels:
-            raise DataError(f"{pair.name}: no gland label to fit to")
-        g = pair.gland_index
-        given = (pair.moving_labels[g], pair.fixed_labels[g]) if glands else None
+    def register_pair(self, pair: Pair, *, geometry: str | None = None, glands: str = "none") -> Registration:
+        """Register a pair; ``glands`` (:data:`GLAND_CHOICES`): ``"given"`` fits it to its own gland labels at
+        the end (:attr:`Pair.gland_index`), ``"predicted"`` to the run's segmented glands, ``"moving-given"`` to
+        its moving gland label and the segmented fixed gland (the MR contoured at planning), ``"none"`` not."""
+        if glands not in GLAND_CHOICES:
+            raise ValueError(f"glands must be one of {', '.join(GLAND_CHOICES)}, got {glands!r}")
+        given = None if glands == "none" else (None, None)
+        if glands in ("given", "moving-given"):
+            if not pair.num_labels:
+                raise DataError(f"{pair.name}: no gland label to fit to")
+            g = pair.gland_index
+            given = (pair.moving_labels[g], pair.fixed_labels[g] if glands == "given" else None)
         return self.register(pair.moving, pair.fixed, geometry=geometry, glands=given)
 
 
-def _checked_glands(glands, moving: Volume, fixed: Volume) -> tuple[np.ndarray, np.ndarray]:
-    """The two gland masks as bool arrays, each on its image's grid and not empty."""
+def _checked_glands(glands, moving: Volume, fixed: Volume) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The two gland masks as bool arrays, each on its image's grid and not empty (a None side stays None)."""
     checked = []
     for mask, volume, side in zip(glands, (moving, fixed), ("moving", "fixed")):
+        if mask is None:
+            checked.append(None)
+            continue
         mask = np.asarray(mask)
         if mask.shape != volume.grid.shape:
             raise DataError(f"the {side} gland mask's shape {mask.shape} differs from the {side} image's "

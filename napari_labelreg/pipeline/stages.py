@@ -28,12 +28,13 @@ import torch
 from torch import nn
 
 from ..config import InferenceConfig, ModelConfig, TrainConfig
-from ..core.geometry import Grid, ddf_voxels_to_mm, fixed_to_moving, resample_field, translation
-from ..core.io import Pair, Volume
+from ..core.geometry import Grid, centroid_shift, ddf_voxels_to_mm, fixed_to_moving, resample_field, translation
+from ..core.io import DataError, Pair, Volume
+from ..core.metrics import centroid_mm
 from ..nn.device import autocast, fast_layout, to_host
 from ..nn.fit import FitConfig, fit_glands
 from ..nn.grid import network_grid, normalise
-from ..nn.locator import SPACING_MM, GlandLocator
+from ..nn.locator import SIDES, SPACING_MM, GlandLocator
 from ..nn.networks import build_model
 from ..nn.prior import CONTROL_POINTS, HALF_WIDTH_MM, GlandPrior
 from ..nn.threads import CoreShare
@@ -70,7 +71,9 @@ class Estimate:
     ``matrix``: the initial correspondence, then the located translation ``shift_mm`` (world mm along
     the fixed axes; added back to the DDF at the end).  ``ddf``: ``(1, 3, *grid.shape)`` displacement
     on top of ``matrix`` in registration-grid voxels, None while it is zero.  ``gland_mm``: the fixed
-    gland's centroid (world mm) once located.
+    gland's centroid (world mm) once located.  ``glands``: the moving and fixed gland masks (bool, on their
+    images' grids) when the registration is fitted to them (:class:`Fit`); a side still None is predicted by
+    the :class:`Locate` stage.
     """
 
     matrix: np.ndarray
@@ -79,6 +82,7 @@ class Estimate:
     shift_mm: np.ndarray = field(default_factory=lambda: np.zeros(3))
     ddf: torch.Tensor | None = None
     gland_mm: np.ndarray | None = None
+    glands: tuple[np.ndarray | None, np.ndarray | None] | None = None
 
     @classmethod
     def start(cls, moving: Volume, fixed: Volume, geometry: str, spacing_mm: float | None) -> "Estimate":
@@ -273,9 +277,26 @@ class Locate(Stage):
                                  settle)
 
     def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
-        shift, gland_mm = self.locator.start(moving, fixed, estimate.matrix, use.precision)
+        """The located glands' centroids brought together.  When the registration is to be fitted to the glands
+        (``estimate.glands``), a side not given is segmented on its image's grid, and the centroids are those
+        of the two masks: a given gland's own, as the network trained from."""
+        if estimate.glands is None:
+            shift, gland_mm = self.locator.start(moving, fixed, estimate.matrix, use.precision)
+            glands = None
+        else:
+            glands = tuple(self._segmented(volume, side, use.precision) if mask is None else mask
+                           for mask, volume, side in zip(estimate.glands, (moving, fixed), SIDES))
+            centres = centroid_mm(glands[0], moving.grid), centroid_mm(glands[1], fixed.grid)
+            shift, gland_mm = centroid_shift(*centres, moving.grid, fixed.grid, estimate.matrix), centres[1]
         return replace(estimate, matrix=estimate.matrix @ translation(fixed.grid, shift),
-                       shift_mm=estimate.shift_mm + shift, gland_mm=gland_mm)
+                       shift_mm=estimate.shift_mm + shift, gland_mm=gland_mm, glands=glands)
+
+    def _segmented(self, volume: Volume, side: str, precision: str) -> np.ndarray:
+        mask = self.locator.segment(volume, side, precision)
+        if not mask.any():
+            raise DataError(f"{volume.source or f'the {side} image'}: the run's {side} gland segmenter found no "
+                            f"gland there; give the {side} gland")
+        return mask
 
     def ready(self, device: torch.device, precision: str) -> "Locate":
         self.locator = fast_layout(self.locator.to(device).eval(), precision)
@@ -413,24 +434,27 @@ class Refine(Stage):
 
 
 class Fit(Stage):
-    """Fit the registration so far to the two glands, given as masks on the images' own grids: a smooth field
-    added on top (:mod:`napari_labelreg.nn.fit`).  It learns nothing; it is made for each registration."""
+    """Fit the registration so far to the two glands of ``estimate.glands`` (masks on the images' own grids,
+    given or segmented by :class:`Locate`): a smooth field added on top (:mod:`napari_labelreg.nn.fit`).  It
+    learns nothing; it is made for each registration."""
 
     name = "fit"
     needs = 0
 
-    def __init__(self, moving_gland: np.ndarray, fixed_gland: np.ndarray, config: FitConfig = FitConfig()) -> None:
+    def __init__(self, config: FitConfig = FitConfig()) -> None:
         super().__init__()
         self.config = config
-        self.moving_gland, self.fixed_gland = moving_gland, fixed_gland
 
     def apply(self, moving: Volume, fixed: Volume, estimate: Estimate, use: InferenceConfig) -> Estimate:
+        if estimate.glands is None or any(mask is None for mask in estimate.glands):
+            raise ValueError("the gland fit needs both glands: give them, or predict them with a Locate stage first")
+        moving_gland, fixed_gland = estimate.glands
         grid = estimate.grid
         to_moving = torch.as_tensor(estimate.matrix @ estimate.net_to_fixed, dtype=torch.float32)[None]
         to_fixed = torch.as_tensor(estimate.net_to_fixed, dtype=torch.float32)[None]
-        fixed_gland = sample(torch.as_tensor(self.fixed_gland, dtype=torch.float32)[None, None],
+        fixed_gland = sample(torch.as_tensor(fixed_gland, dtype=torch.float32)[None, None],
                              moving_coordinates(to_fixed, grid.shape))
-        added = fit_glands(torch.as_tensor(self.moving_gland, dtype=torch.float32)[None, None], fixed_gland,
+        added = fit_glands(torch.as_tensor(moving_gland, dtype=torch.float32)[None, None], fixed_gland,
                            to_moving, estimate.ddf, grid.spacing, self.config)
         return estimate.plus(added)
 
