@@ -40,8 +40,12 @@ def centroid(pair: Pair, geometry: str = "centred") -> Registration:
 
 
 def ffd(pair: Pair, metric: str, geometry: str = "centred", *, grid_mm: float = 20.0, iterations: int = 100,
-        seed: int = 0) -> Registration:
-    """B-spline FFD on intensities with SimpleITK, from the gland-centroid alignment."""
+        seed: int = 0, volumes: tuple[np.ndarray, np.ndarray] | None = None) -> Registration:
+    """B-spline FFD on intensities with SimpleITK, from the gland-centroid alignment.
+
+    ``volumes``: (moving, fixed) arrays on the images' grids to register instead of the images (the glands,
+    say); the warped image is still the moving image's.
+    """
     import SimpleITK as sitk
 
     matrix = fixed_to_moving(pair.fixed.grid, pair.moving.grid, geometry)
@@ -57,9 +61,10 @@ def ffd(pair: Pair, metric: str, geometry: str = "centred", *, grid_mm: float = 
         img.SetOrigin([float(o) for o in origin])
         return img
 
-    fixed = image(pair.fixed.data, sf, (0, 0, 0))
+    moving_data, fixed_data = volumes if volumes is not None else (pair.moving.data, pair.fixed.data)
+    fixed = image(fixed_data, sf, (0, 0, 0))
     # fixed voxel p sits at sf * p; moving voxel q = scale * p + shift sits at the same point
-    moving = image(pair.moving.data, sf / scale, -sf * shift / scale)
+    moving = image(moving_data, sf / scale, -sf * shift / scale)
     start = centroid_shift_mm(pair, matrix)
     start_axes = np.linalg.solve(pair.fixed.grid.affine[:3, :3], start) * sf  # mm along the array axes
     initial = sitk.TranslationTransform(3, [float(v) for v in start_axes])
