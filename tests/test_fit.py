@@ -74,6 +74,8 @@ def test_register_with_both_glands_fits_them_and_records_them(trained_run, gland
     ("empty", "mask is empty"),
     ("not binary", "mask is not binary"),
     ("one side", "this run has no gland segmenters"),
+    ("moved", "its header places it elsewhere than the moving image (first voxel 30 mm away)"),
+    ("resized", "its header places it elsewhere than the moving image (voxel size (1, 1, 1) mm against (2, 2, 2))"),
 ])
 def test_a_bad_gland_is_refused_in_one_line(trained_run, glands, tmp_path, how, words, capsys):
     moving = glands / "moving_gland.nii.gz"
@@ -87,6 +89,16 @@ def test_a_bad_gland_is_refused_in_one_line(trained_run, glands, tmp_path, how, 
         moving = bad
     elif how == "not binary":
         io.save_volume(bad, io.load_labels(moving)[0].astype(np.uint8) * 2, grid)
+        moving = bad
+    elif how in ("moved", "resized"):  # the right shape, another place: a mask of another series
+        from napari_labelreg.core.geometry import Grid
+
+        affine = grid.affine.copy()
+        if how == "moved":
+            affine[:3, 3] += [30.0, 0.0, 0.0]
+        else:
+            affine[:3, :3] /= 2.0
+        io.save_volume(bad, io.load_labels(moving)[0].astype(np.uint8), Grid(grid.shape, affine))
         moving = bad
     args = ["register", "--model", str(trained_run), "--moving", str(glands / "moving_images/obs000.nii.gz"),
             "--fixed", str(glands / "fixed_images/obs000.nii.gz"), "--moving-gland", str(moving),
@@ -174,6 +186,7 @@ def test_a_gland_not_given_is_predicted_and_recorded(located_run, glands, oracle
     assert oracle == ["fixed"]  # the MR gland was given: only the TRUS gland is segmented
     said = capsys.readouterr().out
     assert "gland fit: MR gland given, TRUS gland predicted; gland Dice " in said
+    assert "(with the predicted gland: how well the fit followed it, not how accurate it is; check it)" in said
     record = json.loads((out / "registration.json").read_text())
     assert record["glands"]["moving"] == "given" and record["glands"]["fixed"] == "predicted"
     assert record["glands"]["dice_after_fit"] > 0.9 and record["glands"]["dice_after_fit"] > record["glands"][

@@ -135,11 +135,31 @@ def _given_glands(args, pair):
         if path is None:
             masks.append(None)
             continue
-        stack = load_labels(path, volume.grid, what=option)  # refuses another grid, a non-binary mask, an empty one
+        stack = load_labels(path, volume.grid, what=option)  # refuses another shape, a non-binary mask, an empty one
         if len(stack) != 1:
-            raise DataError(f"{option} {path}: holds {len(stack)} labels; give the gland alone, as a 3-D mask")
+            raise DataError(f"{option} {path}: holds {len(stack)} labels; give the gland alone, as a 3-D mask "
+                            "(in this tool's label stacks, the gland is label 0)")
+        _same_place(path, option, volume)
         masks.append(stack[0])
     return tuple(masks)
+
+
+def _same_place(path, option: str, volume) -> None:
+    """Refuse a mask whose header puts its voxels elsewhere than its image's (another series of the same size)."""
+    import numpy as np
+
+    from ..core.io import load_volume
+
+    grid = load_volume(path).grid
+    if np.allclose(grid.affine, volume.grid.affine, atol=1e-3):
+        return
+    side = "moving" if option == "--moving-gland" else "fixed"
+    moved = float(np.linalg.norm(grid.affine[:3, 3] - volume.grid.affine[:3, 3]))
+    spacing = ", ".join(f"{s:g}" for s in grid.spacing), ", ".join(f"{s:g}" for s in volume.grid.spacing)
+    differs = (f"voxel size ({spacing[0]}) mm against ({spacing[1]})" if spacing[0] != spacing[1] else
+               f"first voxel {moved:.3g} mm away" if moved > 1e-3 else "axes in other directions")
+    raise DataError(f"{option} {path}: its header places it elsewhere than the {side} image ({differs}); a gland "
+                    "is given on its own image's grid")
 
 
 def cmd_map_points(args) -> None:

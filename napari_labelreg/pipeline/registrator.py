@@ -89,8 +89,11 @@ class FittedGlands:
 
     def said(self) -> str:
         """One line: where the glands came from and the gland Dice the fit brought."""
-        return (f"gland fit: MR gland {self.sources[0]}, TRUS gland {self.sources[1]}; gland Dice "
+        line = (f"gland fit: MR gland {self.sources[0]}, TRUS gland {self.sources[1]}; gland Dice "
                 f"{self.dice_before:.3f} before the fit, {self.dice_after:.3f} after")
+        if "predicted" in self.sources:  # the Dice is with the glands fitted to: a predicted one is no truth
+            line += " (with the predicted gland: how well the fit followed it, not how accurate it is; check it)"
+        return line
 
 
 class Registrator:
