@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import torch
 
 from napari_labelreg.evaluation.baselines import centroid
 from napari_labelreg.cli import build_parser, config_from_args, use_from_args
@@ -29,6 +32,14 @@ from napari_labelreg.core.io import list_folder_pairs
 from napari_labelreg.evaluation.statistics import paired_wilcoxon
 from napari_labelreg.pipeline.train import train
 from napari_labelreg.nn.device import launched_rank
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mrus_prostate"
 
@@ -64,6 +75,10 @@ def main() -> None:
     if rank != 0:
         return
     print(f"trained {', '.join(f'{k} {n} steps' for k, n in steps.items())} in {(time.time() - t0) / 60:.1f} min")
+    # minutes buy steps by the machine: a learning curve's point says which (learning_curve.py reads it)
+    (Path(args.out) / "machine.json").write_text(json.dumps({"cpu": cpu_model(), "torch_capability":
+                                                             torch.backends.cpu.get_cpu_capability(),
+                                                             "threads": torch.get_num_threads(), "steps": steps}))
 
     test = folder_pairs(args.data, test_names)
     reg = Registrator.from_run(args.out)

@@ -10,11 +10,11 @@ Each run's held-out pairs (every 4th from ``--test-offset``, as accuracy.py held
 - (e) ``fit-alone``: the fit from the gland-centroid start (the test labels), no network, on the run's grid;
 - ``centroid``: the gland-centroid alignment (the test labels), the reference every row is paired against.
 
-Each row's per-pair scores (and seconds per registration) go to ``RUN/heldout_<row>.csv`` (read back on a
-later call unless ``--again``); then every run's and
-the pooled (seed, pair) paired Wilcoxon tests against the reference, (a) against (e) and (c) against (d).  Last,
-each segmenter's Dice and 95th-percentile Hausdorff distance (mm; MONAI's, as an independent peer) against the
-gland labels, per modality, on the images' own grids.
+Each row's per-pair scores (and seconds per registration) go to ``RUN/heldout_<row>.csv``, read back on a later
+call unless ``--again``; then every run's and the pooled (seed, pair) paired Wilcoxon tests against the
+reference, (a) against (e) and (c) against (d).  Last, each segmenter's Dice and 95th-percentile Hausdorff
+distance (mm; MONAI's, as an independent peer) against the gland labels, per modality, on the images' own grids
+(kept in ``RUN/heldout_segmenters.csv`` alike).  ``learning_curve.py`` tabulates these files over budgets.
 """
 
 from __future__ import annotations
@@ -91,7 +91,10 @@ def hd95(a: np.ndarray, b: np.ndarray, spacing) -> float:
     return float(compute_hausdorff_distance(as_batch(a), as_batch(b), percentile=95, spacing=list(spacing))[0, 0])
 
 
-def segmenters(run: Path, pairs) -> pd.DataFrame:
+def segmenters(run: Path, pairs, again: bool = False) -> pd.DataFrame:
+    path = run / "heldout_segmenters.csv"
+    if path.is_file() and not again:
+        return pd.read_csv(path)
     locator = Registrator.from_run(run).locator
     rows = []
     for pair in pairs:
@@ -100,7 +103,9 @@ def segmenters(run: Path, pairs) -> pd.DataFrame:
             mask = locator.segment(volume, "moving" if side == "MR" else "fixed")
             rows.append({"pair": pair.name, "side": side, "dice": dice(mask, truth),
                          "hd95_mm": hd95(mask, truth, volume.grid.spacing)})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.to_csv(path, index=False)
+    return frame
 
 
 def main() -> None:
@@ -121,7 +126,7 @@ def main() -> None:
         comparisons(frames)
         for row, frame in frames.items():
             pooled[row].append(frame.assign(pair=f"{i}:" + frame.pair))
-        segmented.append(segmenters(run, pairs).assign(run=run.name))
+        segmented.append(segmenters(run, pairs, args.again).assign(run=run.name))
     if len(args.runs) > 1:
         print(f"pooled over {len(args.runs)} runs ((seed, pair) as one paired observation):")
         frames = {row: pd.concat(parts, ignore_index=True) for row, parts in pooled.items()}
