@@ -16,6 +16,13 @@ not survive removing a Labels layer that is being painted):
 
 Every layer carries the image pair's id in its metadata; the widget checks it
 before each save.  Nothing outside the annotate widget writes into them.
+
+A registration of the pair shown (the Inspect tab's, :meth:`Workspace.show_registration`) takes a third cell
+of five layers of its own, placed as the TRUS cell is, so linked slicing shows the same anatomy in all three:
+the TRUS, the warped MR over it, a map (displacement magnitude or Jacobian determinant), the warped MR label
+pairs as outlines in their colours, and each label pair's centroids (warped MR and TRUS) with its error.
+They too are created once and updated in place: the painted layers are never touched, and no second viewer
+(whose canvas would share the GL context with this one) is opened.
 """
 
 from __future__ import annotations
@@ -24,13 +31,16 @@ import dataclasses
 
 import numpy as np
 
-from ..app.annotation import PairView
+from ..app.annotation import PairView, shown_name
 from ..core.geometry import apply_affine
 
 SIDES = ("moving", "fixed")
 TITLES = {"moving": "MR (moving)", "fixed": "TRUS (fixed)"}
 FRAME_COLOURS = {"moving": "orange", "fixed": "deepskyblue"}
 ROLES = ("image", "all", "selected", "proposal", "landmarks")  # one grid cell per side, layers in this order
+CELL_ROLES = ("image", "warped", "map", "labels", "centroids")  # the registration cell, as many layers
+CELL_TITLE = "Registration"
+SHOWN = ("overlay", "displacement", "jacobian")  # what the registration cell shows over the TRUS
 
 
 def place(layer, affine: np.ndarray) -> None:
@@ -48,10 +58,11 @@ def placement_kwargs(affine: np.ndarray) -> dict[str, np.ndarray]:
     return {"scale": np.diag(affine)[:3].copy(), "translate": affine[:3, 3].copy()}
 
 
-# one bright colour per label pair, cycled, the same on both sides: twelve hues far apart on the colour
-# wheel and light enough to read on dark TRUS and on bright MR alike
-PALETTE = ("#ff8c00", "#00e5ff", "#76ff03", "#ff4081", "#ffea00", "#b388ff", "#1de9b6", "#ff5252",
-           "#448aff", "#eeff41", "#ea80fc", "#ffab40")
+# one bright colour per label pair, cycled, the same on both sides: twelve colours of CIELAB lightness >= 60 (they
+# read on dark TRUS and on bright MR alike), no magenta (the warped MR's overlay colour), ordered so that any two
+# label pairs within four numbers of each other differ by a CIEDE2000 of at least 26 (tests/test_annotation.py)
+PALETTE = ("#ff9500", "#00ffd4", "#00bfff", "#ffea00", "#ff6a4d", "#00ff6a", "#0095ff", "#ffc34d", "#ff6a00",
+           "#4df0ff", "#ff4d97", "#bfff00")
 
 
 def label_colormap():
@@ -82,6 +93,10 @@ class Workspace:
         self.offsets = {side: np.zeros(3) for side in SIDES}  # display shifts of unlinked slicing, mm
         self._centroids: dict[tuple[int, str], np.ndarray | None] = {}  # in voxels, computed once per mask
         self._stale = False  # a write failed: what the database holds is not known here
+        self.cell: dict[str, object] = {}  # the registration cell's layers, by CELL_ROLES
+        self.registered = None  # the RegisteredPair the cell shows (app.inspection)
+        self.shown = "overlay"
+        self.targets: tuple[np.ndarray, list[str]] = (np.empty((0, 3)), [])  # MR targets mapped, fixed voxels
         viewer.dims.events.point.connect(self._update_landmarks)
 
     # ---- building -------------------------------------------------------------------
@@ -124,7 +139,7 @@ class Workspace:
         ours = [self.viewer.layers.index(layer) for layer in self.layers.values()]
         self.viewer.layers.move_multiple(ours, 0)  # the two cells come first whatever else is open
         grid = self.viewer.canvas.grid
-        grid.stride, grid.shape, grid.enabled = len(ROLES), (1, 2), True
+        grid.stride, grid.shape, grid.enabled = len(ROLES), (1, 2), True  # (1, 3) while a registration shows
         self.viewer.dims.axis_labels = ("i", "j", "k")  # array axes, as nibabel returns them
         self.viewer.reset_view()
 
@@ -134,6 +149,8 @@ class Workspace:
         first = not self.complete()
         if first:
             self._create(view)
+        if self.registered is not None and self.registered.pair_id != view.record.id:
+            self.hide_registration()  # another pair's registration never sits beside this one
         self.view = view
         self.masks = {pid: list(pair) for pid, pair in view.masks.items()}
         self._centroids = {}
@@ -174,6 +191,9 @@ class Workspace:
         affine = self.placement(side)
         for role in ROLES:
             place(self.layers[side, role], affine)
+        if side == "fixed":
+            for layer in self.cell.values():
+                place(layer, affine)
         self._update_landmarks()
 
     def relink(self) -> None:
@@ -258,7 +278,7 @@ class Workspace:
                 for a in sliced:
                     shown[a] = point[a]
                 offset = ", ".join(f"{d:+d}" for d in away if d)
-                name = (lp.name or lp.type) + (f" ({offset})" if offset else "")  # "label 2 (-3)": 3 slices back
+                name = shown_name(lp) + (f" ({offset})" if offset else "")  # "other 3 (-3)": 3 slices back
                 labels.append(name if pid == self.selected else "")  # one caption: the selected pair's
                 rows.append(shown)
                 colours.append(colour_of(lp.position))
@@ -279,3 +299,125 @@ class Workspace:
             if rows.size:
                 layer.size = np.asarray(sizes) / float(np.abs(np.diag(placement)[:3]).mean())  # mm
             layer.refresh()
+
+    # ---- the registration cell -----------------------------------------------------------
+    def show_registration(self, registered, shown: str = "overlay") -> None:
+        """Show ``registered`` (an :class:`~napari_labelreg.app.inspection.RegisteredPair` of the pair shown) in
+        the third cell, ``shown`` over its TRUS (one of :data:`SHOWN`)."""
+        if self.view is None or registered.pair_id != self.view.record.id:
+            raise ValueError("the registration is of another image pair than the one shown")
+        if not self.cell or any(layer not in self.viewer.layers for layer in self.cell.values()):
+            self._create_cell()
+        self.registered = registered
+        self.targets = (np.empty((0, 3)), [])
+        view, cell, affine = self.view, self.cell, self.placement("fixed")
+        records = {lp.id: lp for lp in view.label_pairs}
+        cell["image"].data = view.fixed.data
+        low, high, least, most = view.windows["fixed"]
+        cell["image"].contrast_limits_range, cell["image"].contrast_limits = (least, most), (low, high)
+        cell["warped"].data = registered.warped
+        low, high, least, most = view.windows["moving"]
+        cell["warped"].contrast_limits_range, cell["warped"].contrast_limits = (least, most), (low, high)
+        outlines = np.zeros(registered.warped.shape, np.uint16)
+        for pid, mask in sorted(zip(registered.label_ids, registered.warped_labels), key=lambda x: -x[1].sum()):
+            if pid in records:
+                outlines[mask] = colour_value(records[pid].position)
+        cell["labels"].data = outlines
+        self._show_centroids(registered, records)
+        self.viewer.canvas.grid.shape = (1, 3)
+        for layer in cell.values():
+            place(layer, affine)
+            layer.metadata["image_pair_id"] = view.record.id
+            layer.metadata["image_pair"] = view.record.name
+        self.show_map(shown)
+
+    def show_map(self, shown: str) -> None:
+        """Over the registration cell's TRUS: the warped MR (``overlay``), or a map of the DDF."""
+        if shown not in SHOWN:
+            raise ValueError(f"shown must be one of {', '.join(SHOWN)}, got {shown!r}")
+        registered, cell = self.registered, self.cell
+        if registered is None:
+            raise ValueError("register the pair first")
+        layer = cell["map"]
+        if shown == "displacement":
+            layer.data = registered.displacement_mm
+            layer.colormap, layer.name = "viridis", f"{CELL_TITLE}: displacement magnitude (mm)"
+            layer.contrast_limits = (0.0, max(float(registered.displacement_mm.max()), 1e-3))
+        elif shown == "jacobian":
+            det = registered.jacobian
+            spread = float(max(np.abs(det - 1).max(), 1e-3))
+            layer.data = det
+            layer.colormap, layer.name = "bwr", f"{CELL_TITLE}: Jacobian determinant"
+            layer.contrast_limits = (1 - spread, 1 + spread)
+        cell["map"].visible = shown != "overlay"
+        cell["map"].colorbar.visible = shown != "overlay"
+        cell["warped"].visible = shown == "overlay"
+        for role in ("image", "labels", "centroids"):
+            cell[role].visible = True
+        self.shown = shown
+
+    def hide_registration(self) -> None:
+        """Hide the registration cell: the grid goes back to the workspace's two."""
+        self.registered = None
+        self.targets = (np.empty((0, 3)), [])
+        self.viewer.canvas.grid.shape = (1, 2)
+        for layer in self.cell.values():
+            layer.visible = False
+            if hasattr(layer, "colorbar"):
+                layer.colorbar.visible = False
+
+    def _create_cell(self) -> None:
+        for layer in self.cell.values():
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        shape = self.view.fixed.grid.shape
+        title = CELL_TITLE
+        image = self.viewer.add_image(np.zeros(shape, np.float32), colormap="gray", name=f"{title}: TRUS")
+        image.name_overlay.visible = True
+        image.bounding_box.visible = True
+        image.bounding_box.points = False
+        image.bounding_box.line_color = "magenta"
+        image.bounding_box.line_thickness = 2
+        warped = self.viewer.add_image(np.zeros(shape, np.float32), colormap="magenta", blending="additive",
+                                       opacity=0.6, name=f"{title}: warped MR")
+        maps = self.viewer.add_image(np.zeros(shape, np.float32), colormap="viridis", opacity=0.7, visible=False,
+                                     name=f"{title}: displacement magnitude (mm)")
+        labels = self.viewer.add_labels(np.zeros(shape, np.uint16), opacity=0.9, colormap=label_colormap(),
+                                        name=f"{title}: warped MR label pairs")
+        labels.contour = 1
+        labels.editable = False
+        centroids = self.viewer.add_points(
+            np.empty((0, 3)), ndim=3, size=4.0, name=f"{title}: centroids (ring: warped MR, cross: TRUS)",
+            features={"label": np.array([], str)},
+            text={"string": "{label}", "color": "white", "size": 9, "anchor": "lower_left", "translation": [0, -5, 5]})
+        centroids.editable = False
+        self.cell = dict(zip(CELL_ROLES, (image, warped, maps, labels, centroids)))
+        ours = [self.viewer.layers.index(layer) for layer in self.cell.values()]
+        self.viewer.layers.move_multiple(ours, 2 * len(ROLES))  # the third cell, after the two of the workspace
+
+    def show_targets(self, voxels: np.ndarray, labels: list[str]) -> None:
+        """MR targets mapped onto the TRUS (fixed voxels), drawn in the registration cell beside the centroids."""
+        if self.registered is None:
+            raise ValueError("register the pair first")
+        self.targets = (np.asarray(voxels, float).reshape(-1, 3), list(labels))
+        self._show_centroids(self.registered, {lp.id: lp for lp in self.view.label_pairs})
+
+    def _show_centroids(self, registered, records) -> None:
+        rows, labels, colours, symbols = [], [], [], []
+        for centre, label in zip(*self.targets):
+            rows.append(centre), labels.append(label), colours.append("lime"), symbols.append("disc")
+        for k, pid in enumerate(registered.label_ids):
+            colour = colour_of(records[pid].position) if pid in records else "white"
+            for centre, symbol, text in ((registered.moved[k], "ring", f"{registered.names[k]}: "
+                                          f"{registered.errors_mm[k]:.1f} mm"), (registered.target[k], "cross", "")):
+                if np.isfinite(centre).all():
+                    rows.append(centre), labels.append(text), colours.append(colour), symbols.append(symbol)
+        layer = self.cell["centroids"]
+        with layer.events.blocker_all():
+            layer.data = np.asarray(rows, float).reshape(-1, 3)
+            layer.features = {"label": np.asarray(labels, str)}
+            if rows:
+                layer.face_color = colours
+                layer.border_color = colours
+                layer.symbol = symbols
+        layer.refresh()
