@@ -222,3 +222,31 @@ def test_rename_and_retype_from_f2_then_reopen_reads_the_new_name(make_napari_vi
     reopened = AnnotationSession.open(db_path, "bob")
     record = next(lp for lp in reopened.db.label_pairs() if lp.id == selected)
     assert (record.name, record.type) == ("apex left", "apex")
+
+
+def test_after_propose_the_slice_shown_holds_the_proposal_and_the_status_follows(make_napari_viewer, db_path, qtbot,
+                                                                                 trained_run):
+    from qtpy.QtCore import Qt
+
+    viewer, widget, user, _ = open_day(make_napari_viewer, db_path, qtbot)
+    user.key(Qt.Key.Key_N)
+    user.stroke("moving", [np.asarray(viewer.dims.point) + [0, 0, 1.5 * k] for k in range(4)])
+    user.saved()
+    dims = viewer.dims
+    axis = [a for a in range(3) if a not in dims.displayed][0]
+    dims.set_point(axis, dims.point[axis] + 12.0)  # the annotator looks elsewhere meanwhile
+    widget.model_dir.setText(str(trained_run))
+    user.press("Propose TRUS")
+    proposal = widget.workspace.layers["fixed", "proposal"]
+    qtbot.waitUntil(lambda: proposal.visible, timeout=60_000)
+    index = int(round(proposal.world_to_data(dims.point)[axis]))
+    on_slice = np.take(np.asarray(proposal.data), index, axis=axis)
+    assert on_slice.any(), "the slice shown holds none of the proposal"
+    assert "shown on its TRUS (fixed) slice" in widget.status.text()
+    user.press("Reject")
+    assert widget.status.text() == "proposal rejected: nothing was saved"
+    user.press("Propose TRUS")
+    qtbot.waitUntil(lambda: proposal.visible, timeout=60_000)
+    user.press("Accept proposal")
+    user.saved()
+    assert widget.status.text().startswith("proposal accepted into #")

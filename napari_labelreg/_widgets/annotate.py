@@ -322,7 +322,7 @@ class AnnotateWidget(Proposals, QWidget):
         self._selection_changed()
 
     def _selection_changed(self, jump: bool = True) -> None:
-        self.reject_proposal()
+        self._drop_proposal()
         self.workspace.select(self.session.selected)
         self._say_selected()
         self._reset_history()
@@ -396,6 +396,10 @@ class AnnotateWidget(Proposals, QWidget):
         centre = self.workspace.centroid(label_pair_id, side)
         if centre is None:
             raise ValueError(f"{self._called(label_pair_id)} is not painted on the {TITLES[side]} side yet")
+        self.go_to_point(side, centre)
+
+    def go_to_point(self, side: str, centre: np.ndarray) -> None:
+        """Move the slice to display point ``centre`` of ``side``'s panel."""
         dims = self.viewer.dims
         sliced = [axis for axis in range(dims.ndim) if axis not in dims.displayed]
         if self.linked.isChecked():

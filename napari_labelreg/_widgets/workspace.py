@@ -248,6 +248,10 @@ class Workspace:
         self._centroids.pop((self.selected, side), None)
         self._update_landmarks()
 
+    def to_display(self, side: str, voxel) -> np.ndarray:
+        """``side``'s voxel (i, j, k) as a display point, where the panels show it now."""
+        return apply_affine(self.placement(side), np.asarray(voxel, float)[None])[0]
+
     # ---- landmarks --------------------------------------------------------------------
     def centroid(self, label_pair_id: int, side: str) -> np.ndarray | None:
         """The label pair's centroid on ``side`` in display mm, None where that side is unpainted."""
