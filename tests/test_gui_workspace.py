@@ -250,3 +250,21 @@ def test_after_propose_the_slice_shown_holds_the_proposal_and_the_status_follows
     user.press("Accept proposal")
     user.saved()
     assert widget.status.text().startswith("proposal accepted into #")
+
+
+@pytest.mark.parametrize("size", [(1366, 768), (1089, 630)])
+def test_each_pair_opens_with_its_gland_filling_about_half_a_cell(make_napari_viewer, db_path, qtbot, size):
+    from qtpy.QtCore import Qt
+
+    viewer, widget, user, _ = open_day(make_napari_viewer, db_path, qtbot, size=size)
+    for _ in range(2):
+        qtbot.wait(50)
+        gland = next(lp.id for lp in widget.workspace.view.label_pairs if lp.type == "gland")
+        mask = widget.workspace.masks[gland][1]  # the TRUS gland
+        extent = (np.ptp(np.argwhere(mask), 0) + 1) * np.abs(widget.workspace.layers["fixed", "image"].scale)
+        shown = list(viewer.dims.displayed)
+        cell = np.asarray(viewer.canvas.viewbox_size(viewer.layers), float)
+        spans = extent[shown] * viewer.scene.camera.zoom / cell  # of the cell, per displayed axis
+        assert 0.3 <= spans.max() <= 0.6, spans
+        user.key(Qt.Key.Key_PageDown)
+        user.wait_loaded()

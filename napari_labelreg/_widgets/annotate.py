@@ -262,8 +262,11 @@ class AnnotateWidget(Proposals, QWidget):
                                 "array axes); correspondence is approximate")
         else:
             self._say_selected()
+        self.workspace.frame()  # every image pair opens on its gland, at a size to paint
         if first:
-            self._jump_to_selected()  # later switches keep the slice and zoom the annotator chose
+            # again once the window is laid out (the cells' size), the slice left on the selected pair
+            QTimer.singleShot(0, lambda: reports_errors(self.workspace.frame, self.status)(slice=False))
+            self._jump_to_selected()
 
     def _hook_layers(self) -> None:
         for side in SIDES:

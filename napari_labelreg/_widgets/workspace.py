@@ -248,6 +248,36 @@ class Workspace:
         self._centroids.pop((self.selected, side), None)
         self._update_landmarks()
 
+    def frame(self, fill: float = 0.5, slice: bool = True) -> bool:
+        """Centre the view and the slice on the gland (else on every label pair) and zoom so that it spans
+        ``fill`` of a cell (``slice`` False: the slice stays); False (the whole images shown) where nothing is
+        painted.  One camera serves every
+        cell, and corresponding anatomy shares display positions, so the gland is framed in each."""
+        view = self.view
+        glands = [lp.id for lp in view.label_pairs if lp.type == "gland" and lp.id in self.masks]
+        boxes = []
+        for pid in glands or list(self.masks):
+            for k, side in enumerate(SIDES):
+                mask = self.masks[pid][k]
+                if mask is not None and mask.any():
+                    voxels = np.argwhere(mask)
+                    corners = apply_affine(self.placement(side), np.stack([voxels.min(0) - 0.5, voxels.max(0) + 0.5]))
+                    boxes += [corners.min(0), corners.max(0)]
+        if not boxes:
+            self.viewer.reset_view()
+            return False
+        low, high = np.min(boxes, 0), np.max(boxes, 0)
+        centre, size = (low + high) / 2, high - low
+        dims = self.viewer.dims
+        shown = list(dims.displayed)[-2:]
+        for axis in (a for a in range(3) if a not in shown and slice):
+            dims.set_point(axis, centre[axis])
+        camera = self.viewer.scene.camera
+        camera.center = tuple(float(centre[a]) for a in shown)
+        cell = np.asarray(self.viewer.canvas.viewbox_size(self.viewer.layers), float)
+        camera.zoom = float(fill * np.min(cell / np.maximum(size[shown], 1e-3)))
+        return True
+
     def to_display(self, side: str, voxel) -> np.ndarray:
         """``side``'s voxel (i, j, k) as a display point, where the panels show it now."""
         return apply_affine(self.placement(side), np.asarray(voxel, float)[None])[0]
