@@ -89,7 +89,7 @@ def test_ten_registrations_beside_the_workspace_keep_one_window_drawn(make_napar
     assert not gl, gl[:3]
     if viewers_before is not None:
         assert len(napari.Viewer._instances) == viewers_before  # no second viewer
-    assert len(viewer.layers) == 15  # the workspace's ten and the cell's five, updated in place
+    assert len(viewer.layers) == 18  # the workspace's twelve and the cell's six, updated in place
     assert viewer.canvas.grid.shape == (1, 3)
     assert "before (initial correspondence)" in inspect.summary.text() and inspect.errors.count() > 0
 
@@ -142,7 +142,7 @@ def test_a_register_output_folder_is_refused_beside_the_workspace_in_one_line(ma
     monkeypatch.setattr(_common, "show_error", shown.append)
     inspect.open_result(str(tmp_path))
     assert len(shown) == 1 and "\n" not in shown[0] and "its own cell" in shown[0], shown
-    assert len(viewer.layers) == 10
+    assert len(viewer.layers) == 12
 
 
 def test_a_name_typed_then_n_over_the_canvas_makes_a_named_pair_and_return_does_too(make_napari_viewer, db_path,
@@ -268,3 +268,28 @@ def test_each_pair_opens_with_its_gland_filling_about_half_a_cell(make_napari_vi
         assert 0.3 <= spans.max() <= 0.6, spans
         user.key(Qt.Key.Key_PageDown)
         user.wait_loaded()
+
+
+def test_the_cross_hair_falls_on_the_corresponding_point_within_half_a_voxel(make_napari_viewer, db_path, qtbot,
+                                                                            trained_run):
+    from napari_labelreg.core.geometry import apply_affine
+
+    viewer, widget, user, inspect = open_day(make_napari_viewer, db_path, qtbot)
+    ws = widget.workspace
+    shown = list(viewer.dims.displayed)
+    target = np.asarray(viewer.dims.point, float)
+    target[shown] += [3.0, -2.0]
+    user.hover("fixed", target)  # the initial correspondence: the same display point in the MR cell
+    cursor = ws.layers["moving", "cursor"]
+    assert len(cursor.data) == 1 and len(ws.layers["fixed", "cursor"].data) == 0
+    expected = apply_affine(np.linalg.inv(ws.placement("moving")), target[None])[0]
+    assert np.abs(cursor.data[0] - expected)[shown].max() <= 0.5
+    inspect.model_dir.setText(str(trained_run))
+    click_register(inspect, qtbot)
+    qtbot.waitUntil(lambda: ws.registered is not None, timeout=60_000)
+    user.hover("fixed", target)  # now through the registration shown in the third cell
+    reg = ws.registered.registration
+    fixed_voxel = apply_affine(np.linalg.inv(ws.placement("fixed")), target[None])
+    moved = reg.map_points(apply_affine(reg.fixed.affine, fixed_voxel), to="moving").points
+    expected = apply_affine(np.linalg.inv(reg.moving.affine), moved)[0]
+    assert np.abs(cursor.data[0] - expected)[shown].max() <= 0.5, (cursor.data[0], expected)

@@ -93,6 +93,7 @@ class AnnotateWidget(Proposals, QWidget):
         self._bind_keys()
         napari_viewer.cursor.events.viewbox.connect(self._follow_cursor)
         napari_viewer.layers.selection.events.active.connect(self._active_changed)
+        napari_viewer.mouse_move_callbacks.append(self._pointer_moved)
         canvas = getattr(getattr(napari_viewer.window, "_qt_viewer", None), "canvas", None)
         if canvas is not None:  # the pointer over the canvas takes the keys back from any field
             canvas.native.installEventFilter(self._keys)
@@ -477,6 +478,17 @@ class AnnotateWidget(Proposals, QWidget):
         layer = self.workspace.layers.get((side, "image"))
         if layer is not None:
             layer.contrast_limits = (low, high)
+
+    def _pointer_moved(self, viewer, _event=None) -> None:
+        """The correspondence cursor: where the pointer's point is in the other cell."""
+        if not self.workspace.complete() or self.workspace.view is None or self.loading is not None:
+            return
+        cell = viewer.cursor.viewbox
+        side = SIDES[cell[1]] if cell is not None and cell[1] < 2 else None
+        try:
+            self.workspace.show_cursor(side, viewer.cursor.position)
+        except Exception as exc:  # noqa: BLE001 - a pointer move never raises into napari's event loop
+            self.status.setText(f"correspondence cursor: {exc}")
 
     def _active_changed(self, _event=None) -> None:
         """Another layer than a panel's painted one selected (say, an image for its contrast): strokes would not

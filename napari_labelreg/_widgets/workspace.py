@@ -12,7 +12,9 @@ not survive removing a Labels layer that is being painted):
 * ``proposal``: a model's proposal for this side, hidden when there is none;
 * ``landmarks``: one marker per label pair at its centroid, drawn on every
   slice (a ring when the centroid lies on another slice, with the number of
-  slices to it), so a partner is always findable.
+  slices to it), so a partner is always findable;
+* ``cursor``: the correspondence cursor, a cross-hair at the point that
+  corresponds to the one under the pointer in the other cell.
 
 Every layer carries the image pair's id in its metadata; the widget checks it
 before each save.  Nothing outside the annotate widget writes into them.
@@ -37,8 +39,8 @@ from ..core.geometry import apply_affine
 SIDES = ("moving", "fixed")
 TITLES = {"moving": "MR (moving)", "fixed": "TRUS (fixed)"}
 FRAME_COLOURS = {"moving": "orange", "fixed": "deepskyblue"}
-ROLES = ("image", "all", "selected", "proposal", "landmarks")  # one grid cell per side, layers in this order
-CELL_ROLES = ("image", "warped", "map", "labels", "centroids")  # the registration cell, as many layers
+ROLES = ("image", "all", "selected", "proposal", "landmarks", "cursor")  # one grid cell per side, in this order
+CELL_ROLES = ("image", "warped", "map", "labels", "centroids", "targets")  # the registration cell, as many layers
 CELL_TITLE = "Registration"
 SHOWN = ("overlay", "displacement", "jacobian")  # what the registration cell shows over the TRUS
 
@@ -96,7 +98,6 @@ class Workspace:
         self.cell: dict[str, object] = {}  # the registration cell's layers, by CELL_ROLES
         self.registered = None  # the RegisteredPair the cell shows (app.inspection)
         self.shown = "overlay"
-        self.targets: tuple[np.ndarray, list[str]] = (np.empty((0, 3)), [])  # MR targets mapped, fixed voxels
         viewer.dims.events.point.connect(self._update_landmarks)
 
     # ---- building -------------------------------------------------------------------
@@ -134,7 +135,14 @@ class Workspace:
                 text={"string": "{label}", "color": "white", "size": 9, "anchor": "lower_left",
                       "translation": [0, -5, 5]})  # beside the selected ring, clear of the stroke
             landmarks.editable = False
-            for role, layer in zip(ROLES, (image, everything, selected, proposal, landmarks)):
+            cursor = self.viewer.add_points(np.empty((0, 3)), ndim=3, size=6.0, symbol="cross", face_color="yellow",
+                                            out_of_slice_display=True,
+                                            border_color="yellow", name=f"{TITLES[side]}: corresponding point",
+                                            features={"label": np.array([], str)},
+                                            text={"string": "{label}", "color": "yellow", "size": 9,
+                                                  "anchor": "upper_left"}, **placed)
+            cursor.editable = False
+            for role, layer in zip(ROLES, (image, everything, selected, proposal, landmarks, cursor)):
                 self.layers[side, role] = layer
         ours = [self.viewer.layers.index(layer) for layer in self.layers.values()]
         self.viewer.layers.move_multiple(ours, 0)  # the two cells come first whatever else is open
@@ -278,6 +286,50 @@ class Workspace:
         camera.zoom = float(fill * np.min(cell / np.maximum(size[shown], 1e-3)))
         return True
 
+    # ---- the correspondence cursor -----------------------------------------------------------
+    def partner(self, side: str, point) -> tuple[np.ndarray, str]:
+        """The other side's voxel corresponding to display ``point`` of ``side``'s cell, and through what: the
+        registration the third cell shows, or the pair's initial correspondence (the same display point).
+        Raises :class:`~napari_labelreg.core.transform.OutsideField` where the registration does not reach."""
+        other = "fixed" if side == "moving" else "moving"
+        point = np.asarray(point, float)[-3:]
+        if self.registered is None:
+            return apply_affine(np.linalg.inv(self.placement(other)), point[None])[0], "initial correspondence"
+        reg = self.registered.registration
+        here, there = (reg.fixed, reg.moving) if side == "fixed" else (reg.moving, reg.fixed)
+        voxel = apply_affine(np.linalg.inv(self.placement(side)), point[None])
+        mapped = reg.map_points(apply_affine(here.affine, voxel), to="moving" if side == "fixed" else "fixed")
+        return apply_affine(np.linalg.inv(there.affine), mapped.points)[0], "registration"
+
+    def show_cursor(self, side: str | None, point=None) -> str:
+        """The cross-hair in the cell other than ``side``'s at the point corresponding to ``point``; none where
+        ``side`` is None (the pointer left the two cells) or nothing corresponds.  Returns what it says."""
+        from ..core.transform import OutsideField
+
+        for layer_side in SIDES:
+            layer = self.layers[layer_side, "cursor"]
+            if layer_side == side or side is None:
+                if len(layer.data):
+                    layer.data = np.empty((0, 3))
+        if side is None or self.view is None:
+            return ""
+        other = "fixed" if side == "moving" else "moving"
+        try:
+            voxel, through = self.partner(side, point)
+        except OutsideField:
+            self.layers[other, "cursor"].data = np.empty((0, 3))
+            return "no corresponding point: outside the registration's field"
+        display = self.to_display(other, voxel)
+        dims = self.viewer.dims
+        spacing = np.abs(np.diag(self.placement(other))[:3])
+        away = [int(round((display[a] - dims.point[a]) / spacing[a])) for a in range(3) if a not in dims.displayed]
+        layer = self.layers[other, "cursor"]
+        with layer.events.blocker_all():
+            layer.data = voxel[None]
+            layer.features = {"label": np.asarray([", ".join(f"{d:+d}" for d in away if d)], str)}
+        layer.refresh()
+        return through
+
     def to_display(self, side: str, voxel) -> np.ndarray:
         """``side``'s voxel (i, j, k) as a display point, where the panels show it now."""
         return apply_affine(self.placement(side), np.asarray(voxel, float)[None])[0]
@@ -343,8 +395,8 @@ class Workspace:
         if not self.cell or any(layer not in self.viewer.layers for layer in self.cell.values()):
             self._create_cell()
         self.registered = registered
-        self.targets = (np.empty((0, 3)), [])
         view, cell, affine = self.view, self.cell, self.placement("fixed")
+        cell["targets"].data = np.empty((0, 3))  # mapped through the registration before this one
         records = {lp.id: lp for lp in view.label_pairs}
         cell["image"].data = view.fixed.data
         low, high, least, most = view.windows["fixed"]
@@ -386,14 +438,13 @@ class Workspace:
         cell["map"].visible = shown != "overlay"
         cell["map"].colorbar.visible = shown != "overlay"
         cell["warped"].visible = shown == "overlay"
-        for role in ("image", "labels", "centroids"):
+        for role in ("image", "labels", "centroids", "targets"):
             cell[role].visible = True
         self.shown = shown
 
     def hide_registration(self) -> None:
         """Hide the registration cell: the grid goes back to the workspace's two."""
         self.registered = None
-        self.targets = (np.empty((0, 3)), [])
         self.viewer.canvas.grid.shape = (1, 2)
         for layer in self.cell.values():
             layer.visible = False
@@ -425,7 +476,12 @@ class Workspace:
             features={"label": np.array([], str)},
             text={"string": "{label}", "color": "white", "size": 9, "anchor": "lower_left", "translation": [0, -5, 5]})
         centroids.editable = False
-        self.cell = dict(zip(CELL_ROLES, (image, warped, maps, labels, centroids)))
+        targets = self.viewer.add_points(
+            np.empty((0, 3)), ndim=3, size=4.0, face_color="lime", name=f"{title}: MR targets mapped",
+            features={"label": np.array([], str)},
+            text={"string": "{label}", "color": "lime", "size": 10, "anchor": "upper_left"})
+        targets.editable = False
+        self.cell = dict(zip(CELL_ROLES, (image, warped, maps, labels, centroids, targets)))
         ours = [self.viewer.layers.index(layer) for layer in self.cell.values()]
         self.viewer.layers.move_multiple(ours, 2 * len(ROLES))  # the third cell, after the two of the workspace
 
@@ -433,13 +489,14 @@ class Workspace:
         """MR targets mapped onto the TRUS (fixed voxels), drawn in the registration cell beside the centroids."""
         if self.registered is None:
             raise ValueError("register the pair first")
-        self.targets = (np.asarray(voxels, float).reshape(-1, 3), list(labels))
-        self._show_centroids(self.registered, {lp.id: lp for lp in self.view.label_pairs})
+        layer = self.cell["targets"]
+        with layer.events.blocker_all():
+            layer.data = np.asarray(voxels, float).reshape(-1, 3)
+            layer.features = {"label": np.asarray(labels, str)}
+        layer.refresh()
 
     def _show_centroids(self, registered, records) -> None:
         rows, labels, colours, symbols = [], [], [], []
-        for centre, label in zip(*self.targets):
-            rows.append(centre), labels.append(label), colours.append("lime"), symbols.append("disc")
         for k, pid in enumerate(registered.label_ids):
             colour = colour_of(records[pid].position) if pid in records else "white"
             for centre, symbol, text in ((registered.moved[k], "ring", f"{registered.names[k]}: "
