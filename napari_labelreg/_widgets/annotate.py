@@ -728,7 +728,8 @@ class _WorkspaceKeys(QObject):
             if action is not None:
                 reports_errors(action, self.widget.status)()
                 return True
-        elif kind in (QEvent.Type.Enter, QEvent.Type.MouseMove) and not watched.hasFocus():
+        elif (kind in (QEvent.Type.Enter, QEvent.Type.MouseMove) and watched is not self.widget.labels
+              and not watched.hasFocus()):
             watched.setFocus(Qt.FocusReason.MouseFocusReason)
         return False
 

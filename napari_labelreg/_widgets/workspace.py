@@ -452,6 +452,7 @@ class Workspace:
                 layer.colorbar.visible = False
 
     def _create_cell(self) -> None:
+        active = self.viewer.layers.selection.active  # napari makes each new layer active: the brush's comes back
         for layer in self.cell.values():
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -484,6 +485,8 @@ class Workspace:
         self.cell = dict(zip(CELL_ROLES, (image, warped, maps, labels, centroids, targets)))
         ours = [self.viewer.layers.index(layer) for layer in self.cell.values()]
         self.viewer.layers.move_multiple(ours, 2 * len(ROLES))  # the third cell, after the two of the workspace
+        if active is not None:
+            self.viewer.layers.selection.active = active
 
     def show_targets(self, voxels: np.ndarray, labels: list[str]) -> None:
         """MR targets mapped onto the TRUS (fixed voxels), drawn in the registration cell beside the centroids."""
