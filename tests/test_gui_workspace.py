@@ -34,10 +34,31 @@ def open_day(make_napari_viewer, db_path, qtbot, size=(1366, 768)):
 
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(*size)
-    widget = launch(viewer, str(db_path))
+    widget = launch(viewer, str(db_path), annotator="alice")
+    window = viewer.window._qt_window
+    window.activateWindow()  # keys go where the focus is, as on a desktop: the window must be the active one
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
     user = User(viewer, widget, qtbot)
     user.wait_loaded()
     return viewer, widget, user, viewer.window.dock_widgets["Inspect"]
+
+
+def small_landmark(widget, user):
+    """Select the image pair's second label pair (a small landmark: a stroke beside it adds voxels)."""
+    from qtpy.QtCore import Qt
+
+    user.key(Qt.Key.Key_Period)
+    user.key(Qt.Key.Key_Period)
+    return widget.session.selected
+
+
+def beside(viewer, widget, side="fixed"):
+    """A short stroke's points just beside the selected label pair's centroid on ``side``."""
+    centre = widget.workspace.centroid(widget.session.selected, side)
+    shown = list(viewer.dims.displayed)
+    start = np.asarray(viewer.dims.point, float)
+    start[shown] = centre[shown] + [2.0, -2.0]
+    return [start + np.eye(3)[shown[1]] * 1.5 * k for k in range(3)]
 
 
 def click_register(inspect, qtbot):
@@ -116,10 +137,9 @@ def test_registering_another_pair_opens_it_first_and_strokes_still_save_to_the_p
         inspect.shown.setCurrentText(shown)
         assert cell[visible].visible
     # a stroke on the TRUS still lands in the workspace's selected pair of the pair shown
-    user.key(Qt.Key.Key_Period)
-    selected = widget.session.selected
+    selected = small_landmark(widget, user)
     was = widget.session.db.masks(selected)[1].sum()
-    user.stroke("fixed", [np.asarray(viewer.dims.point) + [0, 0, 1.5 * k] for k in range(3)])
+    user.stroke("fixed", beside(viewer, widget))
     user.saved()
     assert widget.session.db.masks(selected)[1].sum() > was
     with LabelDB.open(db_path) as db:
@@ -184,18 +204,17 @@ def test_selecting_the_image_layer_pauses_painting_out_loud_and_p_resumes(make_n
     from qtpy.QtCore import Qt
 
     viewer, widget, user, _ = open_day(make_napari_viewer, db_path, qtbot)
-    user.key(Qt.Key.Key_Period)
-    selected = widget.session.selected
+    selected = small_landmark(widget, user)
+    stroke = beside(viewer, widget)
     viewer.layers.selection.active = widget.workspace.layers["fixed", "image"]  # as a click in the layer list
     assert widget.status.text().startswith("painting paused: ") and "press P" in widget.status.text()
     widget.set_window("fixed", 10.0, 120.0)  # the dock's window slider: contrast without the image layer
     assert tuple(widget.workspace.layers["fixed", "image"].contrast_limits) == (10.0, 120.0)
-    point = np.asarray(viewer.dims.point)
-    user.hover("fixed", point)
+    user.hover("fixed", stroke[0])
     user.type_key(Qt.Key.Key_P)
     assert viewer.layers.selection.active is widget.workspace.layers["fixed", "selected"]
     was = widget.session.db.masks(selected)[1].sum()
-    user.stroke("fixed", [point + [0, 0, 1.5 * k] for k in range(3)])
+    user.stroke("fixed", stroke)
     user.saved()
     assert widget.session.db.masks(selected)[1].sum() > was
 
@@ -248,8 +267,10 @@ def test_after_propose_the_slice_shown_holds_the_proposal_and_the_status_follows
     user.press("Propose TRUS")
     qtbot.waitUntil(lambda: proposal.visible, timeout=60_000)
     user.press("Accept proposal")
-    user.saved()
-    assert widget.status.text().startswith("proposal accepted into #")
+    assert widget.status.text().startswith(f"proposal accepted into {widget._called(widget.session.selected)} ")
+    user.saved()  # then the write's own report
+    assert widget.status.text() == f"saved the TRUS (fixed) side of {widget.session.pair.name} " \
+                                   f"{widget._called(widget.session.selected)}"
 
 
 @pytest.mark.parametrize("size", [(1366, 768), (1089, 630)])

@@ -136,7 +136,6 @@ class Workspace:
                       "translation": [0, -5, 5]})  # beside the selected ring, clear of the stroke
             landmarks.editable = False
             cursor = self.viewer.add_points(np.empty((0, 3)), ndim=3, size=6.0, symbol="cross", face_color="yellow",
-                                            out_of_slice_display=True,
                                             border_color="yellow", name=f"{TITLES[side]}: corresponding point",
                                             features={"label": np.array([], str)},
                                             text={"string": "{label}", "color": "yellow", "size": 9,
@@ -324,8 +323,11 @@ class Workspace:
         spacing = np.abs(np.diag(self.placement(other))[:3])
         away = [int(round((display[a] - dims.point[a]) / spacing[a])) for a in range(3) if a not in dims.displayed]
         layer = self.layers[other, "cursor"]
+        shown = display.copy()  # drawn on the slice shown, the slices to the point said beside it
+        for a in (a for a in range(3) if a not in dims.displayed):
+            shown[a] = dims.point[a]
         with layer.events.blocker_all():
-            layer.data = voxel[None]
+            layer.data = apply_affine(np.linalg.inv(self.placement(other)), shown[None])
             layer.features = {"label": np.asarray([", ".join(f"{d:+d}" for d in away if d)], str)}
         layer.refresh()
         return through
