@@ -94,9 +94,6 @@ class AnnotateWidget(Proposals, QWidget):
         napari_viewer.cursor.events.viewbox.connect(self._follow_cursor)
         napari_viewer.layers.selection.events.active.connect(self._active_changed)
         napari_viewer.mouse_move_callbacks.append(self._pointer_moved)
-        canvas = getattr(getattr(napari_viewer.window, "_qt_viewer", None), "canvas", None)
-        if canvas is not None:  # the pointer over the canvas takes the keys back from any field
-            canvas.native.installEventFilter(self._keys)
         _OPEN.append(weakref.ref(self))
         if session is not None:
             self.set_session(session)
@@ -622,6 +619,14 @@ class AnnotateWidget(Proposals, QWidget):
         self.workspace.forget_saved()
         for side in SIDES:
             self.save_side(side)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Once docked in its window: the pointer over the canvas takes the keys back from any field."""
+        super().showEvent(event)
+        for widget in self.window().findChildren(QWidget):
+            if type(widget).__name__.startswith("CanvasBackend") and not widget.property("labelreg_keys"):
+                widget.installEventFilter(self._keys)  # vispy's Qt canvas, found through Qt, not napari's privates
+                widget.setProperty("labelreg_keys", True)
 
     def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
         """Closing the window (or hiding the dock) saves strokes still waiting for their timer."""

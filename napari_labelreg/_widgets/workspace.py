@@ -62,7 +62,7 @@ def placement_kwargs(affine: np.ndarray) -> dict[str, np.ndarray]:
 
 # one bright colour per label pair, cycled, the same on both sides: twelve colours of CIELAB lightness >= 60 (they
 # read on dark TRUS and on bright MR alike), no magenta (the warped MR's overlay colour), ordered so that any two
-# label pairs within four numbers of each other differ by a CIEDE2000 of at least 26 (tests/test_annotation.py)
+# label pairs within three numbers of each other differ by a CIEDE2000 of at least 25 (tests/test_annotation.py)
 PALETTE = ("#ff9500", "#00ffd4", "#00bfff", "#ffea00", "#ff6a4d", "#00ff6a", "#0095ff", "#ffc34d", "#ff6a00",
            "#4df0ff", "#ff4d97", "#bfff00")
 
