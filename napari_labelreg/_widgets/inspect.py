@@ -114,6 +114,9 @@ class InspectWidget(QWidget):
         form.addRow("Network weight", weight)
         form.addRow("Gland fit", self.glands)
         form.addRow("Show", self.shown)
+        self.setMaximumWidth(440)  # tabbed with the workspace's: the panels keep their room on a 1366-px screen
+        for field in (self.model_dir, self.db_path):
+            field.setMinimumWidth(0)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(register_btn)

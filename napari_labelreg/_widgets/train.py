@@ -109,6 +109,7 @@ class TrainWidget(QWidget):
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         for field in fields.findChildren(QWidget):
             field.setMinimumWidth(0)
+        self.setMaximumWidth(440)  # tabbed with the workspace's: the panels keep their room on a 1366-px screen
         layout = QVBoxLayout(self)
         layout.addWidget(scroll)
         layout.addLayout(buttons)

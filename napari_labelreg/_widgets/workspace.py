@@ -412,7 +412,9 @@ class Workspace:
                 outlines[mask] = colour_value(records[pid].position)
         cell["labels"].data = outlines
         self._show_centroids(registered, records)
-        self.viewer.canvas.grid.shape = (1, 3)
+        if self.viewer.canvas.grid.shape != (1, 3):
+            self.viewer.canvas.grid.shape = (1, 3)
+            self.frame(slice=False)  # narrower cells: the gland framed in them again
         for layer in cell.values():
             place(layer, affine)
             layer.metadata["image_pair_id"] = view.record.id
@@ -447,7 +449,10 @@ class Workspace:
     def hide_registration(self) -> None:
         """Hide the registration cell: the grid goes back to the workspace's two."""
         self.registered = None
-        self.viewer.canvas.grid.shape = (1, 2)
+        if self.viewer.canvas.grid.shape != (1, 2):
+            self.viewer.canvas.grid.shape = (1, 2)
+            if self.view is not None:
+                self.frame(slice=False)
         for layer in self.cell.values():
             layer.visible = False
             if hasattr(layer, "colorbar"):
