@@ -77,6 +77,20 @@ class User:
         QApplication.processEvents()
         self.actions += 1
 
+    def type_key(self, key, modifier=Qt.KeyboardModifier.NoModifier) -> None:
+        """A key pressed as a person presses it: to whichever widget has the keyboard focus now."""
+        target = QApplication.focusWidget() or self.canvas.native
+        self.qtbot.keyClick(target, key, modifier)
+        QApplication.processEvents()
+        self.actions += 1
+
+    def type_text(self, widget, text: str) -> None:
+        """Click into a text field and type ``text``."""
+        self.qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=QPoint(5, 5))
+        self.qtbot.keyClicks(widget, text)
+        QApplication.processEvents()
+        self.actions += 1
+
     def press(self, button_text: str) -> None:
         """Click the dock widget's button with this text."""
         from qtpy.QtWidgets import QPushButton

@@ -72,3 +72,48 @@ def test_the_session_remembers_the_label_pair_of_each_image_pair_and_steps_cycli
     view = session.view(session.pair.id)
     assert set(view.masks) == set(ids) and view.exact
     assert all(m.shape == view.moving.grid.shape and f.shape == view.fixed.grid.shape for m, f in view.masks.values())
+
+
+def test_the_palette_keeps_neighbouring_label_pairs_apart_and_readable():
+    """Any two label pairs within three numbers of each other differ by CIEDE2000 >= 25 (a just-noticeable
+    difference is about 2), none is darker than CIELAB L* 60, and none within 15 of the warped MR's magenta."""
+    pytest.importorskip("napari")
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    from napari_labelreg._widgets.workspace import PALETTE
+
+    rgb = np.array([[int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)] for c in PALETTE])
+    lab = rgb2lab(rgb[None])[0]
+    n = len(PALETTE)
+    near = [deltaE_ciede2000(lab[i], lab[(i + k) % n]) for i in range(n) for k in range(1, 4)]
+    assert min(near) >= 25
+    assert lab[:, 0].min() >= 60
+    magenta = rgb2lab(np.array([[[1.0, 0.0, 1.0]]]))[0, 0]
+    assert min(deltaE_ciede2000(c, magenta) for c in lab) >= 15
+
+
+def test_label_pairs_are_named_after_their_type_and_number_unique_and_renamable(tmp_path):
+    session = AnnotationSession.open(phantom_database(tmp_path / "db", count=1), "alice")
+    session.select_pair(0)
+    from napari_labelreg.app.annotation import number, shown_name
+
+    existing = session.label_pairs()
+    a = session.create_label_pair("other")
+    b = session.create_label_pair("apex")
+    records = {lp.id: lp for lp in session.label_pairs()}
+    assert records[a].name == f"other {len(existing) + 1}" == shown_name(records[a])
+    assert records[b].name == f"apex {len(existing) + 2}" and number(records[b]) == len(existing) + 2
+    with pytest.raises(ValueError, match="already has a label pair named 'apex"):
+        session.create_label_pair("other", f"apex {len(existing) + 2}")
+    session.select_label_pair(a)
+    session.rename(type="calcification", name="calcification left")
+    with pytest.raises(ValueError, match="already has a label pair named"):
+        session.rename(name=records[b].name)
+    with pytest.raises(ValueError, match="cannot be empty"):
+        session.rename(name="  ")
+    reopened = AnnotationSession.open(session.db.location, "bob")
+    reopened.select_pair(0)
+    renamed = {lp.id: lp for lp in reopened.label_pairs()}[a]
+    assert (renamed.name, renamed.type) == ("calcification left", "calcification")
+    unnamed = [lp for lp in existing if not lp.name]  # made before names were given
+    assert all(shown_name(lp) == f"{lp.type} {lp.position + 1}" for lp in unnamed)

@@ -76,7 +76,7 @@ def test_train_cancel_resume_and_stay_responsive(make_napari_viewer, qtbot, tiny
     stopped = load_checkpoint(out / "checkpoint.pt")["stages"]["refine"]["step"]
     assert 3 <= stopped < 400
     assert w.outcome == "cancelled" and "Resume" in w.status.text()
-    assert w.plot.series["loss"] and 0 < w.progress.value() < PROGRESS_STEPS
+    assert w.plot.series["registration network loss"] and 0 < w.progress.value() < PROGRESS_STEPS
 
     tiny_form(w, tiny_db, out, stopped + 2)
     w.start(resume=True)

@@ -10,13 +10,16 @@ the label pair and image pair its layer shows.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import numpy as np
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QDockWidget,
     QDoubleSpinBox,
     QFileDialog,
@@ -33,7 +36,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.annotation import AnnotationSession, ball
+from ..app.annotation import AnnotationSession, ball, number, shown_name
 from ..database import LABEL_TYPES, ConflictError
 from ..database.store import when
 from ..app.settings import load_settings, save_setting
@@ -55,9 +58,21 @@ SHORTCUTS = (
     ("J", "jump to the partner (other panel)", "jump_to_partner"),
     ("O", "point mode on / off", "toggle_point_mode"),
     ("G", "propose the gland on both sides (the Model's segmenters)", "propose_glands"),
+    ("P", "paint again (after another layer was selected)", "resume_painting"),
+    ("F2", "rename or retype the label pair", "rename_selected"),
     ("R", "reload the image pair (after a conflict: take their change)", "reload_pair"),
     ("Shift-R", "after a conflict: save yours over theirs (theirs stays in the history)", "keep_mine"),
 )
+
+
+_OPEN: list[weakref.ref] = []  # every annotation widget made, for the Inspect tab to find its viewer's
+
+
+def annotate_widget_of(viewer) -> "AnnotateWidget | None":
+    """The annotation widget of ``viewer`` with a database open (the last made), or None."""
+    _OPEN[:] = [ref for ref in _OPEN if ref() is not None]
+    found = [ref() for ref in _OPEN if ref().viewer is viewer and ref().session is not None]
+    return found[-1] if found else None
 
 
 class AnnotateWidget(Proposals, QWidget):
@@ -77,6 +92,9 @@ class AnnotateWidget(Proposals, QWidget):
         self._build()
         self._bind_keys()
         napari_viewer.cursor.events.viewbox.connect(self._follow_cursor)
+        napari_viewer.layers.selection.events.active.connect(self._active_changed)
+        napari_viewer.mouse_move_callbacks.append(self._pointer_moved)
+        _OPEN.append(weakref.ref(self))
         if session is not None:
             self.set_session(session)
 
@@ -91,11 +109,15 @@ class AnnotateWidget(Proposals, QWidget):
         self.labels = QListWidget()
         self.labels.setMaximumHeight(140)
         self.labels.currentItemChanged.connect(self._label_clicked)
+        self.labels.itemDoubleClicked.connect(lambda _item: reports_errors(self.rename_selected, self.status)())
+        self._keys = _WorkspaceKeys(self)
+        self.labels.installEventFilter(self._keys)  # PageUp/PageDown switch image pairs, never the list's row
         self.new_type = QComboBox()
         self.new_type.addItems(LABEL_TYPES)
         self.new_type.setCurrentText(load_settings().get("label_type", "other"))  # a landmark, not a second gland
         self.new_type.currentTextChanged.connect(lambda text: save_setting("label_type", text))
-        self.new_name = QLineEdit(placeholderText="name (optional)")
+        self.new_name = QLineEdit(placeholderText="name (optional; Return adds)")
+        self.new_name.returnPressed.connect(lambda: reports_errors(self.new_label_pair, self.status)())
         self.verifier = QLineEdit(placeholderText="verifier name")
         self.brush_mm = _spin(3.0, 0.5, 30.0, "brush diameter in mm (each panel converts it to its voxels)")
         self.brush_mm.valueChanged.connect(lambda _v: reports_errors(self._set_brush, self.status)())
@@ -110,6 +132,7 @@ class AnnotateWidget(Proposals, QWidget):
         self.linked.toggled.connect(lambda on: reports_errors(self._link_changed, self.status)(on))
         self._last_point = None
         self.viewer.dims.events.point.connect(self._slice_moved)
+        self.windows = {side: _window_slider(side, self) for side in SIDES}  # contrast that keeps the brush
         self.model_dir = QLineEdit(placeholderText="trained model run folder (optional)")
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -126,11 +149,12 @@ class AnnotateWidget(Proposals, QWidget):
         self.setMaximumWidth(440)  # leaves the two panels their room on a 1366-px screen
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(QLabel("Label pairs (type · name · annotator · status)"))
+        layout.addWidget(QLabel("Label pairs (# name · type · annotator · status; double-click or F2 renames)"))
         layout.addWidget(self.labels)
         layout.addLayout(_row(self.new_type, self.new_name, _button("Add", self.new_label_pair)))
         layout.addLayout(_row(self.verifier, _button("Verify", self.verify), _button("Delete…", self._confirm_delete)))
         layout.addLayout(_row(QLabel("Brush mm"), self.brush_mm, self.linked))
+        layout.addLayout(_row(QLabel("Window MR"), self.windows["moving"], QLabel("TRUS"), self.windows["fixed"]))
         layout.addLayout(_row(self.point_mode, QLabel("radius mm"), self.point_radius,
                               _button("Jump to partner", self.jump_to_partner)))
         layout.addLayout(_row(self.model_dir, _button("Propose TRUS", self.propose_from_run),
@@ -224,6 +248,7 @@ class AnnotateWidget(Proposals, QWidget):
         first = self.workspace.view is None
         self.workspace.show(view, self.session.selected)
         self._hook_layers()
+        self._fit_windows(view)
         self._reset_history()
         self._set_brush()
         self._fill_list()
@@ -235,8 +260,11 @@ class AnnotateWidget(Proposals, QWidget):
                                 "array axes); correspondence is approximate")
         else:
             self._say_selected()
+        self.workspace.frame()  # every image pair opens on its gland, at a size to paint
         if first:
-            self._jump_to_selected()  # later switches keep the slice and zoom the annotator chose
+            # again once the window is laid out (the cells' size), the slice left on the selected pair
+            QTimer.singleShot(0, lambda: reports_errors(self.workspace.frame, self.status)(slice=False))
+            self._jump_to_selected()
 
     def _hook_layers(self) -> None:
         for side in SIDES:
@@ -295,7 +323,7 @@ class AnnotateWidget(Proposals, QWidget):
         self._selection_changed()
 
     def _selection_changed(self, jump: bool = True) -> None:
-        self.reject_proposal()
+        self._drop_proposal()
         self.workspace.select(self.session.selected)
         self._say_selected()
         self._reset_history()
@@ -305,7 +333,8 @@ class AnnotateWidget(Proposals, QWidget):
 
     def _say_selected(self) -> None:
         chosen = [lp for lp in self.workspace.view.label_pairs if lp.id == self.session.selected]
-        self.status.setText(f"painting {chosen[0].type} · {chosen[0].name or '-'} ({_last_change(chosen[0])})"
+        self.status.setText(f"painting #{number(chosen[0])} {shown_name(chosen[0])} ({chosen[0].type}; "
+                            f"{_last_change(chosen[0])})"
                             if chosen else "choose a label pair to paint ('.' or the list) or add one (N)")
 
     @reports_errors
@@ -323,6 +352,32 @@ class AnnotateWidget(Proposals, QWidget):
         self.workspace.update_records(self.session.label_pairs())
         self._selection_changed()
 
+    def _called(self, label_pair_id: int | None) -> str:
+        """"#3 other 3": how the list, the status line and napari's label box (3) know a label pair."""
+        found = [lp for lp in (self.workspace.view.label_pairs if self.workspace.view else []) if lp.id == label_pair_id]
+        return f"#{number(found[0])} {shown_name(found[0])}" if found else f"label pair id {label_pair_id}"
+
+    def rename_selected(self) -> None:
+        """Rename or retype the selected label pair in a small dialog (F2, or a double-click in the list)."""
+        self._ready()
+        if self.session.selected is None:
+            raise ValueError("no label pair selected: choose one ('.' or the list) first")
+        lp = next(lp for lp in self.session.label_pairs() if lp.id == self.session.selected)
+        self.rename_dialog = dialog = RenameDialog(self, shown_name(lp), lp.type)
+        dialog.accepted.connect(lambda: reports_errors(self._renamed, self.status)(dialog))
+        dialog.open()  # window-modal, not blocking: the event loop (and a test's events) go on
+        return dialog
+
+    def _renamed(self, dialog: "RenameDialog") -> None:
+        self.flush()
+        name, type_ = dialog.name.text().strip(), dialog.type.currentText()
+        lp = next(lp for lp in self.session.label_pairs() if lp.id == self.session.selected)
+        self.session.rename(type=type_ if type_ != lp.type else None, name=name if name != lp.name else None)
+        self.workspace.update_records(self.session.label_pairs())
+        self.workspace.select(self.session.selected)
+        self._fill_list()
+        self.status.setText(f"{self._called(self.session.selected)} ({type_}): renamed")
+
     def verify(self) -> None:
         self._ready()
         self.flush()
@@ -334,14 +389,18 @@ class AnnotateWidget(Proposals, QWidget):
         self.session.verify_selected(verifier)
         self.workspace.update_records(self.session.label_pairs())
         self._fill_list()
-        self.status.setText(f"label pair {self.session.selected} verified")
+        self.status.setText(f"{self._called(self.session.selected)} verified")
 
     # ---- finding a label pair ------------------------------------------------------------
     def jump_to(self, label_pair_id: int, side: str) -> None:
         """Move the slice (and centre the view) to the label pair's centroid on ``side``."""
         centre = self.workspace.centroid(label_pair_id, side)
         if centre is None:
-            raise ValueError(f"label pair {label_pair_id} is not painted on the {TITLES[side]} side yet")
+            raise ValueError(f"{self._called(label_pair_id)} is not painted on the {TITLES[side]} side yet")
+        self.go_to_point(side, centre)
+
+    def go_to_point(self, side: str, centre: np.ndarray) -> None:
+        """Move the slice to display point ``centre`` of ``side``'s panel."""
         dims = self.viewer.dims
         sliced = [axis for axis in range(dims.ndim) if axis not in dims.displayed]
         if self.linked.isChecked():
@@ -389,7 +448,7 @@ class AnnotateWidget(Proposals, QWidget):
     def _follow_cursor(self, event) -> None:
         """The panel under the mouse picks the layer that is painted."""
         cell = event.value
-        if cell is None or not self.workspace.complete() or self.viewer.canvas.grid.shape != (1, 2):
+        if cell is None or not self.workspace.complete() or self.viewer.canvas.grid.shape[0] != 1:
             return
         active = self.viewer.layers.selection.active
         painted = [self.workspace.layers[side, "selected"] for side in SIDES]
@@ -399,6 +458,59 @@ class AnnotateWidget(Proposals, QWidget):
         if target is not active:
             target.mode = active.mode
             self.viewer.layers.selection.active = target
+
+    def _fit_windows(self, view) -> None:
+        """The window sliders span each image's intensities and start at the window the panels open with."""
+        for side, slider in self.windows.items():
+            low, high, least, most = view.windows[side]
+            slider.blockSignals(True)
+            slider.setRange(least, most if most > least else least + 1)
+            slider.setValue((low, high))
+            slider.blockSignals(False)
+
+    def set_window(self, side: str, low: float, high: float) -> None:
+        """Contrast of one panel's image, set without selecting its layer: painting goes on."""
+        if high <= low:
+            raise ValueError(f"the window's top must be above its bottom, got {low:g}..{high:g}")
+        layer = self.workspace.layers.get((side, "image"))
+        if layer is not None:
+            layer.contrast_limits = (low, high)
+
+    def _pointer_moved(self, viewer, _event=None) -> None:
+        """The correspondence cursor: where the pointer's point is in the other cell."""
+        if not self.workspace.complete() or self.workspace.view is None or self.loading is not None:
+            return
+        cell = viewer.cursor.viewbox
+        side = SIDES[cell[1]] if cell is not None and cell[1] < 2 else None
+        try:
+            self.workspace.show_cursor(side, viewer.cursor.position)
+        except Exception as exc:  # noqa: BLE001 - a pointer move never raises into napari's event loop
+            self.status.setText(f"correspondence cursor: {exc}")
+
+    def _active_changed(self, _event=None) -> None:
+        """Another layer than a panel's painted one selected (say, an image for its contrast): strokes would not
+        paint, so the status says so, and how to paint again."""
+        if not self.workspace.complete() or self.session is None or self.session.selected is None:
+            return
+        active = self.viewer.layers.selection.active
+        painted = [self.workspace.layers[side, "selected"] for side in SIDES]
+        if active in painted:
+            self._say_selected()
+        else:
+            what = f"'{active.name}' is selected" if active is not None else "no layer is selected"
+            self.status.setText(f"painting paused: {what}; press P to paint again (contrast: the MR and TRUS "
+                                "window sliders here keep the brush)")
+
+    def resume_painting(self) -> None:
+        """Make the painted layer of the panel under the pointer (else the MR's) active again, in paint mode."""
+        self._ready()
+        cell = self.viewer.cursor.viewbox
+        side = "fixed" if cell is not None and cell[1] == 1 else "moving"
+        layer = self.workspace.layers[side, "selected"]
+        self.viewer.layers.selection.active = layer
+        if layer.editable:
+            layer.mode = "pan_zoom" if self.point_mode.isChecked() else "paint"
+        self._say_selected()
 
     # ---- brush and point mode ---------------------------------------------------------------
     def _set_brush(self) -> None:
@@ -454,10 +566,10 @@ class AnnotateWidget(Proposals, QWidget):
         shown = (layer.metadata.get("image_pair_id"), layer.metadata.get("label_pair_id"))
         if shown != (s.pair.id, s.selected) or self.workspace.selected != s.selected:
             raise RuntimeError(f"not saved: the {TITLES[side]} layer shows {layer.metadata.get('image_pair')} "
-                               f"label pair {shown[1]}, but {s.pair.name} label pair {s.selected} is selected")
+                               f"label pair id {shown[1]}, but {s.pair.name} label pair id {s.selected} is selected")
         self.workspace.record_saved(side, mask)  # what the database will hold once the write below lands
         was_verified = any(lp.id == s.selected and lp.status == "verified" for lp in self.workspace.view.label_pairs)
-        what = f"the {TITLES[side]} side of {s.pair.name} label pair {s.selected}"
+        what = f"the {TITLES[side]} side of {s.pair.name} {self._called(s.selected)}"
         if was_verified:
             what += " (the edit withdrew its verification: verify it again)"
             self.workspace.update_records(
@@ -508,6 +620,14 @@ class AnnotateWidget(Proposals, QWidget):
         for side in SIDES:
             self.save_side(side)
 
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        """Once docked in its window: the pointer over the canvas takes the keys back from any field."""
+        super().showEvent(event)
+        for widget in self.window().findChildren(QWidget):
+            if type(widget).__name__.startswith("CanvasBackend") and not widget.property("labelreg_keys"):
+                widget.installEventFilter(self._keys)  # vispy's Qt canvas, found through Qt, not napari's privates
+                widget.setProperty("labelreg_keys", True)
+
     def hideEvent(self, event) -> None:  # noqa: N802 - Qt's name
         """Closing the window (or hiding the dock) saves strokes still waiting for their timer."""
         self.flush()
@@ -549,7 +669,7 @@ class AnnotateWidget(Proposals, QWidget):
         self.labels.blockSignals(True)
         self.labels.clear()
         for lp in self.session.label_pairs():
-            text = f"{lp.type} · {lp.name or '-'} · {lp.annotator or '-'} · {lp.status}"
+            text = f"#{number(lp)} {shown_name(lp)} · {lp.type} · {lp.annotator or '-'} · {lp.status}"
             if lp.status == "incomplete":
                 text += f" (paint the {'TRUS' if lp.has_moving else 'MR'} side)"
             if lp.modified_by and lp.modified_by != lp.annotator:
@@ -574,6 +694,58 @@ class AnnotateWidget(Proposals, QWidget):
         worker.finished.connect(finished)
         worker.start()
         return worker
+
+
+class RenameDialog(QDialog):
+    """A label pair's name and type; Return accepts."""
+
+    def __init__(self, parent, name: str, type_: str) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Rename label pair")
+        self.name = QLineEdit(name)
+        self.name.selectAll()
+        self.type = QComboBox()
+        self.type.addItems(LABEL_TYPES)
+        self.type.setCurrentText(type_)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow("Name", self.name)
+        form.addRow("Type", self.type)
+        form.addRow(buttons)
+
+
+class _WorkspaceKeys(QObject):
+    """Keys for the workspace wherever they are typed: the label pair list passes PageUp/PageDown to the image
+    pair switch instead of moving its row; the canvas takes the keyboard focus whenever the pointer is over it,
+    so the workspace's keys reach it after a field or the list had the focus."""
+
+    def __init__(self, widget: "AnnotateWidget") -> None:
+        super().__init__(widget)
+        self.widget = widget
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        kind = event.type()
+        if kind == QEvent.Type.KeyPress and watched is self.widget.labels:
+            step = {Qt.Key.Key_PageDown: self.widget.next_pair, Qt.Key.Key_PageUp: self.widget.previous_pair}
+            action = step.get(event.key())
+            if action is not None:
+                reports_errors(action, self.widget.status)()
+                return True
+        elif (kind in (QEvent.Type.Enter, QEvent.Type.MouseMove) and watched is not self.widget.labels
+              and not watched.hasFocus()):
+            watched.setFocus(Qt.FocusReason.MouseFocusReason)
+        return False
+
+
+def _window_slider(side: str, widget: "AnnotateWidget"):
+    from superqt import QDoubleRangeSlider
+
+    slider = QDoubleRangeSlider(Qt.Orientation.Horizontal)
+    slider.setToolTip(f"the {TITLES[side]} panel's contrast (window), without leaving the brush")
+    slider.valueChanged.connect(lambda value: reports_errors(widget.set_window, widget.status)(side, *value))
+    return slider
 
 
 def _last_change(lp) -> str:

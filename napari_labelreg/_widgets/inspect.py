@@ -1,5 +1,10 @@
 """The inspection widget: register a pair with a trained model and show what the DDF does.
 
+Beside the annotation workspace (``napari-labelreg annotate``, or the Annotate widget in the same window) it
+registers the workspace's image pairs (its database, its 1-based numbering) and shows the result in the
+workspace's own third cell, updated in place: never a second napari viewer, whose canvas would share the GL
+context with the workspace's.  Registering another pair first opens that pair in the workspace.
+
 "Open a register output folder…" shows one written by ``napari-labelreg register`` (your own MR and TRUS) the
 same way.  "Map MR targets…" then maps points planned on the MR (a CSV or a 3D Slicer ``.mrk.json``, world mm
 of the moving image) onto the TRUS through the registration, as a Points layer over the TRUS.
@@ -9,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -27,13 +33,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..app.inspection import inspection_layers, register_for_inspection
+from ..app.inspection import inspection_layers, register_for_inspection, register_in_workspace
 from ..app.placement import to_napari
 from ..app.results import export_registration, read_registration
+from ..core.geometry import apply_affine
 from ..core.io import DataError
 from ..core.points import read_points, refusal
 from ..core.transform import OutsideField
 from ._common import reports_errors, start_worker
+from .workspace import SHOWN
 
 TARGETS_LAYER = "MR targets on TRUS"
 POINTS_FILTER = "Points (*.csv *.mrk.json *.json)"
@@ -53,12 +61,17 @@ class InspectWidget(QWidget):
     def __init__(self, napari_viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.results_viewer = None
         self.registration = None
         self.model_dir = QLineEdit(placeholderText="run folder of a trained model")
         self.db_path = QLineEdit(placeholderText="label database (empty: a phantom pair)")
-        self.pair_index = QSpinBox()
-        self.pair_index.setRange(0, 100000)
+        self.pair_index = QSpinBox()  # 1-based, as the workspace counts ("2/5")
+        self.pair_index.setRange(1, 100000)
+        self.shown = QComboBox()
+        self.shown.addItems(SHOWN)
+        self.shown.setToolTip("over the registration cell's TRUS: the warped MR, the displacement magnitude or "
+                              "the Jacobian determinant")
+        self.shown.currentTextChanged.connect(lambda text: reports_errors(self._show_map, self.status)(text))
+        self._followed: set[int] = set()  # sessions whose pair switches the pair number follows
         self.runs_weight = QCheckBox("the run's")
         self.runs_weight.setChecked(True)
         self.runs_weight.setToolTip("register with the network weight the run was trained to be used with")
@@ -94,12 +107,16 @@ class InspectWidget(QWidget):
         form = QFormLayout()
         form.addRow("Model", self.model_dir)
         form.addRow("Database", self.db_path)
-        form.addRow("Pair index", self.pair_index)
+        form.addRow("Image pair", self.pair_index)
         weight = QHBoxLayout()
         weight.addWidget(self.runs_weight)
         weight.addWidget(self.network_weight)
         form.addRow("Network weight", weight)
         form.addRow("Gland fit", self.glands)
+        form.addRow("Show", self.shown)
+        self.setMaximumWidth(440)  # tabbed with the workspace's: the panels keep their room on a 1366-px screen
+        for field in (self.model_dir, self.db_path):
+            field.setMinimumWidth(0)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(register_btn)
@@ -114,26 +131,109 @@ class InspectWidget(QWidget):
     def register(self) -> None:
         if not self.model_dir.text().strip():
             raise ValueError("give the run folder of a trained model (Model) first")
+        annotate = self.annotate_widget()
+        if annotate is not None:
+            return self._register_in_workspace(annotate)
         worker = start_worker(register_for_inspection, self.model_dir.text().strip(),
-                              self.db_path.text().strip() or None, self.pair_index.value(), self.weight(),
+                              self.db_path.text().strip() or None, self.pair_index.value() - 1, self.weight(),
                               self.glands.currentText(),
                               done=self.show_result, what="registration", status=self.summary)
         self.summary.setText("registering…")
         worker.start()
         return worker
 
+    # ---- beside the annotation workspace ----------------------------------------------
+    def annotate_widget(self):
+        """The annotation widget with an open database in this viewer, or None."""
+        from .annotate import annotate_widget_of
+
+        annotate = annotate_widget_of(self.viewer)
+        if annotate is not None:
+            self._follow(annotate)
+        return annotate
+
+    def _follow(self, annotate) -> None:
+        """Take the workspace's database, and its pair number now and after every pair switch."""
+        session = annotate.session
+        self.db_path.setText(session.db.location)
+        self.db_path.setReadOnly(True)
+        self.db_path.setToolTip("the annotation workspace's database")
+        self.pair_index.setMaximum(max(1, len(session.pairs)))
+        if id(session) not in self._followed:
+            self._followed.add(id(session))
+            self.pair_index.setValue(session.pair_index + 1)
+            session.listeners.append(lambda what, s=session: what == "pair" and annotate.session is s
+                                     and self.pair_index.setValue(s.pair_index + 1))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.annotate_widget()
+        super().showEvent(event)
+
+    def _register_in_workspace(self, annotate):
+        session = annotate.session
+        index = self.pair_index.value() - 1
+        if index >= len(session.pairs):
+            raise ValueError(f"the database holds {len(session.pairs)} image pairs; there is no pair {index + 1}")
+        if index != session.pair_index:
+            annotate.go_to_pair(index)  # the workspace shows the pair it registers
+        pair_id = session.pairs[index].id
+        worker = start_worker(register_in_workspace, self.model_dir.text().strip(), session.db.location, pair_id,
+                              self.weight(), self.glands.currentText(),
+                              done=lambda registered: self._show_in_workspace(annotate, registered),
+                              what="registration", status=self.summary)
+        self.summary.setText(f"registering {session.pairs[index].name}…")
+        worker.start()
+        return worker
+
+    def _show_in_workspace(self, annotate, registered) -> None:
+        workspace = annotate.workspace
+        if workspace.view is None or workspace.view.record.id != registered.pair_id:
+            if annotate.loading == registered.pair_id:  # the pair is still being opened: show it once it is
+                from qtpy.QtCore import QTimer
+
+                QTimer.singleShot(100, lambda: reports_errors(self._show_in_workspace, self.summary)(annotate,
+                                                                                                      registered))
+                return
+            self.summary.setText("the workspace moved to another image pair: register it again")
+            return
+        workspace.show_registration(registered, self.shown.currentText())
+        self.registration = registered.registration
+        self.targets_btn.setEnabled(True)
+        self.summary.setText(self._said(workspace.view.record.name, registered.summary))
+        self.errors.clear()
+        for name, err in zip(registered.names, registered.errors_mm):
+            self.errors.addItem(f"{name}: {err:.2f} mm")
+
+    @staticmethod
+    def _said(name: str, meta: dict) -> str:
+        text = f"{name}: folding voxels {meta['folding_voxels']}"
+        if "tre_mm" in meta:
+            text += (f"\nlandmark TRE {meta['tre_before_mm']:.2f} mm before (initial correspondence), "
+                     f"{meta['tre_mm']:.2f} mm after; gland DSC {meta['dice_before']:.3f} before, {meta['dice']:.3f} after")
+        if "gland_fit" in meta:
+            text += f"\n{meta['gland_fit']}"
+        return text
+
+    def _show_map(self, shown: str) -> None:
+        annotate = self.annotate_widget()
+        if annotate is not None and annotate.workspace.registered is not None:
+            annotate.workspace.show_map(shown)
+
     def target_viewer(self):
-        """Where results go: this viewer, or a viewer of their own while it holds an annotation workspace.
+        """This viewer, for results that are not the workspace's pair (a phantom pair, a register output folder)
+        when no annotation workspace is open in it; refused while one is.
 
-        Inspection never writes into (or regroups the grid of) the layers an annotator is painting.
+        Inspection never writes into (or regroups the grid of) the layers an annotator is painting, and opens
+        no second viewer (two canvases sharing one GL context break each other's textures).
         """
-        if not any("image_pair_id" in layer.metadata for layer in self.viewer.layers):
-            return self.viewer
-        if self.results_viewer is None or self.results_viewer.window._qt_window is None:
-            import napari
+        self._refuse_beside_workspace()
+        return self.viewer
 
-            self.results_viewer = napari.Viewer(title="napari-labelreg: inspection")
-        return self.results_viewer
+    def _refuse_beside_workspace(self) -> None:
+        if any("image_pair_id" in layer.metadata for layer in self.viewer.layers):
+            raise ValueError("this window holds the annotation workspace: its pairs are registered in its own "
+                             "cell; open other registrations in a napari window of their own (napari, then "
+                             "Plugins > napari-labelreg > Inspect a registration)")
 
     def weight(self) -> float | None:
         """The network weight asked for; None: the run's."""
@@ -177,6 +277,7 @@ class InspectWidget(QWidget):
     def open_result(self, folder: str | None = None) -> None:
         """Show a register output folder (your own MR and TRUS registered from the command line) as a
         registration made here, so its layers, export and MR targets work the same."""
+        self._refuse_beside_workspace()
         folder = folder or self.ask_result_folder()
         if not folder:
             return
@@ -217,6 +318,15 @@ class InspectWidget(QWidget):
             mapped = self.registration.map_points(points, to="fixed")
         except OutsideField as exc:
             raise DataError(refusal(path, labels, exc.rows, exc.reason, then="none shown")) from None
+        message = (f"{len(points)} MR target{'s' * (len(points) != 1)} mapped onto the TRUS "
+                   f"(inversion residual up to {mapped.residual_mm.max():.2g} mm)")
+        annotate = self.annotate_widget()
+        if annotate is not None and annotate.workspace.registered is not None:  # into the registration cell
+            to_voxel = np.linalg.inv(self.registration.fixed.affine)
+            annotate.workspace.show_targets(apply_affine(to_voxel, mapped.points), list(labels))
+            show_info(message)
+            self.summary.setText(message)
+            return annotate.workspace.cell["centroids"]
         coords = to_napari(mapped.points)  # the plugin's world, where this widget's layers and the reader's are
         viewer = self.target_viewer()
         for layer in [la for la in viewer.layers if la.name == TARGETS_LAYER and la.metadata.get("inspection")]:
@@ -226,8 +336,6 @@ class InspectWidget(QWidget):
                                   text={"string": "{label}", "size": 10, "color": "lime", "anchor": "upper_left"},
                                   metadata={"inspection": True, "source": str(path),
                                             "world_mm": mapped.points.tolist()})
-        message = (f"{len(coords)} MR target{'s' * (len(coords) != 1)} mapped onto the TRUS "
-                   f"(inversion residual up to {mapped.residual_mm.max():.2g} mm)")
         show_info(message)
         self.summary.setText(message)  # in place of an earlier refusal
         return layer

@@ -66,9 +66,25 @@ class Proposals:
                 layer.data = np.asarray(mask, bool).astype(np.uint16) * label
                 layer.visible = True
             counts = ", ".join(f"{TITLES[side]} {int(np.count_nonzero(mask))}" for side, mask in masks.items())
-            self.status.setText(f"proposal: {counts} voxels; Accept, then correct, or Reject")
+            shown = self._show_proposal(masks)
+            self.status.setText(f"proposal: {counts} voxels{shown}; Accept, then correct, or Reject")
 
         self._start(compute, done=show, what="the proposal")
+
+    def _show_proposal(self, masks: dict) -> str:
+        """Bring the proposal into sight: the slice through its centroid (the TRUS side's where there is one)."""
+        for side in ("fixed", "moving"):
+            mask = masks.get(side)
+            if mask is not None and np.any(mask):
+                mask = np.asarray(mask, bool)
+                voxel = np.argwhere(mask).mean(0)
+                for axis in (a for a in range(3) if a not in self.viewer.dims.displayed[-2:]):
+                    # the slice holding most of it (the centroid's can miss a curved mask); display axes are
+                    # the arrays' (the panels are placed by scale and translation)
+                    voxel[axis] = np.argmax(mask.sum(tuple(b for b in range(3) if b != axis)))
+                self.go_to_point(side, self.workspace.to_display(side, voxel))
+                return f", shown on its {TITLES[side]} slice"
+        return " (empty: nothing to show)"
 
     def _proposed(self) -> list[str]:
         return [side for side in SIDES if (layer := self.workspace.layers.get((side, "proposal"))) is not None
@@ -82,12 +98,20 @@ class Proposals:
             target = self.workspace.layers[side, "selected"]
             where = np.nonzero(np.asarray(self.workspace.layers[side, "proposal"].data) > 0)
             target.data_setitem(where, target.selected_label)  # undoable like a stroke
-        self.reject_proposal()
+        self._drop_proposal()
         for side in sides:
             self.save_side(side)
+        self.status.setText(f"proposal accepted into {self._called(self.session.selected)} and saved "
+                            f"({', '.join(TITLES[side] for side in sides)}): correct it with the brush")
 
     def reject_proposal(self) -> None:
-        for side in self._proposed():
+        if self._drop_proposal():
+            self.status.setText("proposal rejected: nothing was saved")
+
+    def _drop_proposal(self) -> list[str]:
+        sides = self._proposed()
+        for side in sides:
             layer = self.workspace.layers[side, "proposal"]
             layer.visible = False
             layer.data = np.zeros_like(layer.data)
+        return sides

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -54,7 +55,8 @@ class TrainWidget(QWidget):
         self.db_path = QLineEdit(load_settings().get("database", ""), placeholderText="labels.db")
         self.types = QLineEdit(placeholderText=f"all types (or e.g. {LABEL_TYPES[0]}, {LABEL_TYPES[1]})")
         self.verified_only = QCheckBox("verified label pairs only")
-        self.consensus = QCheckBox("each landmark's consensus (where several annotators labelled it)")
+        self.consensus = QCheckBox("annotators' consensus")
+        self.consensus.setToolTip("each landmark's consensus where several annotators labelled it")
         self.preset = _combo(sorted(PRESETS), "cpu")
         self.variant = _combo(VARIANTS, "baseline")
         self.loss = _combo(SIMILARITIES, "msdice")
@@ -82,7 +84,8 @@ class TrainWidget(QWidget):
         self.progress.setFormat("%p% of the budget")
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.plot = CurvePlot(x_label="registration step")
+        self.plot = CurvePlot(x_label="step")
+        self.plot.setMinimumHeight(180)
 
         form = QFormLayout()
         for label, widget in (("Database", self.db_path), ("Label types", self.types), ("", self.verified_only),
@@ -101,6 +104,12 @@ class TrainWidget(QWidget):
         scroll = QScrollArea()  # the form scrolls; buttons, progress and curve stay in view on a small screen
         scroll.setWidget(fields)
         scroll.setWidgetResizable(True)
+        # down only: the fields shrink to the dock's width, so no label ever scrolls out of sight
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+        for field in fields.findChildren(QWidget):
+            field.setMinimumWidth(0)
+        self.setMaximumWidth(440)  # tabbed with the workspace's: the panels keep their room on a 1366-px screen
         layout = QVBoxLayout(self)
         layout.addWidget(scroll)
         layout.addLayout(buttons)
@@ -164,10 +173,7 @@ class TrainWidget(QWidget):
         self.last_progress = p
         self.progress.setValue(round(PROGRESS_STEPS * overall_fraction(p, self._config)))
         of = f"/{p.total}" if p.total else ""
-        if p.stage != "refine":  # the gland locator (and prior) train first; the curve is the network's
-            self.status.setText(f"{STAGE_NAMES[p.stage]}: step {p.step}{of}, loss {p.loss:.4f}")
-            return
-        self.plot.add("loss", p.step, p.loss)
+        self.plot.add(f"{STAGE_NAMES[p.stage]} loss", p.step, p.loss)  # every stage from its first step
         if p.val_dice is not None:
             self.plot.add("validation gland Dice", p.step, p.val_dice)
             self.plot.add("validation TRE (mm)", p.step, p.val_tre_mm)

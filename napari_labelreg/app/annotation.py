@@ -89,8 +89,13 @@ class AnnotationSession:
         return self.db.label_pairs(rec.id) if rec else []
 
     def create_label_pair(self, type: str, name: str = "") -> int:
-        """A new (empty, incomplete) label pair on the current pair, selected."""
-        self.selected = self.db.create_label_pair(self.pair.id, type=type, name=name, annotator=self.annotator)
+        """A new (empty, incomplete) label pair on the current pair, selected; without a name, named after its
+        type and number ("other 3")."""
+        name = name.strip()
+        if name:
+            self._check_unique(name)
+        self.selected = self.db.create_label_pair(self.pair.id, type=type, name=name or None,
+                                                  annotator=self.annotator)
         self.remembered[self.pair.id] = self.selected
         self.seen[self.selected] = 1
         self._emit("labels")
@@ -170,7 +175,20 @@ class AnnotationSession:
         return {side: registrator.locator.segment(volume, side, precision)
                 for side, volume in zip(("moving", "fixed"), self.images())}
 
+    def _check_unique(self, name: str, label_pair_id: int | None = None) -> None:
+        clash = [lp for lp in self.label_pairs() if shown_name(lp) == name and lp.id != label_pair_id]
+        if clash:
+            raise ValueError(f"{self.pair.name} already has a label pair named {name!r} (#{number(clash[0])}): "
+                             "give another name")
+
     def rename(self, type: str | None = None, name: str | None = None) -> None:
+        if self.selected is None:
+            raise ValueError("no label pair selected")
+        if name is not None:
+            name = name.strip()
+            if not name:
+                raise ValueError("a label pair's name cannot be empty")
+            self._check_unique(name, self.selected)
         self.seen[self.selected] = self.db.update_label_pair(self.selected, type=type, name=name,
                                                              author=self.annotator,
                                                              expected_revision=self.seen.get(self.selected))
@@ -188,6 +206,18 @@ class AnnotationSession:
     def verify_selected(self, verifier: str) -> None:
         self.seen[self.selected] = self.db.verify(self.selected, verifier, expected_revision=self.seen.get(self.selected))
         self._emit("labels")
+
+
+def number(lp: LabelPairRecord) -> int:
+    """A label pair's number in its image pair: the list's "#3", the status line's, and the value napari's label
+    box shows while it is painted (positions are never reused, so neither are numbers)."""
+    return lp.position + 1
+
+
+def shown_name(lp: LabelPairRecord) -> str:
+    """The name every view shows (list, canvas caption, Inspect's errors): the stored one, or for a label pair
+    made before names were given, its type and number as a new one would be named."""
+    return lp.name or f"{lp.type} {number(lp)}"
 
 
 def _filled(rec: ImagePairRecord, moving: np.ndarray | None, fixed: np.ndarray | None

@@ -12,6 +12,8 @@ overlay the TRUS and MR files opened on their own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from ..core import metrics
@@ -124,6 +126,7 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
     """
     if db_path:
         from ..database import LabelDB
+        from .annotation import shown_name
 
         with LabelDB.open(db_path) as db:
             records = db.image_pairs()
@@ -131,7 +134,7 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
                 raise ValueError(f"{db_path}: no image pairs")
             record = records[pair_index % len(records)]
             pair = db.load_pair(record.id)
-            named = {lp.id: f"{lp.name or lp.type} ({lp.type})" for lp in db.label_pairs(record.id)}
+            named = {lp.id: shown_name(lp) for lp in db.label_pairs(record.id)}
         names = [named[int(n.split(":", 1)[0])] for n in pair.label_names]  # load_pair names them "id:type"
     else:
         from ..core.phantom import make_phantom
@@ -139,3 +142,65 @@ def register_for_inspection(model_dir: str, db_path: str | None, pair_index: int
         pair, names = make_phantom(1000 + pair_index).pair, None
     registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair, glands=glands)
     return registration, pair, inspection_layers(registration, pair, names=names)
+
+
+@dataclass(frozen=True)
+class RegisteredPair:
+    """A registration of a database pair as arrays on the fixed image's voxels ``(i, j, k)``: what the annotation
+    workspace's registration cell shows, placed as its TRUS cell is.
+
+    ``label_ids``: the database id of each label pair (in ``pair``'s order); ``moved``/``target``: each label
+    pair's centroid in fixed voxels, the warped MR label's and the TRUS label's (NaN where empty).
+    ``summary``: ``tre_mm``, ``dice`` and ``folding_voxels`` after, ``tre_before_mm`` and ``dice_before`` with
+    the initial correspondence alone, and the gland fit's line where one was made.
+    """
+
+    registration: Registration
+    pair_id: int
+    warped: np.ndarray
+    displacement_mm: np.ndarray
+    jacobian: np.ndarray
+    warped_labels: np.ndarray
+    label_ids: tuple[int, ...]
+    names: tuple[str, ...]
+    moved: np.ndarray
+    target: np.ndarray
+    errors_mm: np.ndarray
+    summary: dict
+
+
+def registered_pair(registration: Registration, pair: Pair, pair_id: int, names: dict[int, str]) -> RegisteredPair:
+    """:class:`RegisteredPair` of ``pair`` as the database loads it (label names ``"id:type"``); ``names``: label
+    pair id -> the name shown for it."""
+    grid = pair.fixed.grid
+    warped = registration.warp_labels(pair.moving_labels) >= 0.5
+    ids = tuple(int(n.split(":", 1)[0]) for n in pair.label_names)
+    centroid = lambda m: np.argwhere(m).mean(0) if m.any() else np.full(3, np.nan)  # noqa: E731
+    det = metrics.jacobian_determinant(registration.ddf_mm, grid)
+    summary = {"folding_voxels": int((det <= 0).sum())}
+    if pair.num_labels:
+        after = score(registration, pair)
+        before = score(replace(registration, ddf_mm=np.zeros_like(registration.ddf_mm), glands=None), pair)
+        summary.update(tre_mm=after["tre_mm"], dice=after["dice"], tre_before_mm=before["tre_mm"],
+                       dice_before=before["dice"])
+    if registration.glands is not None:
+        summary["gland_fit"] = registration.glands.said()
+    return RegisteredPair(
+        registration, pair_id, registration.warped, metrics.displacement_magnitude(registration.ddf_mm), det,
+        warped, ids, tuple(names.get(i, str(i)) for i in ids),
+        np.array([centroid(m) for m in warped]).reshape(-1, 3),
+        np.array([centroid(m) for m in pair.fixed_labels]).reshape(-1, 3),
+        metrics.centroid_errors(warped, pair.fixed_labels, grid), summary)
+
+
+def register_in_workspace(model_dir: str, db_location: str, image_pair_id: int, network_weight: float | None = None,
+                          glands: str = "none") -> RegisteredPair:
+    """Register image pair ``image_pair_id`` of the database with a trained run, for the workspace's cell."""
+    from ..database import LabelDB
+    from .annotation import shown_name
+
+    with LabelDB.open(db_location) as db:
+        pair = db.load_pair(image_pair_id)
+        names = {lp.id: shown_name(lp) for lp in db.label_pairs(image_pair_id)}
+    registration = Registrator.from_run(model_dir, network_weight=network_weight).register_pair(pair, glands=glands)
+    return registered_pair(registration, pair, image_pair_id, names)

@@ -434,12 +434,17 @@ class LabelDB:
                          .where(s.label_pairs.c.image_pair_id == image_pair_id)).scalar()
         return image, 0 if last is None else last + 1
 
-    def create_label_pair(self, image_pair_id: int, *, type: str, name: str = "", annotator: str = "",
+    def create_label_pair(self, image_pair_id: int, *, type: str, name: str | None = "", annotator: str = "",
                           conn: Connection | None = None) -> int:
-        """A new, still empty (incomplete) label pair at the end of the pair's list (revision 1)."""
+        """A new, still empty (incomplete) label pair at the end of the pair's list (revision 1).
+
+        ``name`` None: named after its type and number, e.g. ``"other 3"`` (:func:`number`), unique in its image
+        pair since no two of its label pairs share a position."""
         _check_type(type)
         with self._maybe(conn) as c:
             _, position = self._next_position(c, image_pair_id)
+            if name is None:
+                name = f"{type} {position + 1}"
             t = s.now()
             state = {"type": type, "name": name, "status": "incomplete", "moving_mask_id": None,
                      "fixed_mask_id": None, "deleted": False}
