@@ -293,6 +293,8 @@ def test_each_pair_opens_with_its_gland_filling_about_half_a_cell(make_napari_vi
 
 def test_the_cross_hair_falls_on_the_corresponding_point_within_half_a_voxel(make_napari_viewer, db_path, qtbot,
                                                                             trained_run):
+    from qtpy.QtCore import Qt
+
     from napari_labelreg.core.geometry import apply_affine
 
     viewer, widget, user, inspect = open_day(make_napari_viewer, db_path, qtbot)
@@ -314,3 +316,6 @@ def test_the_cross_hair_falls_on_the_corresponding_point_within_half_a_voxel(mak
     moved = reg.map_points(apply_affine(reg.fixed.affine, fixed_voxel), to="moving").points
     expected = apply_affine(np.linalg.inv(reg.moving.affine), moved)[0]
     assert np.abs(cursor.data[0] - expected)[shown].max() <= 0.5, (cursor.data[0], expected)
+    user.key(Qt.Key.Key_PageDown)  # another pair: no cross-hair of the last one stays behind
+    user.wait_loaded()
+    assert all(len(ws.layers[side, "cursor"].data) == 0 for side in ("moving", "fixed"))

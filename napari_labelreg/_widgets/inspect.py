@@ -103,6 +103,7 @@ class InspectWidget(QWidget):
         self.targets_btn.setEnabled(False)  # until a registration exists
         self.targets_btn.clicked.connect(lambda: self.map_targets())
         self.summary = self.status = QLabel("")  # errors stay here after their notification fades
+        self.summary.setWordWrap(True)  # the dock's width, whatever the line's
         self.errors = QListWidget()
         form = QFormLayout()
         form.addRow("Model", self.model_dir)
@@ -182,6 +183,7 @@ class InspectWidget(QWidget):
                               done=lambda registered: self._show_in_workspace(annotate, registered),
                               what="registration", status=self.summary)
         self.summary.setText(f"registering {session.pairs[index].name}…")
+        self.errors.clear()  # the last registration's errors are not this one's
         worker.start()
         return worker
 

@@ -160,6 +160,8 @@ class Workspace:
             self.hide_registration()  # another pair's registration never sits beside this one
         self.view = view
         self.masks = {pid: list(pair) for pid, pair in view.masks.items()}
+        if not first:
+            self.show_cursor(None)  # the last pair's cross-hair never stays behind
         self._centroids = {}
         self.offsets = {side: np.zeros(3) for side in SIDES}
         name = view.record.name
